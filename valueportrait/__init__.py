@@ -1,0 +1,15 @@
+"""valueportrait: psychometrically validated benchmarks of the values of LLMs."""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+from pathlib import Path
+
+try:
+    __version__ = _version("valueportrait")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+source"
+
+#: The project's root (the folder holding pyproject.toml): default paths hang off it.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = Path("data/raw/study.db")
+DEFAULT_PROCESSED = Path("data/processed")
+DEFAULT_REPORTS = Path("reports")
