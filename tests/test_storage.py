@@ -1,0 +1,104 @@
+"""The study database under concurrent writers, idempotent saves, one-transaction writes."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from valueportrait.storage import SCHEMA_VERSION, StudyDB, now, open_db
+
+
+def _study(db, study_id="s1"):
+    db.upsert("studies", [{"study_id": study_id, "source": "app", "created_at": now()}])
+
+
+def test_schema_and_pragmas(tmp_path):
+    db = open_db(tmp_path / "study.db")
+    assert db.schema_version == SCHEMA_VERSION
+    assert db.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    db.close()
+    # Reopening does not migrate again or lose data.
+    db = open_db(tmp_path / "study.db")
+    _study(db)
+    db.close()
+    assert open_db(tmp_path / "study.db").count("studies") == 1
+
+
+def test_newer_schema_refused(tmp_path):
+    path = tmp_path / "future.db"
+    sqlite3.connect(path).execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="newer than this tool"):
+        open_db(path)
+
+
+def test_same_answer_saved_twice_is_stored_once(tmp_path):
+    db = open_db(tmp_path / "study.db")
+    _study(db)
+    db.save_instrument_answer("s1", "P1", "pvq21", 3, 4)
+    db.save_instrument_answer("s1", "P1", "pvq21", 3, 4)
+    db.save_instrument_answer("s1", "P1", "pvq21", 3, 5)  # changed their mind: the last answer counts
+    rows = db.query("SELECT answer FROM instrument_answers")
+    assert [r["answer"] for r in rows] == [5]
+
+
+def test_transaction_rolls_back_everything(tmp_path):
+    db = open_db(tmp_path / "study.db")
+    _study(db)
+    with pytest.raises(ZeroDivisionError):
+        with db.transaction():
+            db.save_rating("s1", "P1", "1001", 1, "g01", 4)
+            db.save_rating("s1", "P1", "1001", 2, "g01", 5)
+            1 / 0
+    assert db.count("ratings") == 0
+
+
+def test_eight_threads_2000_answers_each(tmp_path):
+    """Every answer stored exactly once, no 'database is locked', under 8 concurrent writers."""
+    path = tmp_path / "study.db"
+    setup = open_db(path)
+    _study(setup)
+    setup.close()
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer(t: int) -> None:
+        try:
+            db = StudyDB(path)  # one connection per thread, as the app's sessions have
+            start.wait()
+            for i in range(2000):
+                # Each answer in its own short transaction, as the app saves them; every
+                # 10th is sent twice, as a double click or a retried request would.
+                db.save_rating("s1", f"T{t}", f"{1000 + i // 5}", i % 5 + 1, "g01", i % 6 + 1, position=i)
+                if i % 10 == 0:
+                    db.save_rating("s1", f"T{t}", f"{1000 + i // 5}", i % 5 + 1, "g01", i % 6 + 1, position=i)
+            db.close()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    db = open_db(path)
+    assert db.count("ratings") == 16_000
+    per_thread = db.query("SELECT participant_id, COUNT(*) AS n, SUM(rating) AS s FROM ratings GROUP BY participant_id")
+    expected_sum = sum(i % 6 + 1 for i in range(2000))
+    assert {(r["participant_id"], r["n"], r["s"]) for r in per_thread} == {(f"T{t}", 2000, expected_sum) for t in range(8)}
+
+
+def test_resolve_study(tmp_path):
+    from valueportrait.errors import InputError
+
+    db = open_db(tmp_path / "study.db")
+    with pytest.raises(InputError, match="no study"):
+        db.resolve_study()
+    _study(db, "a")
+    assert db.resolve_study() == "a"
+    _study(db, "b")
+    with pytest.raises(InputError, match="several studies"):
+        db.resolve_study()
+    with pytest.raises(InputError, match="'c' is not in the database"):
+        db.resolve_study("c")

@@ -1,0 +1,360 @@
+"""The study database: one SQLite file that the app, the importer, the simulator and the
+analysis all go through.
+
+Concurrency: WAL journal, a busy timeout, and every write in a ``BEGIN IMMEDIATE``
+transaction, which takes the write lock up front, so two writers can never deadlock on a
+read-to-write upgrade; they queue behind the busy timeout instead.
+
+Idempotence: every answer table is keyed by who answered what, and saving is an upsert,
+so the same answer saved twice is stored once (a double click, a retried request, a bot
+that resends after a server restart).
+
+Schema versions: ``PRAGMA user_version`` holds the version; ``MIGRATIONS[v]`` upgrades a
+database from version v to v+1, inside one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+# Tables, keys and meaning. Timestamps are ISO 8601 UTC strings; `seconds` is time taken.
+SCHEMA_V1 = """
+CREATE TABLE studies (
+    study_id TEXT PRIMARY KEY,
+    title TEXT,
+    source TEXT NOT NULL,            -- 'app', 'release' or 'simulation'
+    config_json TEXT,                -- the study definition / import or simulation settings
+    created_at TEXT NOT NULL
+);
+CREATE TABLE item_groups (
+    study_id TEXT NOT NULL REFERENCES studies(study_id),
+    group_id TEXT NOT NULL,
+    position INTEGER NOT NULL,       -- order in the study (1-based)
+    target_n INTEGER,                -- participants wanted
+    PRIMARY KEY (study_id, group_id)
+);
+CREATE TABLE items (
+    study_id TEXT NOT NULL,
+    portrait_id TEXT NOT NULL,       -- the query (4 digits in the release)
+    option_id INTEGER NOT NULL,      -- one of its candidate responses
+    group_id TEXT NOT NULL,
+    source TEXT,                     -- 'advice' (title + text) or 'chat' (text only)
+    title TEXT,
+    query_text TEXT NOT NULL,
+    response TEXT NOT NULL,
+    meta_json TEXT,                  -- e.g. the simulator's true loadings, the value it was written for
+    PRIMARY KEY (study_id, portrait_id, option_id),
+    FOREIGN KEY (study_id, group_id) REFERENCES item_groups(study_id, group_id)
+);
+CREATE TABLE participants (
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,    -- the platform id (Prolific PID) or a test id
+    age INTEGER,
+    gender TEXT,
+    education TEXT,
+    politics TEXT,                   -- political orientation
+    country TEXT,
+    demographics_json TEXT,          -- anything else the study asked
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (study_id, participant_id)
+);
+CREATE TABLE participations (
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    status TEXT NOT NULL,            -- 'active', 'completed', 'declined', 'timed_out', 'returned'
+    platform_study_id TEXT,
+    platform_session_id TEXT,
+    test_mode INTEGER NOT NULL DEFAULT 0,
+    item_order_json TEXT,            -- the participant's random item order, as stored
+    started_at TEXT,
+    last_seen_at TEXT,
+    completed_at TEXT,
+    completion_code TEXT,
+    PRIMARY KEY (study_id, participant_id, group_id)
+);
+CREATE TABLE instrument_answers (
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    instrument TEXT NOT NULL,        -- 'pvq21' or 'bfi10'
+    item_id INTEGER NOT NULL,
+    answer INTEGER NOT NULL,
+    seconds REAL,
+    answered_at TEXT,
+    PRIMARY KEY (study_id, participant_id, instrument, item_id)
+);
+CREATE TABLE scores (                -- published scores where raw answers are not available (the release)
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    family TEXT NOT NULL,            -- 'pvq', 'higher_pvq', 'bfi'
+    dimension TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (study_id, participant_id, family, dimension)
+);
+CREATE TABLE ratings (
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    portrait_id TEXT NOT NULL,
+    option_id INTEGER NOT NULL,
+    group_id TEXT NOT NULL,
+    rating INTEGER NOT NULL,         -- 1..6, 6 = very much like me
+    position INTEGER,                -- where in the participant's order it was shown
+    seconds REAL,
+    answered_at TEXT,
+    PRIMARY KEY (study_id, participant_id, portrait_id, option_id)
+);
+CREATE TABLE attention_checks (
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    check_id TEXT NOT NULL,
+    expected INTEGER NOT NULL,
+    answer INTEGER NOT NULL,
+    passed INTEGER NOT NULL,
+    seconds REAL,
+    answered_at TEXT,
+    PRIMARY KEY (study_id, participant_id, check_id)
+);
+CREATE TABLE llm_answers (           -- LLM answers imported with a release
+    study_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    portrait_id TEXT NOT NULL,
+    option_id INTEGER NOT NULL,
+    variant TEXT NOT NULL,
+    answer REAL,
+    PRIMARY KEY (study_id, model, portrait_id, option_id, variant)
+);
+CREATE TABLE events (                -- declines and other things worth an audit trail
+    event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id TEXT,
+    participant_id TEXT,
+    kind TEXT NOT NULL,
+    detail_json TEXT,
+    at TEXT NOT NULL
+);
+CREATE INDEX ratings_by_group ON ratings (study_id, group_id);
+CREATE INDEX participations_by_group ON participations (study_id, group_id, status);
+"""
+
+#: MIGRATIONS[v] takes a database at schema version v to v + 1.
+MIGRATIONS: dict[int, str] = {0: SCHEMA_V1}
+
+#: Primary keys of the tables answers are upserted into.
+KEYS: dict[str, tuple[str, ...]] = {
+    "studies": ("study_id",),
+    "item_groups": ("study_id", "group_id"),
+    "items": ("study_id", "portrait_id", "option_id"),
+    "participants": ("study_id", "participant_id"),
+    "participations": ("study_id", "participant_id", "group_id"),
+    "instrument_answers": ("study_id", "participant_id", "instrument", "item_id"),
+    "scores": ("study_id", "participant_id", "family", "dimension"),
+    "ratings": ("study_id", "participant_id", "portrait_id", "option_id"),
+    "attention_checks": ("study_id", "participant_id", "check_id"),
+    "llm_answers": ("study_id", "model", "portrait_id", "option_id", "variant"),
+}
+
+
+def now() -> str:
+    """The current time as an ISO 8601 UTC string (the database's timestamp format)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StudyDB:
+    """A connection to the study database. One per thread (SQLite connections are not shared).
+
+    >>> db = StudyDB(":memory:")
+    >>> with db.transaction():
+    ...     _ = db.upsert("studies", [{"study_id": "s", "source": "app", "created_at": now()}])
+    >>> db.count("studies")
+    1
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        self.path = Path(path) if str(path) != ":memory:" else None
+        if self.path is not None and not readonly:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = f"file:{self.path}?mode=ro" if readonly else str(path)
+        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+        self.conn = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
+                                    isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            if self.path is not None:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL, NORMAL still never loses a committed transaction to an application
+            # crash (kill -9); only a power cut can take the last ones back.
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.migrate()
+
+    @property
+    def utils(self) -> sqlite_utils.Database:
+        """sqlite-utils' view of the same connection (introspection, exports).
+
+        Its write methods nest as savepoints inside our transactions (sqlite-utils 4.x).
+        """
+        return sqlite_utils.Database(self.conn)
+
+    # -- transactions -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[StudyDB]:
+        """One write transaction (``BEGIN IMMEDIATE``): all of it is stored, or none of it.
+
+        Nested calls join the outer transaction.
+        """
+        if self.conn.in_transaction:
+            yield self
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{self.path}: database schema version {version} is newer than this tool's ({SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            with self.transaction():
+                # executescript would commit our transaction: run statements one by one.
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                version += 1
+                self.conn.execute(f"PRAGMA user_version = {version}")
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> StudyDB:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- writing ----------------------------------------------------------------------
+    def upsert(self, table: str, rows: Iterable[Mapping]) -> int:
+        """Insert rows, replacing the non-key columns of any row with the same key.
+
+        Runs inside the caller's transaction when there is one, else in its own.
+        Returns the number of rows given.
+        """
+        rows = list(rows)
+        if not rows:
+            return 0
+        key = KEYS[table]
+        columns = list(rows[0])
+        updates = [c for c in columns if c not in key]
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+            + (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(f"{c}=excluded.{c}" for c in updates)
+               if updates else f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
+        )
+        with self.transaction():
+            self.conn.executemany(sql, [tuple(_plain(row[c]) for c in columns) for row in rows])
+        return len(rows)
+
+    def insert_new(self, table: str, rows: Iterable[Mapping]) -> int:
+        """Insert rows whose key is not there yet; keep existing ones as they are. Returns rows added."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        before = self.conn.total_changes
+        with self.transaction():
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                [tuple(_plain(row[c]) for c in columns) for row in rows],
+            )
+        return self.conn.total_changes - before
+
+    def log_event(self, kind: str, study_id: str | None = None, participant_id: str | None = None, **detail) -> None:
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO events (study_id, participant_id, kind, detail_json, at) VALUES (?, ?, ?, ?, ?)",
+                (study_id, participant_id, kind, json.dumps(detail) if detail else None, now()),
+            )
+
+    # -- one-answer helpers for the app (one short transaction each) --------------------
+    def save_instrument_answer(self, study_id, participant_id, instrument, item_id, answer, seconds=None) -> None:
+        self.upsert("instrument_answers", [dict(study_id=study_id, participant_id=participant_id, instrument=instrument,
+                                                item_id=int(item_id), answer=int(answer), seconds=seconds, answered_at=now())])
+
+    def save_rating(self, study_id, participant_id, portrait_id, option_id, group_id, rating, position=None, seconds=None) -> None:
+        self.upsert("ratings", [dict(study_id=study_id, participant_id=participant_id, portrait_id=str(portrait_id),
+                                     option_id=int(option_id), group_id=group_id, rating=int(rating), position=position,
+                                     seconds=seconds, answered_at=now())])
+
+    def save_attention_check(self, study_id, participant_id, check_id, expected, answer, seconds=None) -> None:
+        self.upsert("attention_checks", [dict(study_id=study_id, participant_id=participant_id, check_id=check_id,
+                                              expected=int(expected), answer=int(answer), passed=int(int(answer) == int(expected)),
+                                              seconds=seconds, answered_at=now())])
+
+    # -- reading ----------------------------------------------------------------------
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def frame(self, sql: str, params: tuple | dict = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.conn, params=params)
+
+    def count(self, table: str, study_id: str | None = None) -> int:
+        if study_id is None:
+            return self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        return self.conn.execute(f"SELECT COUNT(*) FROM {table} WHERE study_id = ?", (study_id,)).fetchone()[0]
+
+    def studies(self) -> pd.DataFrame:
+        return self.frame("SELECT * FROM studies ORDER BY created_at, study_id")
+
+    def table(self, name: str, study_id: str) -> pd.DataFrame:
+        """A whole table for one study, in key order."""
+        order = ", ".join(KEYS.get(name, ("rowid",)))
+        return self.frame(f"SELECT * FROM {name} WHERE study_id = ? ORDER BY {order}", (study_id,))
+
+    def resolve_study(self, study_id: str | None = None) -> str:
+        """The study to work on: the one named, or the only one in the database."""
+        ids = [r[0] for r in self.query("SELECT study_id FROM studies ORDER BY created_at, study_id")]
+        where = self.path or ":memory:"
+        if study_id is not None:
+            if study_id not in ids:
+                from valueportrait.errors import InputError
+                raise InputError(f"{where}: study_id: {study_id!r} is not in the database (it has {', '.join(ids) or 'none'})")
+            return study_id
+        if len(ids) != 1:
+            from valueportrait.errors import InputError
+            raise InputError(f"{where}: studies: {'no study' if not ids else 'several studies (' + ', '.join(ids) + ')'}: name one with --study")
+        return ids[0]
+
+
+def _plain(value):
+    """SQLite takes str/int/float/None/bytes: turn numpy scalars and dicts into those."""
+    if value is None or isinstance(value, (str, int, float, bytes)):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    if hasattr(value, "item"):  # numpy scalar
+        return value.item()
+    return str(value)
+
+
+def open_db(path: str | Path, readonly: bool = False) -> StudyDB:
+    """Open (and create or migrate) the study database at `path`."""
+    return StudyDB(path, readonly=readonly)
