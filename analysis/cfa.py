@@ -30,28 +30,6 @@ from valueportrait.errors import InputError
 
 FIT_KEYS = ("chi2", "df", "p", "cfi", "tli", "rmsea", "rmsea_ci_low", "rmsea_ci_high", "srmr", "n")
 
-# PVQ-21 value -> item numbers (DESIGN.md, "Method facts").
-PVQ_ITEMS: dict[str, tuple[int, ...]] = {
-    "Self_Direction": (1, 11),
-    "Power": (2, 17),
-    "Universalism": (3, 8, 19),
-    "Achievement": (4, 13),
-    "Security": (5, 14),
-    "Stimulation": (6, 15),
-    "Conformity": (7, 16),
-    "Tradition": (9, 20),
-    "Hedonism": (10, 21),
-    "Benevolence": (12, 18),
-}
-# Hedonism belongs to no higher-order value, so its items stay out of that model.
-PVQ_HIGHER: dict[str, tuple[str, ...]] = {
-    "Openness_to_Change": ("Self_Direction", "Stimulation"),
-    "Self_Enhancement": ("Power", "Achievement"),
-    "Conservation": ("Security", "Conformity", "Tradition"),
-    "Self_Transcendence": ("Universalism", "Benevolence"),
-}
-
-
 # --------------------------------------------------------------------------- syntax
 
 
@@ -62,16 +40,20 @@ def one_factor_syntax(factor: str, indicators: list[str]) -> str:
 
 def pvq_value_syntax(prefix: str = "pvq") -> str:
     """The ten-value PVQ-21 measurement model (correlated factors), items named ``pvq1..pvq21``."""
-    return "\n".join(
-        one_factor_syntax(value, [f"{prefix}{i}" for i in items]) for value, items in PVQ_ITEMS.items()
-    )
+    import instruments as inst
+
+    key = inst.default_pvq21().key()
+    return "\n".join(one_factor_syntax(value, [f"{prefix}{i}" for i in items]) for value, items in key.items())
 
 
 def pvq_higher_syntax(prefix: str = "pvq") -> str:
     """The four higher-order PVQ-21 factors measured directly by their values' items (Hedonism left out)."""
+    import instruments as inst
+
+    key = inst.default_pvq21().key()
     lines = []
-    for higher, values in PVQ_HIGHER.items():
-        items = [f"{prefix}{i}" for v in values for i in PVQ_ITEMS[v]]
+    for higher, values in inst.HIGHER_ORDER.items():
+        items = [f"{prefix}{i}" for v in values for i in key[v]]
         lines.append(one_factor_syntax(higher, items))
     return "\n".join(lines)
 
@@ -364,7 +346,7 @@ def _format(fit: dict) -> str:
 
     lines = [
         f"n        {fit['n']}",
-        f"chi2     {num(fit['chi2'])}  df {fit['df']}  p {num(fit['p'], 4)}",
+        f"chi2     {num(fit['chi2'])}  df {fit['df']}  p {'NA' if math.isnan(fit['p']) else format(fit['p'], '.3g')}",
         f"CFI      {num(fit['cfi'])}",
         f"TLI      {num(fit['tli'])}",
         f"RMSEA    {num(fit['rmsea'])}  90% CI [{num(fit['rmsea_ci_low'])}, {num(fit['rmsea_ci_high'])}]",
