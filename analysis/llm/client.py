@@ -1,0 +1,214 @@
+"""Backends that answer rating questions: an OpenAI-compatible HTTP endpoint.
+
+A backend turns a :class:`Question` (chat messages plus the item they ask about) into a
+:class:`Reply` (the answer text, or an error after giving up). The runner treats every
+backend the same way (cache, parsing, output); the simulated backend lives in
+:mod:`analysis.llm.simulated`.
+
+The HTTP backend speaks ``POST {base_url}/chat/completions`` (OpenAI, vLLM, Ollama,
+llama.cpp's server, OpenRouter, ...) with temperature 0, a small ``max_tokens`` and a
+``seed``. It retries on 429, 408/409/425, 5xx, timeouts and connection errors with
+exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date).
+401/403/404 mean the whole run is misconfigured (key, model name, URL): they stop the run.
+Other 4xx (e.g. a content filter's 400) fail that one question, which is not cached and
+is asked again by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import importlib.util
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    # httpcore 1.0 runs `import sniffio` on every lock it takes; without sniffio installed
+    # (anyio 4.x no longer needs it) each failed import searches sys.path, which halved the
+    # runner's throughput. A None entry makes that import fail at once, as it would anyway.
+    sys.modules["sniffio"] = None
+
+from analysis.llm.bank import Item
+
+RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
+FATAL_STATUS = frozenset({401, 403, 404})
+
+
+@dataclass(frozen=True)
+class Question:
+    item: Item
+    variant: str
+    persona: str
+    messages: list
+    prompt_hash: str
+    key: tuple
+
+
+@dataclass
+class Reply:
+    text: str | None
+    attempts: int
+    latency_s: float | None
+    error: str | None = None  # set when no answer was obtained (not cached)
+
+
+class EndpointError(RuntimeError):
+    """The endpoint refuses the whole run (bad key, unknown model, wrong URL)."""
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def chat_url(base_url: str) -> str:
+    """``https://host/v1`` -> ``https://host/v1/chat/completions`` (a full URL is kept)."""
+    base = base_url.rstrip("/")
+    return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+
+class OpenAIBackend:
+    """Ask an OpenAI-compatible chat-completions endpoint, with retries.
+
+    Parameters
+    ----------
+    base_url : e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8000/v1``.
+    model : the model name sent in each request.
+    api_key : sent as a bearer token when given.
+    timeout : seconds per HTTP call (connect, read, write, pool).
+    max_retries : retries after the first attempt (so at most ``max_retries + 1`` calls).
+    concurrency : most HTTP calls in flight at once (the runner bounds questions in flight too).
+    backoff_base, backoff_cap : the k-th retry waits ``min(cap, base * 2**k)`` times a
+        uniform jitter in [0.5, 1.5), or what ``Retry-After`` asks if that is longer
+        (up to ``retry_after_cap``).
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_retries: int = 6,
+        max_tokens: int = 24,
+        seed: int | None = 0,
+        concurrency: int = 8,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 120.0,
+        rng: random.Random | None = None,
+    ):
+        self.url = chat_url(base_url)
+        self.model = model
+        self.max_retries = max_retries
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self.rng = rng or random.Random()
+        self.concurrency = concurrency
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = httpx.Timeout(timeout)
+        # One single-connection client per request in flight, reused from a free list.
+        # httpcore's shared pool rescans every connection for every queued request (and
+        # polls each idle socket), which costs O(concurrency^2) per request; with a pool
+        # of one connection per client that cost is O(1).
+        self._free: list[httpx.AsyncClient] = []
+        self._all: list[httpx.AsyncClient] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._ssl = None  # one TLS context shared by all clients (loading CA certificates is slow)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._free:
+            return self._free.pop()
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context()
+        client = httpx.AsyncClient(headers=self._headers, timeout=self._timeout, verify=self._ssl,
+                                   limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+        self._all.append(client)
+        return client
+
+    async def _post(self, body: dict) -> httpx.Response:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        async with self._slots:
+            client = self._client()
+            try:
+                return await client.post(self.url, json=body)
+            finally:
+                self._free.append(client)
+
+    def settings(self) -> dict:
+        """What shapes an answer besides the messages (part of the cache key's prompt hash)."""
+        return {"temperature": 0, "max_tokens": self.max_tokens, "seed": self.seed}
+
+    def _body(self, question: Question) -> dict:
+        body = {"model": self.model, "messages": question.messages, "temperature": 0, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            body["seed"] = self.seed
+        return body
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        delay = min(self.backoff_cap, self.backoff_base * 2**retry) * (0.5 + self.rng.random())
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_after_cap))
+        return delay
+
+    async def ask(self, question: Question) -> Reply:
+        body = self._body(question)
+        last_error = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            start = time.perf_counter()
+            try:
+                response = await self._post(body)
+            except httpx.TimeoutException:
+                last_error = "timeout"
+            except httpx.TransportError as exc:
+                last_error = f"connection error: {type(exc).__name__}"
+            else:
+                latency = time.perf_counter() - start
+                status = response.status_code
+                if status == 200:
+                    try:
+                        text = response.json()["choices"][0]["message"].get("content")
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                        last_error = "HTTP 200 without choices[0].message"
+                    else:
+                        return Reply(text if isinstance(text, str) else None, attempt + 1, latency)
+                elif status in FATAL_STATUS:
+                    raise EndpointError(f"{self.url}: HTTP {status}: {response.text[:300]}")
+                elif status in RETRY_STATUS:
+                    last_error = f"HTTP {status}"
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                else:
+                    return Reply(None, attempt + 1, latency, error=f"HTTP {status}: {response.text[:200]}")
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        return Reply(None, self.max_retries + 1, None, error=f"gave up after {self.max_retries + 1} attempts: {last_error}")
+
+    async def aclose(self) -> None:
+        for client in self._all:
+            await client.aclose()
+        self._all.clear()
+        self._free.clear()
+        self._slots = None
