@@ -1,0 +1,59 @@
+"""Run the collection app: a Streamlit study that crowdworkers take, writing every answer to the study database at once.
+
+Starts ``streamlit run collection_app/app.py`` headless with settings for a public study:
+participants never see tracebacks (``client.showErrorDetails=none``), the toolbar is
+minimal, no file watcher. The database and study file reach the script through the
+environment (``VP_DB``, ``VP_STUDY``). The admin page is ``?admin=1`` and needs the password
+in ``VP_ADMIN_PASSWORD`` (or ``admin_password`` in Streamlit secrets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from valueportrait import DEFAULT_DB
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="study database (created if missing)")
+    parser.add_argument("--port", type=int, default=8501, help="port to listen on")
+    parser.add_argument("--study", type=Path, default=None,
+                        help="study definition (YAML); default: the shipped demo study")
+    parser.add_argument("--address", default=None, help="address to bind (default: Streamlit's, all interfaces)")
+
+
+def streamlit_command(args: argparse.Namespace) -> list[str]:
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP),
+           "--server.headless=true", f"--server.port={args.port}",
+           "--client.showErrorDetails=none", "--client.toolbarMode=minimal",
+           "--server.fileWatcherType=none", "--server.runOnSave=false",
+           "--browser.gatherUsageStats=false", "--global.developmentMode=false"]
+    if args.address:
+        cmd.append(f"--server.address={args.address}")
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    from collection_app.study import load_study
+    from valueportrait.storage import open_db
+    from collection_app.store import sync_study
+
+    # Fail here, in one line, rather than in the participant's browser.
+    study = load_study(args.study)
+    db_path = Path(args.db).resolve()
+    with open_db(db_path) as db:
+        sync_study(db, study)
+    env = dict(os.environ, VP_DB=str(db_path))
+    if args.study:
+        env["VP_STUDY"] = str(Path(args.study).resolve())
+    else:
+        env.pop("VP_STUDY", None)
+    print(f"vp app: study {study.study_id!r}, database {db_path}, http://localhost:{args.port}/", file=sys.stderr)
+    # exec: the server is this process, so signals (and kill -9) reach it directly.
+    os.execve(sys.executable, streamlit_command(args), env)
+    return 0  # pragma: no cover

@@ -1,0 +1,284 @@
+"""The study definition: one YAML file that says what a collection study asks and of whom.
+
+A study names its candidate items (a file in the release's tagged shape: ``[{portrait_id,
+content: {title, text}, outputs: [{id, content}]}]``), splits their queries into groups (each
+participant rates every item of one group), orders the blocks of pages, places the
+attention checks, and sets the participants wanted per group, the texts, the completion
+code and the time limits. Everything is validated on load; an error names the file and the
+field. ``default_study.yaml`` beside this module is a complete example and what ``vp app``
+runs when given no ``--study``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import instruments
+from valueportrait.errors import InputError
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_STUDY = HERE / "default_study.yaml"
+
+#: The blocks a researcher may order between the platform entry and the completion page.
+BLOCKS = ("demographics", "pvq21", "bfi10", "items")
+#: Which attention-check scale goes into which block.
+BLOCK_OF_SCALE = {"pvq": "pvq21", "bfi": "bfi10", "similarity": "items"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupSpec(_Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,40}$")
+    portraits: tuple[str, ...] = Field(min_length=1)
+    target: int = Field(ge=1, le=100_000, description="participants wanted (completed)")
+
+    @field_validator("portraits", mode="before")
+    @classmethod
+    def _as_strings(cls, value):
+        # The release stores portrait ids as numbers; the database keys them as text.
+        return [str(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+class CheckPlacement(_Strict):
+    id: str
+    after: int = Field(ge=0, description="shown after this many questions of its block")
+
+
+class Completion(_Strict):
+    code: str = Field(pattern=r"^[A-Za-z0-9_\-]{4,40}$")
+    # {code} is replaced by the code. Prolific's own return link by default.
+    url: str | None = "https://app.prolific.com/submissions/complete?cc={code}"
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value):
+        if value is not None and not re.match(r"^https?://", value):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
+class TimeLimits(_Strict):
+    # A started participant keeps their place in a group while seen within this time.
+    active_minutes: float = Field(default=60, gt=0)
+    # After this long from the start, a participant can no longer finish.
+    max_minutes: float = Field(default=120, gt=0)
+
+
+class StudySpec(_Strict):
+    study_id: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
+    title: str = Field(min_length=1)
+    items_file: str
+    groups: tuple[GroupSpec, ...] = Field(min_length=1)
+    blocks: tuple[Literal[BLOCKS], ...] = BLOCKS  # type: ignore[valid-type]
+    attention_checks: tuple[CheckPlacement, ...] = ()
+    completion: Completion
+    time_limits: TimeLimits = TimeLimits()
+    texts: dict[str, str] = {}
+    pvq_wording_file: str | None = None
+    bfi_wording_file: str | None = None
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_once(cls, blocks):
+        if sorted(blocks) != sorted(BLOCKS):
+            raise ValueError(f"must list each of {', '.join(BLOCKS)} exactly once, got {list(blocks)}")
+        return blocks
+
+    @model_validator(mode="after")
+    def _groups_distinct(self):
+        ids = [g.id for g in self.groups]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"groups: group ids repeat: {ids}")
+        seen: dict[str, str] = {}
+        for g in self.groups:
+            for p in g.portraits:
+                if p in seen:
+                    raise ValueError(f"groups: portrait {p} is in both {seen[p]} and {g.id}")
+                seen[p] = g.id
+        return self
+
+
+class ItemOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: int = Field(ge=1)
+    content: str = Field(min_length=1)
+    value: str | None = None  # the value a response was written to express (our own items)
+
+
+class ItemContent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    title: str | None = None
+    text: str = Field(min_length=1)
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    portrait_id: str
+    content: ItemContent
+    outputs: tuple[ItemOutput, ...] = Field(min_length=1)
+
+    @field_validator("portrait_id", mode="before")
+    @classmethod
+    def _as_string(cls, value):
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One candidate item: a query and one of its responses."""
+
+    portrait_id: str
+    option_id: int
+    group_id: str
+    title: str | None
+    query_text: str
+    response: str
+    value: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.portrait_id}-{self.option_id}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A loaded, validated study: the spec plus everything it refers to."""
+
+    spec: StudySpec
+    path: Path
+    items: tuple[Item, ...]
+    pvq: instruments.PVQ21
+    bfi: instruments.BFI10
+    checks: dict[str, instruments.AttentionCheck]
+    texts: instruments.Texts
+    scales: dict[str, instruments.Scale]
+
+    @property
+    def study_id(self) -> str:
+        return self.spec.study_id
+
+    @cached_property
+    def items_by_group(self) -> dict[str, tuple[Item, ...]]:
+        return {g.id: tuple(i for i in self.items if i.group_id == g.id) for g in self.spec.groups}
+
+    @cached_property
+    def item_by_key(self) -> dict[str, Item]:
+        return {i.key: i for i in self.items}
+
+    @cached_property
+    def queries(self) -> dict[str, Item]:
+        """portrait id -> its first item (for the query's title and text)."""
+        out: dict[str, Item] = {}
+        for i in self.items:
+            out.setdefault(i.portrait_id, i)
+        return out
+
+    def checks_in(self, block: str) -> list[tuple[int, str]]:
+        """(after, check id) of the checks placed in a block, in order."""
+        return sorted((c.after, c.id) for c in self.spec.attention_checks
+                      if BLOCK_OF_SCALE[self.checks[c.id].scale] == block)
+
+    def completion_url(self) -> str | None:
+        url = self.spec.completion.url
+        return url.replace("{code}", self.spec.completion.code) if url else None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of the definition and its items, stored with the study for the audit trail."""
+        blob = json.dumps([self.spec.model_dump(mode="json"), [i.__dict__ for i in self.items]], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _field_error(path: Path, exc: ValidationError) -> InputError:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    value = err.get("input")
+    shown = value if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    msg = err["msg"].removeprefix("Value error, ")
+    return InputError(f"{path}: {field}: {msg} (got {shown!r})")
+
+
+def load_items(path: Path) -> tuple[Query, ...]:
+    """Candidate items in the release's tagged shape (JSON or YAML list of queries)."""
+    data = instruments.read_data_file(path)
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of queries, got {type(data).__name__}")
+    queries = []
+    for n, entry in enumerate(data):
+        try:
+            queries.append(Query.model_validate(entry))
+        except ValidationError as exc:
+            raise _field_error(Path(f"{path}: [{n}]"), exc) from None
+    ids = [q.portrait_id for q in queries]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise InputError(f"{path}: portrait_id: repeated ids {dup}")
+    for q in queries:
+        opts = [o.id for o in q.outputs]
+        if len(set(opts)) != len(opts):
+            raise InputError(f"{path}: portrait {q.portrait_id}: outputs.id: repeated ids {opts}")
+    return tuple(queries)
+
+
+def load_study(path: Path | str | None = None) -> Study:
+    """Read and validate a study file; relative file names in it are relative to the file."""
+    path = Path(path) if path else DEFAULT_STUDY
+    data = instruments.read_data_file(path)
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise _field_error(path, exc) from None
+
+    def rel(name: str) -> Path:
+        p = Path(name)
+        return p if p.is_absolute() else path.parent / p
+
+    items_path = rel(spec.items_file)
+    if not items_path.exists():
+        raise InputError(f"{path}: items_file: {spec.items_file!r} does not exist (looked for {items_path})")
+    queries = {q.portrait_id: q for q in load_items(items_path)}
+    items = []
+    for gi, group in enumerate(spec.groups):
+        for pi, pid in enumerate(group.portraits):
+            if pid not in queries:
+                raise InputError(f"{path}: groups.{gi}.portraits.{pi}: portrait {pid!r} is not in {items_path.name}")
+            q = queries[pid]
+            items += [Item(pid, o.id, group.id, q.content.title, q.content.text, o.content, o.value) for o in q.outputs]
+
+    all_checks = {c.id: c for c in instruments.load_attention_checks()}
+    blocks_len = {"pvq21": 21, "bfi10": 10}
+    group_sizes = {g.id: sum(len(queries[p].outputs) for p in g.portraits) for g in spec.groups}
+    placed = [c.id for c in spec.attention_checks]
+    for ci, placement in enumerate(spec.attention_checks):
+        if placement.id not in all_checks:
+            raise InputError(f"{path}: attention_checks.{ci}.id: unknown check {placement.id!r} "
+                             f"(known: {', '.join(all_checks)})")
+        if placed.count(placement.id) > 1:
+            raise InputError(f"{path}: attention_checks.{ci}.id: check {placement.id!r} is placed twice")
+        block = BLOCK_OF_SCALE[all_checks[placement.id].scale]
+        limit = blocks_len.get(block, min(group_sizes.values()))
+        if placement.after > limit:
+            raise InputError(f"{path}: attention_checks.{ci}.after: {placement.after} is beyond the "
+                             f"{limit} questions of block {block}")
+    for key in spec.texts:
+        if key not in instruments.Texts.model_fields:
+            raise InputError(f"{path}: texts.{key}: unknown text (known: {', '.join(instruments.Texts.model_fields)})")
+
+    pvq = instruments.load_pvq21(rel(spec.pvq_wording_file)) if spec.pvq_wording_file else instruments.default_pvq21()
+    bfi = instruments.load_bfi10(rel(spec.bfi_wording_file)) if spec.bfi_wording_file else instruments.default_bfi10()
+    return Study(
+        spec=spec, path=path, items=tuple(items), pvq=pvq, bfi=bfi,
+        checks={c.id: all_checks[c.id] for c in spec.attention_checks},
+        texts=instruments.load_texts(dict(spec.texts)),
+        scales={name: instruments.load_scale(name) for name in ("pvq", "bfi", "similarity")},
+    )
