@@ -1,0 +1,183 @@
+"""Load one study from the database into analysis-ready frames.
+
+Every analysis step reads a :class:`Study`, never the database: the app's data, a
+simulated study and an imported release all arrive in the same shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+import instruments as inst
+from analysis.scoring import BFI_COLUMNS, PVQ_COLUMNS, score_instruments
+from valueportrait.storage import KEYS, StudyDB
+
+#: Tables whose rows the analysis uses, for the input hash (columns with no bearing on the
+#: results, like the time a participant row was created, are left out).
+HASHED_TABLES: dict[str, tuple[str, ...] | None] = {
+    "item_groups": None,
+    "items": None,
+    "participants": ("participant_id", "age", "gender", "education", "politics", "country", "demographics_json"),
+    "participations": ("participant_id", "group_id", "status", "test_mode", "started_at", "completed_at"),
+    "instrument_answers": ("participant_id", "instrument", "item_id", "answer"),
+    "scores": None,
+    "ratings": ("participant_id", "portrait_id", "option_id", "group_id", "rating"),
+    "attention_checks": ("participant_id", "check_id", "expected", "answer", "passed"),
+}
+
+DIMENSIONS: tuple[tuple[str, str], ...] = tuple((fam, d) for fam, dims in inst.FAMILIES.items() for d in dims)
+
+
+@dataclass
+class Study:
+    """One study, analysis-ready.
+
+    Attributes
+    ----------
+    groups : DataFrame ``group_id, position, target_n`` in study order.
+    items : DataFrame ``portrait_id, option_id, group_id, source, title, query_text, response, meta``
+        (``meta`` is the decoded ``meta_json``, a dict).
+    ratings : long DataFrame ``participant_id, group_id, portrait_id, option_id, rating, position, seconds``.
+    participations : DataFrame ``participant_id, group_id, group_position, status, started_at, completed_at,
+        seconds`` (``seconds`` = completed_at - started_at, NaN when either is missing).
+    participants : DataFrame of demographics, one row per participant.
+    attention : DataFrame ``participant_id, check_id, expected, answer, passed``.
+    raw_answers : wide DataFrame ``pvq1..pvq21, bfi1..bfi10`` indexed by participant_id (NaN = not answered);
+        empty when the study has no raw answers (the release).
+    scores : wide DataFrame indexed by participant_id, columns a MultiIndex ``(family, dimension)``
+        over all 19 dimensions.
+    score_source : str, where the scores came from.
+    """
+
+    study_id: str
+    source: str
+    groups: pd.DataFrame
+    items: pd.DataFrame
+    ratings: pd.DataFrame
+    participations: pd.DataFrame
+    participants: pd.DataFrame
+    attention: pd.DataFrame
+    raw_answers: pd.DataFrame
+    scores: pd.DataFrame
+    score_source: str
+    notes: list[str] = field(default_factory=list)
+
+    def group_items(self, group_id: str) -> pd.DataFrame:
+        return self.items[self.items["group_id"] == group_id]
+
+    def rating_matrix(self, group_id: str, participants=None) -> pd.DataFrame:
+        """Participants x items (columns ``(portrait_id, option_id)`` in item order) of one group; NaN = not rated."""
+        r = self.ratings[self.ratings["group_id"] == group_id]
+        if participants is not None:
+            r = r[r["participant_id"].isin(set(participants))]
+        wide = r.pivot(index="participant_id", columns=["portrait_id", "option_id"], values="rating").astype(float)
+        items = self.group_items(group_id)
+        columns = pd.MultiIndex.from_frame(items[["portrait_id", "option_id"]])
+        wide = wide.reindex(columns=columns)
+        if participants is not None:
+            wide = wide.reindex(index=[p for p in dict.fromkeys(participants)])
+        return wide
+
+
+def _instrument_wide(answers: pd.DataFrame) -> pd.DataFrame:
+    columns = PVQ_COLUMNS + BFI_COLUMNS
+    if answers.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="participant_id"), dtype=float)
+    prefix = answers["instrument"].map({"pvq21": "pvq", "bfi10": "bfi"})
+    answers = answers.assign(column=prefix + answers["item_id"].astype(str))
+    wide = answers.pivot(index="participant_id", columns="column", values="answer").astype(float)
+    return wide.reindex(columns=columns)
+
+
+def _scores(raw: pd.DataFrame, published: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """All 19 dimensions per participant: computed from raw answers where they exist, else the published scores."""
+    columns = pd.MultiIndex.from_tuples(DIMENSIONS, names=["family", "dimension"])
+    parts, sources = [], []
+    if not published.empty:
+        pub = published.pivot_table(index="participant_id", columns=["family", "dimension"], values="score", aggfunc="first")
+        parts.append(pub.reindex(columns=columns))
+        sources.append("published scores")
+    if not raw.empty:
+        computed, _ = score_instruments(raw)
+        computed.columns = pd.MultiIndex.from_tuples([(inst.FAMILY_OF[c], c) for c in computed.columns])
+        computed = computed.reindex(columns=columns)
+        # Raw answers win over published scores for the same participant.
+        parts = [computed] + [p.drop(index=computed.index, errors="ignore") for p in parts]
+        sources.insert(0, "raw PVQ-21/BFI-10 answers")
+    if not parts:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="participant_id"), dtype=float), "none"
+    scores = pd.concat(parts).sort_index()
+    scores.index.name = "participant_id"
+    return scores, " + ".join(sources)
+
+
+def _seconds_between(start: pd.Series, end: pd.Series) -> pd.Series:
+    a = pd.to_datetime(start, utc=True, errors="coerce", format="ISO8601")
+    b = pd.to_datetime(end, utc=True, errors="coerce", format="ISO8601")
+    return (b - a).dt.total_seconds()
+
+
+def load_study(db: StudyDB, study_id: str | None = None) -> Study:
+    """Read study `study_id` (or the only study) from `db`."""
+    study_id = db.resolve_study(study_id)
+    source = db.query("SELECT source FROM studies WHERE study_id = ?", (study_id,))[0][0]
+    groups = db.frame("SELECT group_id, position, target_n FROM item_groups WHERE study_id = ? ORDER BY position, group_id",
+                      (study_id,))
+    items = db.frame(
+        "SELECT i.portrait_id, i.option_id, i.group_id, i.source, i.title, i.query_text, i.response, i.meta_json "
+        "FROM items i JOIN item_groups g USING (study_id, group_id) WHERE i.study_id = ? "
+        "ORDER BY g.position, i.portrait_id, i.option_id", (study_id,))
+    items["meta"] = [json.loads(m) if m else {} for m in items.pop("meta_json")]
+    items["option_id"] = items["option_id"].astype(int)
+    ratings = db.frame("SELECT participant_id, group_id, portrait_id, option_id, rating, position, seconds FROM ratings "
+                       "WHERE study_id = ? ORDER BY participant_id, portrait_id, option_id", (study_id,))
+    participations = db.frame(
+        "SELECT p.participant_id, p.group_id, g.position AS group_position, p.status, p.test_mode, p.started_at, p.completed_at "
+        "FROM participations p JOIN item_groups g USING (study_id, group_id) WHERE p.study_id = ? "
+        "ORDER BY g.position, p.participant_id", (study_id,))
+    participations["seconds"] = _seconds_between(participations["started_at"], participations["completed_at"])
+    participants = db.frame("SELECT participant_id, age, gender, education, politics, country, demographics_json "
+                            "FROM participants WHERE study_id = ? ORDER BY participant_id", (study_id,))
+    attention = db.frame("SELECT participant_id, check_id, expected, answer, passed FROM attention_checks "
+                         "WHERE study_id = ? ORDER BY participant_id, check_id", (study_id,))
+    raw = _instrument_wide(db.frame("SELECT participant_id, instrument, item_id, answer FROM instrument_answers "
+                                    "WHERE study_id = ?", (study_id,)))
+    published = db.frame("SELECT participant_id, family, dimension, score FROM scores WHERE study_id = ?", (study_id,))
+    scores, score_source = _scores(raw, published)
+    notes = []
+    if raw.empty:
+        notes.append("no raw PVQ-21/BFI-10 answers: scores are the published ones")
+    return Study(study_id, source, groups, items, ratings, participations, participants, attention, raw, scores,
+                 score_source, notes)
+
+
+def input_hash(db: StudyDB, study_id: str) -> str:
+    """sha256 of a canonical dump of the study's rows the analysis uses.
+
+    Rows are sorted by key and written as JSON without the study id, so the hash depends
+    on the data only: not on row order, file layout, the study's name or when it was stored.
+    """
+    digest = hashlib.sha256()
+    for table, columns in HASHED_TABLES.items():
+        key = [k for k in KEYS[table] if k != "study_id"]
+        cols = list(columns) if columns else [c for c in db.frame(f"SELECT * FROM {table} LIMIT 0").columns if c != "study_id"]
+        rows = db.query(f"SELECT {', '.join(cols)} FROM {table} WHERE study_id = ? ORDER BY {', '.join(key)}", (study_id,))
+        digest.update(json.dumps([table, cols], separators=(",", ":")).encode())
+        for row in rows:
+            digest.update(json.dumps(list(row), separators=(",", ":"), default=str).encode())
+            digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def complete_pvq(study: Study) -> pd.Series:
+    """Per participant with raw answers, whether all 21 PVQ and 10 BFI answers are there."""
+    if study.raw_answers.empty:
+        return pd.Series(dtype=bool)
+    return study.raw_answers.notna().all(axis=1)
+
+
+__all__ = ["Study", "load_study", "input_hash", "DIMENSIONS", "complete_pvq"]

@@ -1,0 +1,342 @@
+"""Analyse a study: quality control, item-value correlations, selection, item bank and psychometric checks.
+
+Reads one study from the database and writes, into the output folder, ``quality.csv``,
+``correlations.csv``, ``selection.csv``, ``item_bank.json``, the psychometric tables
+(``reliability.csv``, ``cfa_fit.csv``, ``efa_loadings.csv``, ``power.csv``, ...) and
+``manifest.json`` (settings, tool version, a hash of the input data, counts), each written
+atomically.
+
+The analysis is a list of steps (:data:`STEPS`); each reads what earlier steps left in the
+:class:`Context` and writes its own file. Adding a table is adding a step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.correlations import add_fisher_z_ci, correlation_table
+from analysis.dataset import Study, input_hash, load_study
+from analysis.item_bank import _umask, build_item_bank, write_json_atomic
+from analysis.quality import QualityOptions, QualityResult, add_quality_arguments, options_from_args, quality_control, summary_lines
+from analysis.scoring import write_csv_atomic
+from analysis.selection import KEYINGS, keyed_counts, select
+from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__
+from valueportrait.errors import InputError
+from valueportrait.storage import open_db
+
+
+@dataclass
+class Context:
+    """What the steps share: the study, the settings, and each step's results."""
+
+    study: Study
+    out_dir: Path
+    settings: dict
+    quality_options: QualityOptions
+    progress: bool = False
+    quality: QualityResult | None = None
+    correlations: pd.DataFrame | None = None
+    selection: pd.DataFrame | None = None
+    bank: list | None = None
+    files: dict[str, str] = field(default_factory=dict)    # output name -> file name
+    counts: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    log: Callable[[str], None] = print
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> None:
+        write_csv_atomic(frame, self.out_dir / name, index=False)
+        os.chmod(self.out_dir / name, 0o666 & ~_umask())  # the temp file was 0600
+        self.files[name.rsplit(".", 1)[0]] = name
+
+    @property
+    def included(self) -> pd.DataFrame:
+        return self.quality.included
+
+
+# -- core steps --------------------------------------------------------------------------------
+def step_quality(ctx: Context) -> None:
+    ctx.quality = quality_control(ctx.study, ctx.quality_options)
+    ctx.write_csv("quality.csv", ctx.quality.table)
+    ctx.counts["quality"] = ctx.quality.summary
+    for line in summary_lines(ctx.quality.summary):
+        ctx.log(line)
+
+
+def step_correlations(ctx: Context) -> None:
+    s = ctx.settings
+    table = correlation_table(ctx.study, ctx.included, bootstrap=s["bootstrap"], seed=s["seed"],
+                              level=1 - s["alpha"], progress=ctx.progress)
+    try:
+        table = add_fisher_z_ci(table, s["alpha"])
+    except ImportError:  # analysis.intervals absent: the contracted columns are complete without it
+        pass
+    ctx.correlations = table
+    ctx.write_csv("correlations.csv", table)
+    ctx.counts["pairs"] = int(table["rho"].notna().sum())
+    ctx.counts["pairs_without_rho"] = int(table["rho"].isna().sum())
+
+
+def step_selection(ctx: Context) -> None:
+    s = ctx.settings
+    ctx.selection = select(ctx.correlations, threshold=s["threshold"], alpha=s["alpha"], keying=s["keying"])
+    ctx.write_csv("selection.csv", ctx.selection)
+    ctx.counts["keyed"] = keyed_counts(ctx.selection, ctx.correlations)
+    ctx.log("selection: " + ", ".join(f"{fam} {c['keyed_pairs']}/{c['pairs']} pairs keyed ({c['keyed_items']} items)"
+                                      for fam, c in ctx.counts["keyed"].items()))
+
+
+def step_item_bank(ctx: Context) -> None:
+    ctx.bank = build_item_bank(ctx.correlations, ctx.selection, ctx.study.items, ctx.settings["keying"])
+    write_json_atomic(ctx.bank, ctx.out_dir / "item_bank.json")
+    ctx.files["item_bank"] = "item_bank.json"
+    ctx.counts["item_bank"] = {"queries": len(ctx.bank), "items": sum(len(q["outputs"]) for q in ctx.bank)}
+    ctx.log(f"item bank: {ctx.counts['item_bank']['items']} items from {len(ctx.bank)} queries")
+
+
+# -- psychometric steps (analysis/reliability.py, cfa.py, efa.py, power.py, ...) ---------------
+def _included_ratings(ctx: Context) -> pd.DataFrame:
+    keys = ctx.included.set_index(["participant_id", "group_id"]).index
+    r = ctx.study.ratings
+    return r[pd.MultiIndex.from_frame(r[["participant_id", "group_id"]]).isin(keys)]
+
+
+def _included_answers(ctx: Context) -> pd.DataFrame:
+    raw = ctx.study.raw_answers
+    return raw[raw.index.isin(set(ctx.included["participant_id"]))]
+
+
+def step_reliability(ctx: Context) -> None:
+    from analysis.reliability import reliability_table
+
+    answers = _included_answers(ctx)
+    table = reliability_table(answers if len(answers) else None, _included_ratings(ctx), ctx.selection)
+    ctx.write_csv("reliability.csv", table)
+    ctx.counts["reliability_rows"] = int(len(table))
+
+
+def step_power(ctx: Context) -> None:
+    from analysis.power import power_table
+
+    sizes = ctx.included.groupby("group_id", sort=False).size()
+    sizes = {g: int(sizes.get(g, 0)) for g in ctx.study.groups["group_id"]}
+    table = power_table(sizes, rho=ctx.settings["threshold"], alpha=ctx.settings["alpha"])
+    ctx.write_csv("power.csv", table)
+
+
+def step_efa(ctx: Context) -> None:
+    from analysis.efa import efa, efa_long
+
+    frames = []
+    for k, gid in enumerate(ctx.study.groups["group_id"]):
+        people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
+        matrix = ctx.study.rating_matrix(gid, people)
+        matrix.columns = [f"{p}/{o}" for p, o in matrix.columns]
+        if matrix.shape[1] < 3 or len(matrix.dropna()) < 5:
+            continue
+        frames.append(efa_long(efa(matrix, seed=ctx.settings["seed"] + k), group_id=gid))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    ctx.write_csv("efa_loadings.csv", table)
+
+
+def step_cfa(ctx: Context) -> None:
+    from analysis.cfa import cfa_row, one_factor_syntax, pvq_higher_syntax, pvq_value_syntax
+
+    rows = []
+    answers = _included_answers(ctx)
+    if len(answers):
+        rows.append(cfa_row("pvq_values", answers, pvq_value_syntax(), scope="instrument", family="pvq", dimension=""))
+        rows.append(cfa_row("pvq_higher", answers, pvq_higher_syntax(), scope="instrument", family="higher_pvq", dimension=""))
+    sel = ctx.selection.merge(ctx.study.items[["portrait_id", "option_id", "group_id"]], on=["portrait_id", "option_id"])
+    for (gid, fam, dim), pairs in sel.groupby(["group_id", "family", "dimension"], sort=False):
+        if len(pairs) < 3:
+            continue
+        people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
+        matrix = ctx.study.rating_matrix(gid, people)
+        names = [f"i{p}_{o}" for p, o in zip(pairs["portrait_id"], pairs["option_id"])]
+        data = pd.DataFrame({n: matrix[(p, o)].to_numpy() for n, p, o in zip(names, pairs["portrait_id"], pairs["option_id"])})
+        if "reversed" in pairs:
+            for n, rev in zip(names, pairs["reversed"]):
+                if rev:
+                    data[n] = 7 - data[n]
+        rows.append(cfa_row("one_factor_keyed", data, one_factor_syntax(dim, names), scope=gid, family=fam, dimension=dim))
+    ctx.write_csv("cfa_fit.csv", pd.DataFrame(rows))
+    ctx.counts["cfa_models"] = len(rows)
+
+
+Step = tuple[str, Callable[[Context], None], bool]  # name, function, required
+
+#: The analysis, in order. Required steps stop the analysis on failure; the others record
+#: the failure in the manifest and go on. Replication and circumplex steps are added here
+#: once analysis/replication.py and analysis/circumplex.py exist (see the lead's notes).
+STEPS: list[Step] = [
+    ("quality", step_quality, True),
+    ("correlations", step_correlations, True),
+    ("selection", step_selection, True),
+    ("item_bank", step_item_bank, True),
+    ("reliability", step_reliability, False),
+    ("power", step_power, False),
+    ("efa", step_efa, False),
+    ("cfa", step_cfa, False),
+]
+OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
+
+
+def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
+            bootstrap: int = 0, seed: int = 0, study_id: str | None = None,
+            quality: QualityOptions | None = None, skip: tuple[str, ...] = (), progress: bool = False,
+            log: Callable[[str], None] | None = None) -> dict:
+    """Run the whole analysis of one study and write its files into `out_dir`.
+
+    Parameters
+    ----------
+    db_path : path of the study database.
+    out_dir : folder for the outputs (created if needed).
+    threshold, alpha, keying : the selection rule (rho >= threshold and p < alpha; ``abs``
+        also keys strong negative correlations, reversed).
+    bootstrap, seed : resamples for the percentile intervals (0: none) and their seed.
+    study_id : the study (default: the only one in the database).
+    quality : the quality-control rules and thresholds (default: all rules, default thresholds).
+    skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
+
+    Returns
+    -------
+    dict, the manifest (also written to ``manifest.json``).
+    """
+    if keying not in KEYINGS:
+        raise InputError(f"--keying: {keying!r} is not one of {', '.join(KEYINGS)}")
+    if bootstrap < 0:
+        raise InputError(f"--bootstrap: {bootstrap} is negative")
+    if not 0 < alpha < 1:
+        raise InputError(f"--alpha: {alpha} is outside (0, 1)")
+    unknown = set(skip) - set(OPTIONAL_STEPS)
+    if unknown:
+        raise InputError(f"--skip: {', '.join(sorted(unknown))} not among {', '.join(OPTIONAL_STEPS)}")
+    db_path = Path(db_path)
+    if not db_path.exists():
+        raise InputError(f"{db_path}: no such database (run `vp import-release` or collect data first)")
+    log = log or (lambda line: print(line, file=sys.stderr))
+    start = time.perf_counter()
+    with open_db(db_path, readonly=True) as db:
+        sid = db.resolve_study(study_id)
+        study = load_study(db, sid)
+        data_hash = input_hash(db, sid)
+    settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
+                "seed": seed, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
+    ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    steps = {}
+    for name, func, required in STEPS:
+        if name in skip:
+            steps[name] = {"status": "skipped"}
+            continue
+        t0 = time.perf_counter()
+        try:
+            func(ctx)
+            steps[name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 3)}
+        except ImportError as exc:
+            if required:
+                raise
+            steps[name] = {"status": "unavailable", "detail": str(exc)}
+        except InputError:
+            raise
+        except Exception as exc:
+            if required:
+                raise
+            steps[name] = {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
+            log(f"step {name} failed: {type(exc).__name__}: {exc}")
+            log(traceback.format_exc(limit=3))
+    included = ctx.included
+    multi = study.participations.groupby("participant_id")["group_id"].agg(list)
+    multi = multi[multi.str.len() > 1]
+    notes = list(study.notes)
+    for pid, groups in multi.items():
+        counted = included.loc[included["participant_id"] == pid, "group_id"].tolist()
+        notes.append(f"participant {pid} took part in groups {', '.join(groups)} (one score record); "
+                     f"counted in: {', '.join(counted) or 'none'}")
+    for rule, entry in ctx.quality.summary["rules"].items():
+        if entry["on"] and not entry["applicable"]:
+            notes.append(f"{rule} rule {entry['note']}")
+    manifest = {
+        "tool": "valueportrait",
+        "version": __version__,
+        "command": "vp analyze",
+        "database": str(db_path),
+        "study_id": sid,
+        "study_source": study.source,
+        "input_sha256": data_hash,
+        "input_hash_of": "canonical JSON dump of the study's rows used by the analysis (see analysis.dataset.input_hash)",
+        "settings": settings,
+        "quality_options": ctx.quality.summary["options"],
+        "score_source": study.score_source,
+        "counts": {
+            "participants": int(study.participations["participant_id"].nunique()),
+            "participations": int(len(study.participations)),
+            "included_participants": int(included["participant_id"].nunique()),
+            "included_participations": int(len(included)),
+            "excluded_participations": int(ctx.quality.summary["excluded_participations"]),
+            "excluded_per_rule": {rule: e.get("flagged") for rule, e in ctx.quality.summary["rules"].items()},
+            "groups": int(len(study.groups)),
+            "items": int(len(study.items)),
+            **{k: v for k, v in ctx.counts.items() if k != "quality"},
+        },
+        "quality": ctx.quality.summary,
+        "steps": steps,
+        "files": dict(sorted(ctx.files.items())),
+        "notes": notes,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    write_json_atomic(_jsonable(manifest), ctx.out_dir / "manifest.json")
+    for note in notes:
+        log(f"note: {note}")
+    log(f"wrote {', '.join(sorted(ctx.files.values()))}, manifest.json to {ctx.out_dir} ({manifest['seconds']:.1f} s)")
+    return manifest
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="the study database")
+    parser.add_argument("--study", default=None, help="the study id (default: the only study in the database)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_PROCESSED, help="output folder")
+    parser.add_argument("--threshold", type=float, default=0.3, help="keying threshold on rho")
+    parser.add_argument("--alpha", type=float, default=0.05,
+                        help="keying significance level (p < alpha); intervals are at level 1 - alpha")
+    parser.add_argument("--keying", choices=KEYINGS, default="pos",
+                        help="pos: rho >= threshold; abs: |rho| >= threshold, negative items reversed")
+    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
+    parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quality_arguments(parser)
+
+
+def run(args) -> int:
+    skip = tuple(s.strip() for s in args.skip.split(",") if s.strip())
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        raise InputError(f"quality options: {exc}") from None
+    analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
+            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, quality=options, skip=skip,
+            progress=not args.no_progress)
+    return 0
