@@ -4,9 +4,15 @@ A question is keyed by ``(model, persona, portrait_id, option_id, variant, promp
 the prompt hash covers the rendered messages and the settings that shape the answer, so
 a changed template or item text is asked afresh. Every answer is committed as it arrives
 (WAL journal, ``synchronous=NORMAL``: a committed row survives the process being killed),
-so a run that is stopped and started again asks only what is missing. Several processes
-may share one cache file: each checks the cache right before asking, and the first answer
-stored for a key is kept (``INSERT OR IGNORE``).
+so a run that is stopped and started again asks only what is missing.
+
+Several processes may share one cache file. Right before asking, a run *claims* the
+question (``claims`` table, one ``BEGIN IMMEDIATE`` transaction): if it is answered
+already, it is not asked; if another live process holds the claim, the run asks the
+rest first and then waits for that answer (or for the claim to go stale: its owner died,
+or the lease ran out). So two runs never ask the same question twice, and a killed run's
+claims do not block the next one. The first answer stored for a key is kept
+(``INSERT OR IGNORE``).
 
 Only answers are cached. A question that failed after all retries (network, 5xx) is not
 stored, so the next run asks it again; an answer that could not be parsed *is* stored
@@ -15,8 +21,11 @@ stored, so the next run asks it again; an answer that could not be parsed *is* s
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 SCHEMA = """
@@ -35,7 +44,28 @@ CREATE TABLE IF NOT EXISTS answers (
     answered_at REAL NOT NULL,
     PRIMARY KEY (model, persona, portrait_id, option_id, variant, prompt_hash)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    model TEXT NOT NULL, persona TEXT NOT NULL, portrait_id TEXT NOT NULL, option_id INTEGER NOT NULL,
+    variant TEXT NOT NULL, prompt_hash TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, owner TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (model, persona, portrait_id, option_id, variant, prompt_hash)
+) WITHOUT ROWID;
 """
+
+_KEY_WHERE = "model=? AND persona=? AND portrait_id=? AND option_id=? AND variant=? AND prompt_hash=?"
+
+
+def _alive(host: str, pid: int) -> bool:
+    """Whether a claim's owner may still be running (a process on another host is assumed so)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 Key = tuple  # (model, persona, portrait_id, option_id, variant, prompt_hash)
 
@@ -43,8 +73,11 @@ Key = tuple  # (model, persona, portrait_id, option_id, variant, prompt_hash)
 class AnswerCache:
     """A small wrapper over one SQLite connection (used from the event-loop thread only)."""
 
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000):
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 30_000, lease_s: float = 900.0):
         self.path = Path(path)
+        self.lease_s = lease_s
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.owner = uuid.uuid4().hex  # this run (several runs may share a process in tests)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: each INSERT is its own transaction, committed at once.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -55,7 +88,10 @@ class AnswerCache:
         self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
-        self.conn.close()
+        try:
+            self.release_all()
+        finally:
+            self.conn.close()
 
     def __enter__(self):
         return self
@@ -80,12 +116,51 @@ class AnswerCache:
         ).fetchone()
         return row is not None
 
+    def claim(self, key: Key) -> str:
+        """Try to take a question before asking it: ``"mine"``, ``"done"`` or ``"taken"``.
+
+        ``"taken"``: another live run holds an unexpired claim on it. A stale claim (dead
+        owner or expired lease) is taken over.
+        """
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute(f"SELECT 1 FROM answers WHERE {_KEY_WHERE}", key).fetchone():
+                conn.execute("COMMIT")
+                return "done"
+            row = conn.execute(f"SELECT host, pid, owner, expires FROM claims WHERE {_KEY_WHERE}", key).fetchone()
+            now = time.time()
+            if row and row[2] != self.owner and row[3] > now and _alive(row[0], row[1]):
+                conn.execute("COMMIT")
+                return "taken"
+            conn.execute("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (*key, self.host, self.pid, self.owner, now + self.lease_s))
+            conn.execute("COMMIT")
+            return "mine"
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def release(self, key: Key) -> None:
+        """Give up a claim without an answer (the question failed; another run may try)."""
+        self.conn.execute(f"DELETE FROM claims WHERE {_KEY_WHERE} AND owner=?", (*key, self.owner))
+
+    def release_all(self) -> None:
+        """Drop every claim of this run (at its end, however it ends)."""
+        self.conn.execute("DELETE FROM claims WHERE owner=?", (self.owner,))
+
     def put(self, key: Key, raw: str | None, value: float | None, attempts: int, latency_s: float | None, backend: str) -> None:
-        """Store one answer (committed on return). An answer already stored for the key wins."""
-        self.conn.execute(
-            "INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (*key, raw, value, attempts, latency_s, backend, time.time()),
-        )
+        """Store one answer and drop its claim, in one transaction. An answer already stored wins."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                         (*key, raw, value, attempts, latency_s, backend, time.time()))
+            conn.execute(f"DELETE FROM claims WHERE {_KEY_WHERE}", key)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def get_many(self, model: str, persona: str) -> dict[Key, dict]:
         """Every stored answer of one model and persona, by key."""

@@ -63,9 +63,12 @@ def parse_answer(text: str | None, labels: tuple[tuple[int, str], ...]) -> int |
     clean = normalise(text)
     pattern, values = _matcher(tuple(labels))
     found = set()
+    previous_end = 0
     for match in pattern.finditer(clean):
-        before = clean[: match.start()].split()
+        # Only words since the previous phrase can modify this one ("...at all. Not like me").
+        before = clean[previous_end: match.start()].split()
         if before and before[-1] in _MODIFIERS:
             return None
         found.add(values[match.group(1)])
+        previous_end = match.end()
     return found.pop() if len(found) == 1 else None

@@ -117,33 +117,59 @@ async def ask_questions(
     stats: RunStats,
     progress: bool = True,
     desc: str = "asking",
+    poll_s: float = 0.2,
 ) -> None:
     """Ask ``todo`` with at most ``concurrency`` questions in flight; store each answer at once.
 
     Workers pull from one shared iterator, so each question is asked by one worker only
-    (no in-run duplicates). Right before asking, the cache is checked again, so a question
-    answered meanwhile by another process sharing the cache is not asked twice.
+    (no in-run duplicates). Right before asking, a worker claims the question in the
+    cache (:meth:`AnswerCache.claim`): one answered meanwhile is not asked; one claimed
+    by another live run is put aside and, once the rest is done, waited for (or taken
+    over if that run dies). So runs sharing a cache never ask a question twice.
     """
     pending = iter(todo)
+    deferred: list[Question] = []
     bar = tqdm(total=len(todo), desc=desc, unit="q", file=sys.stderr, disable=not progress,
                mininterval=0.5, smoothing=0.1)
 
+    async def ask_one(q: Question) -> None:
+        stats.asked += 1
+        try:
+            reply: Reply = await backend.ask(q)
+        except BaseException:
+            cache.release(q.key)
+            raise
+        if reply.error is not None:
+            cache.release(q.key)
+            stats.failed += 1
+            stats.failures[q.key] = reply.error
+        else:
+            value = parse_answer(reply.text, labels)
+            cache.put(q.key, reply.text, value, reply.attempts, reply.latency_s, backend.name)
+            stats.answered += 1
+        bar.update(1)
+
+    def skip() -> None:
+        stats.answered_elsewhere += 1
+        bar.update(1)
+
     async def worker() -> None:
         for q in pending:
-            if cache.has(q.key):
-                stats.answered_elsewhere += 1
-                bar.update(1)
-                continue
-            stats.asked += 1
-            reply: Reply = await backend.ask(q)
-            if reply.error is not None:
-                stats.failed += 1
-                stats.failures[q.key] = reply.error
+            state = cache.claim(q.key)
+            if state == "done":
+                skip()
+            elif state == "taken":
+                deferred.append(q)
             else:
-                value = parse_answer(reply.text, labels)
-                cache.put(q.key, reply.text, value, reply.attempts, reply.latency_s, backend.name)
-                stats.answered += 1
-            bar.update(1)
+                await ask_one(q)
+        while deferred:
+            q = deferred.pop()
+            while (state := cache.claim(q.key)) == "taken":
+                await asyncio.sleep(poll_s)
+            if state == "done":
+                skip()
+            else:
+                await ask_one(q)
 
     start = time.perf_counter()
     try:
