@@ -155,6 +155,7 @@ class Consent(Page):
     name = "consent"
 
     def render(self, ctx, step=None, index=0, total=0):
+        st.html('<div data-vp-page="consent"></div>')
         st.title(ctx.study.spec.title)
         st.subheader("Information and consent")
         plain(ctx.study.texts.consent, "consent")
@@ -176,6 +177,7 @@ class PlatformEntry(Page):
     name = "platform"
 
     def render(self, ctx, step=None, index=0, total=0):
+        st.html('<div data-vp-page="platform"></div>')
         st.title(ctx.study.spec.title)
         st.subheader("Your participant id")
         if ctx.entry.test_mode:

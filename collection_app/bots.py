@@ -1,0 +1,382 @@
+"""Simulated participants that take the study through the running app, in headless Chromium.
+
+Each bot is one browser context (its own cookies and storage, like a separate person) in a
+shared Chromium process, with a Prolific-style id in its link. It reads each page as a
+person would, answers, presses Next and waits until the server has drawn the next page; a
+page drawn means the answer before it was stored, so that answer counts as acknowledged.
+It prints per-step latency (median, p95, max) and every failure.
+
+Driver: Playwright with Debian's Chromium. Streamlit's websocket protocol is undocumented
+protobuf that changes between releases; a real browser exercises exactly what participants
+run (the React frontend, reconnects after a server restart, reloads) and needs nothing
+but the system's Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+import instruments
+from valueportrait.errors import InputError
+
+CHROMIUM = os.environ.get("VP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+BEHAVIOURS = ("consistent", "random", "straightliner", "speeder", "attention_failer", "refresher", "returner")
+#: `--behaviour mix`: mostly good respondents, one of each problem kind.
+MIX = ("consistent",) * 4 + BEHAVIOURS[1:]
+
+# The page's data-vp-page marker once the server has finished the run.
+_SETTLED_JS = """(prev) => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+  const m = document.querySelector('[data-vp-page]');
+  if (!m) return false;
+  const key = m.dataset.vpPage + ':' + (m.dataset.vpStep || '');
+  return key !== prev ? key : false;
+}"""
+
+
+@dataclass
+class BotResult:
+    participant_id: str
+    behaviour: str
+    completed: bool = False
+    code: str | None = None
+    end_page: str | None = None
+    latencies: list[tuple[str, float]] = field(default_factory=list)  # (page kind, seconds)
+    answers: dict[int, dict] = field(default_factory=dict)  # step index -> what was acknowledged
+    failures: list[str] = field(default_factory=list)
+    reloads: int = 0
+    resume_checks: list[tuple[int, int]] = field(default_factory=list)  # (expected step, step seen)
+
+
+class Profile:
+    """A respondent: value and trait levels, and how each behaviour turns them into answers."""
+
+    def __init__(self, behaviour: str, rng: random.Random, value_of_response: dict[str, str]):
+        self.behaviour, self.rng = behaviour, rng
+        self.values = {v: rng.gauss(0, 1) for v in instruments.PVQ_VALUES}
+        self.traits = {t: rng.gauss(0, 1) for t in instruments.BFI_TRAITS}
+        self.straight = rng.choice([2, 3, 4, 5])
+        pvq, bfi = instruments.default_pvq21(), instruments.default_bfi10()
+        self.pvq_value = {i.text: i.value for i in pvq.items}
+        self.bfi_key = {"I see myself as someone who " + i.text: (i.trait, i.reversed) for i in bfi.items}
+        self.check_expected = {c.text: c.expected for c in instruments.load_attention_checks()}
+        self.value_of_response = value_of_response
+
+    def _level(self, z: float, lo: int, hi: int, noise: float = 0.7) -> int:
+        mid = (lo + hi) / 2
+        return int(min(hi, max(lo, round(mid + 1.1 * z + self.rng.gauss(0, noise)))))
+
+    def answer(self, page: str, text: str, lo: int, hi: int) -> int:
+        b = self.behaviour
+        if text in self.check_expected:
+            expected = self.check_expected[text]
+            if b == "attention_failer":
+                return lo if expected != lo else hi
+            if b in ("random", "speeder"):
+                return self.rng.randint(lo, hi)
+            if b == "straightliner":
+                return min(hi, self.straight)
+            return expected
+        if b in ("random", "speeder"):
+            return self.rng.randint(lo, hi)
+        if b == "straightliner":
+            return min(hi, self.straight)
+        if text in self.pvq_value:
+            return self._level(self.values[self.pvq_value[text]], lo, hi)
+        if text in self.bfi_key:
+            trait, reversed_ = self.bfi_key[text]
+            return self._level(-self.traits[trait] if reversed_ else self.traits[trait], lo, hi)
+        if text in self.value_of_response:
+            return self._level(self.values[self.value_of_response[text]], lo, hi)
+        return self._level(0.0, lo, hi)
+
+
+def _responses_by_text(study_file: Path | None) -> dict[str, str]:
+    from collection_app.study import load_study
+    try:
+        study = load_study(study_file)
+    except InputError:
+        return {}
+    return {i.response: i.value for i in study.items if i.value}
+
+
+class Bot:
+    def __init__(self, browser, base_url: str, behaviour: str, think: float, rng: random.Random,
+                 value_of_response: dict[str, str], timeout: float, participant_id: str | None = None):
+        self.browser, self.base_url, self.think, self.rng, self.timeout = browser, base_url, think, rng, timeout
+        self.profile = Profile(behaviour, rng, value_of_response)
+        pid = participant_id or secrets.token_hex(12)
+        self.result = BotResult(pid, behaviour)
+        query = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "5f0c" + "0" * 20, "SESSION_ID": secrets.token_hex(12)})
+        self.url = base_url.rstrip("/") + "/?" + query
+        self.context = self.page = None
+        self.state = ""
+        self.disruption_at = rng.randint(15, 40) if behaviour in ("refresher", "returner") else None
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def _open(self) -> None:
+        if self.context is None:
+            self.context = await self.browser.new_context()
+            self.page = await self.context.new_page()
+        for attempt in range(30):
+            try:
+                await self.page.goto(self.url, timeout=self.timeout * 1000)
+                self.state = await self._settle("", "load")
+                return
+            except Exception as exc:  # the server may be restarting: try again
+                if attempt == 29:
+                    raise
+                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+
+    async def _settle(self, prev: str, kind: str, started: float | None = None) -> str:
+        t0 = started if started is not None else time.perf_counter()
+        handle = await self.page.wait_for_function(_SETTLED_JS, arg=prev, timeout=self.timeout * 1000, polling=50)
+        key = await handle.json_value()
+        self.result.latencies.append((kind, time.perf_counter() - t0))
+        return key
+
+    async def _think(self) -> None:
+        if self.behaviour == "speeder":
+            await asyncio.sleep(min(self.think, 0.2))
+        elif self.think > 0:
+            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.think)
+
+    @property
+    def behaviour(self) -> str:
+        return self.result.behaviour
+
+    async def _submit(self, kind: str, button: str = "Next") -> bool:
+        """Press a button and wait for a new page; False if the page did not change in time."""
+        prev, t0 = self.state, time.perf_counter()
+        await self.page.get_by_role("button", name=button, exact=True).click(timeout=self.timeout * 1000)
+        try:
+            self.state = await self._settle(prev, kind, t0)
+            return True
+        except Exception:
+            return False
+
+    # -- pages ----------------------------------------------------------------------------
+    async def _pick(self, group_label: str | None, index: int) -> None:
+        scope = self.page.locator("[data-testid='stForm']") if group_label is None else \
+            self.page.locator(f"[role='radiogroup'][aria-label={json.dumps(group_label)}]")
+        await scope.locator("[data-testid='stRadioOption']").nth(index).click(timeout=self.timeout * 1000)
+
+    async def _demographics(self) -> bool:
+        page, rng = self.page, self.rng
+        await page.get_by_label("Your age in years").fill(str(rng.randint(18, 75)))
+        from collection_app.pages import EDUCATION, GENDERS, POLITICS
+        for label, options in (("Gender", GENDERS), ("Highest education completed", EDUCATION),
+                               ("Political orientation", POLITICS)):
+            await self._pick(label, rng.randrange(len(options)))
+        await page.get_by_label("Country you live in").fill(rng.choice(["United Kingdom", "Germany", "Canada", "Kenya"]))
+        await self._think()
+        return await self._submit("demographics")
+
+    async def _question(self, kind: str, step: int) -> bool:
+        role = "statement" if kind == "question" else "response"
+        text = await self.page.locator(f"[data-vp-role='{role}']").inner_text()
+        n_options = await self.page.locator("[data-testid='stForm'] [data-testid='stRadioOption']").count()
+        scale_lo, scale_hi = 1, n_options
+        answer = self.profile.answer(kind, text, scale_lo, scale_hi)
+        await self._think()
+        await self._pick(None, answer - scale_lo)
+        ok = await self._submit(kind)
+        if ok:
+            self.result.answers[step] = {"page": kind, "text": text, "answer": answer}
+        return ok
+
+    async def _disrupt(self, step: int) -> None:
+        """Refresh, or close the browser and come back later with the same link."""
+        self.disruption_at = None
+        self.result.reloads += 1
+        if self.behaviour == "refresher":
+            await self.page.reload()
+        else:
+            await self.context.close()
+            self.context = None
+            await asyncio.sleep(max(1.0, 3 * self.think))
+        await self._open() if self.context is None else None
+        if self.context is not None and self.behaviour == "refresher":
+            self.state = await self._settle("", "reload")
+        seen = int(self.state.split(":")[1]) if self.state.split(":")[1:] and self.state.split(":")[1] else -1
+        self.result.resume_checks.append((step, seen))
+
+    async def play(self) -> BotResult:
+        try:
+            await self._open()
+            stuck = 0
+            while True:
+                page_kind, _, step_s = self.state.partition(":")
+                step = int(step_s) if step_s else -1
+                if page_kind == "completion":
+                    self.result.completed = True
+                    self.result.code = (await self.page.locator("[data-testid='stCode']").first.inner_text()).strip()
+                    break
+                if page_kind in ("full", "declined", "timed-out", "bad-link"):
+                    self.result.failures.append(f"ended on the {page_kind} page")
+                    break
+                if self.disruption_at is not None and step >= self.disruption_at:
+                    await self._disrupt(step)
+                    continue
+                if page_kind == "consent":
+                    await self._think()
+                    ok = await self._submit("consent", "I agree")
+                elif page_kind == "platform":
+                    ok = await self._submit("platform", "Start the study")
+                elif page_kind == "demographics":
+                    ok = await self._demographics()
+                else:
+                    ok = await self._question(page_kind, step)
+                if ok:
+                    stuck = 0
+                    continue
+                # No new page in time: the server may have died. Reload and carry on from
+                # wherever the database says we are.
+                stuck += 1
+                if stuck > 5:
+                    raise TimeoutError(f"no progress at {self.state}")
+                self.result.failures.append(f"no response at {self.state}; reloaded")
+                await self._open()
+        except Exception as exc:  # noqa: BLE001 - a bot reports, never crashes the run
+            self.result.failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        finally:
+            self.result.end_page = self.state
+            if self.context is not None:
+                await self.context.close()
+        return self.result
+
+
+async def run_bots(url: str, n: int, *, concurrency: int | None = None, think: float = 3.0,
+                   behaviours: tuple[str, ...] = ("consistent",), seed: int | None = None,
+                   study_file: Path | None = None, timeout: float = 30.0, ramp: float | None = None,
+                   browser=None, on_result=None) -> list[BotResult]:
+    """Run `n` bots against the app at `url`, at most `concurrency` at a time.
+
+    Bot i plays ``behaviours[i % len(behaviours)]``. Starts are spread over `ramp` seconds
+    (default: 0.1 s per bot) so that arrivals look like a study going live.
+    """
+    from playwright.async_api import async_playwright
+
+    rng = random.Random(seed)
+    value_of_response = _responses_by_text(study_file)
+    concurrency = concurrency or n
+    ramp = 0.1 * n if ramp is None else ramp
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i, browser):
+        await asyncio.sleep(ramp * i / max(n, 1))
+        async with gate:
+            bot = Bot(browser, url, behaviours[i % len(behaviours)], think, random.Random(rng.random()),
+                      value_of_response, timeout)
+            result = await bot.play()
+            if on_result:
+                on_result(result)
+            return result
+
+    if browser is not None:
+        return list(await asyncio.gather(*(one(i, browser) for i in range(n))))
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            return list(await asyncio.gather(*(one(i, browser) for i in range(n))))
+        finally:
+            await browser.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (the value below which q% of the values fall)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def latency_table(results: list[BotResult]) -> list[dict]:
+    by_kind: dict[str, list[float]] = {}
+    for r in results:
+        for kind, sec in r.latencies:
+            by_kind.setdefault(kind, []).append(sec)
+    # A step is an answer and the next page drawn; page loads are listed apart.
+    steps = [s for k, v in by_kind.items() if k not in ("load", "reload") for s in v]
+    rows = [dict(step=k, n=len(v), median=statistics.median(v), p95=percentile(v, 95), max=max(v))
+            for k, v in sorted(by_kind.items())]
+    if steps:
+        rows.append(dict(step="all steps", n=len(steps), median=statistics.median(steps),
+                         p95=percentile(steps, 95), max=max(steps)))
+    return rows
+
+
+def summary(results: list[BotResult], elapsed: float) -> str:
+    lines = [f"{sum(r.completed for r in results)}/{len(results)} bots completed in {elapsed:.1f} s"]
+    lines.append(f"{'step':<14}{'n':>7}{'median s':>10}{'p95 s':>9}{'max s':>9}")
+    for row in latency_table(results):
+        lines.append(f"{row['step']:<14}{row['n']:>7}{row['median']:>10.3f}{row['p95']:>9.3f}{row['max']:>9.3f}")
+    fails = [(r.participant_id, r.behaviour, f) for r in results for f in r.failures]
+    lines.append(f"failures: {len(fails)}")
+    lines += [f"  {pid} ({beh}): {f}" for pid, beh, f in fails]
+    bad_resume = [(r.participant_id, c) for r in results for c in r.resume_checks if c[1] != c[0]]
+    if bad_resume:
+        lines.append(f"resumed at a different page than left: {bad_resume}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", required=True, help="the running app, e.g. http://localhost:8501")
+    parser.add_argument("--n", type=int, required=True, help="number of simulated participants")
+    parser.add_argument("--concurrency", type=int, default=None, help="bots at a time (default: all)")
+    parser.add_argument("--think", type=float, default=3.0, help="mean seconds per answer (0: as fast as possible)")
+    parser.add_argument("--behaviour", default="consistent",
+                        help=f"comma-separated, assigned in turn: {', '.join(BEHAVIOURS)}; or 'mix'")
+    parser.add_argument("--study", type=Path, default=None, help="the study file the app runs (lets consistent bots "
+                        "answer items by their tagged value); default: the shipped study")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a page")
+    parser.add_argument("--json", type=Path, default=None, help="also write every bot's result here")
+
+
+def parse_behaviours(text: str) -> tuple[str, ...]:
+    if text == "mix":
+        return MIX
+    names = tuple(b.strip() for b in text.split(",") if b.strip())
+    for b in names:
+        if b not in BEHAVIOURS:
+            raise InputError(f"--behaviour: {b!r}: choose from {', '.join(BEHAVIOURS)} or 'mix'")
+    return names or ("consistent",)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise InputError(f"--n: {args.n}: must be at least 1")
+    if not Path(CHROMIUM).exists():
+        raise InputError(f"{CHROMIUM}: Chromium not found (install Debian's 'chromium' package or set VP_CHROMIUM)")
+    behaviours = parse_behaviours(args.behaviour)
+    from tqdm import tqdm
+    bar = tqdm(total=args.n, desc="bots", unit="bot", file=sys.stderr)
+    t0 = time.perf_counter()
+    results = asyncio.run(run_bots(args.url, args.n, concurrency=args.concurrency, think=args.think,
+                                   behaviours=behaviours, seed=args.seed, study_file=args.study,
+                                   timeout=args.timeout, on_result=lambda r: bar.update(1)))
+    bar.close()
+    print(summary(results, time.perf_counter() - t0))
+    if args.json:
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps([asdict(r) for r in results], indent=1))
+        os.replace(tmp, args.json)
+    return 0 if all(r.completed or r.behaviour != "consistent" for r in results) and \
+        not any(r.failures for r in results) else 1

@@ -1,0 +1,104 @@
+"""Helpers to run the real app in a subprocess (tests, benchmarks, a researcher's pilot)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`vp app` as a child process; `kill()` is kill -9, `start()` brings it back on the same port."""
+
+    def __init__(self, db: Path, port: int | None = None, study: Path | None = None, env: dict | None = None,
+                 log: Path | None = None):
+        self.db, self.study, self.port = Path(db), study, port or free_port()
+        self.env = dict(os.environ, **(env or {}))
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> Server:
+        cmd = [sys.executable, "-m", "valueportrait.cli", "app", "--db", str(self.db), "--port", str(self.port),
+               "--address", "127.0.0.1"]
+        if self.study:
+            cmd += ["--study", str(self.study)]
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vp app exited with {self.proc.returncode} (log: {self.log})")
+            try:
+                if httpx.get(self.url + "/_stcore/health", timeout=1).text.strip() == "ok":
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"vp app did not answer on {self.url} within {timeout} s")
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs, exactly like a crash."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_kb(self) -> int:
+        """Resident memory of the server process (Linux), in kB."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+
+@contextlib.contextmanager
+def serve(db: Path, study: Path | None = None, **kw) -> Iterator[Server]:
+    server = Server(db, study=study, **kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def write_small_study(folder: Path, *, items: list[dict], target: int = 50, groups: int = 1,
+                      checks: list[dict] | None = None) -> Path:
+    """A study file over the given queries (tagged shape), split into `groups` groups."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.json").write_text(json.dumps(items))
+    ids = [q["portrait_id"] for q in items]
+    spec = {
+        "study_id": "test-study", "title": "A test study", "items_file": "items.json",
+        "groups": [{"id": f"G{g + 1}", "portraits": ids[g::groups], "target": target} for g in range(groups)],
+        "attention_checks": checks if checks is not None else [{"id": "ac_pvq", "after": 3}, {"id": "ac_item_1", "after": 1}],
+        "completion": {"code": "TESTCODE1"},
+    }
+    path = folder / "study.yaml"
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return path
