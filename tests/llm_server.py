@@ -65,8 +65,9 @@ class FakeLLM:
 
     def __init__(self, latency: float = 0.0, p429: float = 0.0, p500: float = 0.0, pslow: float = 0.0,
                  pgarbage: float = 0.0, pdead: float = 0.0, retry_after: str = "1", slow_seconds: float = 3.0,
-                 salt: str = ""):
+                 salt: str = "", force_status: int | None = None):
         self.latency = latency
+        self.force_status = force_status  # e.g. 401: every request refused
         self.bands = []  # (upper bound of u, fault)
         edge = 0.0
         for fault, p in (("429", p429), ("500", p500), ("slow", pslow), ("garbage", pgarbage), ("dead", pdead)):
@@ -82,6 +83,7 @@ class FakeLLM:
         self.max_in_flight = 0
         self.total = 0
         self.last_body: dict | None = None
+        self.last_headers: dict | None = None
 
     def fault_of(self, key: str) -> str:
         u = _u(key, "fault" + self.salt)
@@ -94,8 +96,12 @@ class FakeLLM:
                           for k, q in self.log.items()},
         }
 
-    async def chat(self, body: dict) -> tuple[int, dict, dict]:
+    async def chat(self, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:
         self.last_body = body
+        self.last_headers = headers
+        if self.force_status:
+            self.total += 1
+            return self.force_status, {"error": {"message": f"forced {self.force_status}"}}, {}
         messages = body.get("messages") or []
         key = question_key(messages)
         q = self.log.get(key)
@@ -145,7 +151,7 @@ class FakeLLM:
         }
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
             503: "Service Unavailable"}
 
 
@@ -171,7 +177,7 @@ async def handle_connection(fake: FakeLLM, reader: asyncio.StreamReader, writer:
                 except ValueError:
                     status, payload = 400, {"error": {"message": "body is not JSON"}}
                 else:
-                    status, payload, extra = await fake.chat(body)
+                    status, payload, extra = await fake.chat(body, headers)
             elif method == "GET" and path == "/stats":
                 status, payload = 200, fake.stats()
             else:
@@ -203,6 +209,7 @@ class LoopbackServer:
 
     def _serve(self) -> None:
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         server = self.loop.run_until_complete(
             asyncio.start_server(lambda r, w: handle_connection(self.fake, r, w), "127.0.0.1", 0, backlog=512))
         self.port = server.sockets[0].getsockname()[1]
@@ -214,7 +221,8 @@ class LoopbackServer:
             pending = asyncio.all_tasks(self.loop)
             for task in pending:
                 task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
 
     def __enter__(self) -> "LoopbackServer":

@@ -82,10 +82,19 @@ class AnswerCache:
         # Autocommit mode: each INSERT is its own transaction, committed at once.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        self.conn.execute("PRAGMA journal_mode = WAL")
+        # Switching to WAL ignores the busy timeout when two runs open a new file at once: retry.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
         # WAL + NORMAL: a commit survives a killed process (only a power cut may lose the last ones).
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.executescript(SCHEMA)
 
     def close(self) -> None:
         try:
