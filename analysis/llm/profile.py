@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -249,8 +250,11 @@ def variant_consistency(long: pd.DataFrame) -> dict:
     complete = wide.dropna()
     out["n_items"] = len(complete)
     if complete.shape[1] >= 2 and len(complete) >= 3 and complete.to_numpy().std() > 0:
-        icc = pg.intraclass_corr(data[data["item"].isin(complete.index)], targets="item", raters="variant",
-                                 ratings="value")
+        with warnings.catch_warnings():  # pingouin 0.7 uses a pandas keyword pandas 3.1 deprecates
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            icc = pg.intraclass_corr(data[data["item"].isin(complete.index)], targets="item", raters="variant",
+                                     ratings="value")
         row = icc.set_index("Type").loc[ICC_TYPE]
         out["icc"] = float(row["ICC"])
         out["icc_ci_low"], out["icc_ci_high"] = (float(x) for x in row["CI95"])

@@ -1,0 +1,216 @@
+"""`vp score-llm`: the value profile definition by hand, and the release's three models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.llm.bank import parse_bank
+from analysis.llm.profile import load_responses, parse_responses, score_models
+from valueportrait.cli import main as vp
+from valueportrait.errors import InputError
+
+RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
+MODELS = ["claude-3-5-sonnet-20241022", "gpt-4o-2024-11-20", "llama-3.1-8b-instruct"]
+
+
+def _out(pid, oid, text="r"):
+    return {"id": oid, "content": text}
+
+
+# A-G as in the hand computation below.
+HAND_BANK = [
+    {"portrait_id": 1001, "content": {"title": "t", "text": "x"}, "outputs": [
+        {**_out(1001, 1), "keyed": {"pvq": ["Benevolence"]}},                                   # A
+        {**_out(1001, 2), "keyed": {"pvq": ["Benevolence", "Universalism"]}},                   # B
+    ]},
+    {"portrait_id": "3001", "content": {"title": None, "text": "x"}, "outputs": [
+        {**_out(3001, 1), "keyed": {"pvq": ["Power"]}},                                         # C
+        {**_out(3001, 2), "keyed": {"higher_pvq": ["Self_Enhancement"]}},                        # D
+    ]},
+    {"portrait_id": 1002, "content": {"title": "t", "text": "x"}, "outputs": [
+        {**_out(1002, 1), "keyed": {"pvq": ["Power"]}, "reversed": {"pvq": ["Power"]}},         # F (rho < 0)
+        {**_out(1002, 2), "keyed": {"pvq": ["Tradition"]}},                                      # G: never answered
+    ]},
+]
+HAND_ANSWERS = [
+    {"portrait_id": 1001, "option_id": 1, "numeric_response": 5.0},                                       # A = 5
+    {"portrait_id": "1001", "option_id": 2, "numeric_response": None,
+     "version_responses": {"v1": 6.0, "v1_reversed": 6.0, "v2": None}},                                # B = 6
+    {"portrait_id": 3001, "option_id": 1, "numeric_response": 2.0},                                       # C = 2
+    {"portrait_id": 3001, "option_id": 2, "numeric_response": 3.0},                                       # D = 3
+    {"portrait_id": 1002, "option_id": 1, "numeric_response": 5.0},                                       # F = 5
+    {"portrait_id": 9999, "option_id": 1, "numeric_response": 4.0},                                       # not in the bank
+]
+
+
+def _profile(keying):
+    profiles, consistency = score_models(parse_bank(HAND_BANK), {"hand": parse_responses(HAND_ANSWERS, "hand")}, keying)
+    return profiles.set_index(["family", "dimension"]), consistency.iloc[0]
+
+
+def test_hand_computed_profile_pos_keying():
+    # pos: F's only key is reversed, so F is left out. PVQ family items answered: A, B, C
+    # (each once): m = (5 + 6 + 2) / 3 = 13/3.
+    p, c = _profile("pos")
+    ben = p.loc[("pvq", "Benevolence")]  # A, B: mean 5.5, SD sqrt(((5-5.5)^2 + (6-5.5)^2) / 1) = sqrt(0.5)
+    assert ben.original_mean == pytest.approx(5.5) and ben.std_dev == pytest.approx(math.sqrt(0.5)) and ben.n == 2
+    assert ben.centered_mean == pytest.approx(5.5 - 13 / 3)            # 1.1667
+    uni = p.loc[("pvq", "Universalism")]  # B only: SD of one value is undefined
+    assert uni.centered_mean == pytest.approx(6 - 13 / 3) and uni.n == 1 and math.isnan(uni.std_dev)
+    assert p.loc[("pvq", "Power")].centered_mean == pytest.approx(2 - 13 / 3) and p.loc[("pvq", "Power")].n == 1
+    trad = p.loc[("pvq", "Tradition")]   # G is keyed but unanswered
+    assert trad.n == 0 and math.isnan(trad.centered_mean)
+    se = p.loc[("higher_pvq", "Self_Enhancement")]  # D alone in its family: 3 - 3
+    assert se.original_mean == 3 and se.centered_mean == 0
+    assert list(p.loc["pvq"].index) == ["Universalism", "Benevolence", "Tradition", "Power"]  # circle order
+    assert c.n_not_in_bank == 1 and c.n_bank_missing == 1
+
+
+def test_hand_computed_profile_abs_keying():
+    # abs: F counts for Power reversed (7 - 5 = 2). PVQ items A, B, C, F: m = (5+6+2+5)/4 = 4.5.
+    p, _ = _profile("abs")
+    assert p.loc[("pvq", "Benevolence")].centered_mean == pytest.approx(5.5 - 4.5)
+    assert p.loc[("pvq", "Universalism")].centered_mean == pytest.approx(6 - 4.5)
+    power = p.loc[("pvq", "Power")]
+    # oriented answers C = 2, F = 7 - 5 = 2; half the items reversed, so the reference is
+    # 0.5 * 4.5 + 0.5 * (7 - 4.5) = 3.5, and = mean(+(2 - 4.5), -(5 - 4.5)) = -1.5
+    assert power.original_mean == 2 and power.std_dev == 0 and power.n == 2
+    assert power.centered_mean == pytest.approx(-1.5)
+
+
+def test_flat_answers_score_zero_whatever_the_keying():
+    answers = [{**a, "numeric_response": 4.0, "version_responses": {}} for a in HAND_ANSWERS]
+    for keying in ("pos", "abs"):
+        profiles, _ = score_models(parse_bank(HAND_BANK), {"flat": parse_responses(answers, "f")}, keying)
+        assert np.allclose(profiles["centered_mean"].dropna(), 0.0)
+
+
+# ------------------------------------------------------------ the release's three models
+
+
+@pytest.fixture(scope="module")
+def release_bank(tmp_path_factory):
+    """A bank from the release built here, independently of `vp analyze`: Spearman's rho
+    of each item's ratings with the raters' scores (scipy), keyed at rho >= 0.3, p < 0.05."""
+    if not RELEASE.exists():
+        pytest.skip("the shared release is not beside the repository")
+    survey = json.loads((RELEASE / "data/prolific/survey/main/survey.json").read_text())
+    values = json.loads((RELEASE / "data/prolific/value/main/value.json").read_text())
+    texts = json.loads((RELEASE / "data/query-response-tagged/query-response-tagged.json").read_text())
+    families = {f: list(next(iter(values.values()))[f]) for f in ("pvq", "higher_pvq", "bfi")}
+    keyed = {}
+    for group in survey:
+        for pid, options in group.items():
+            for opt in options:
+                raters = [(r, p) for r, p in opt["data"] if p in values]
+                ratings = np.array([r for r, _ in raters], float)
+                k = keyed.setdefault((str(pid), opt["option_id"]), {})
+                for fam, dims in families.items():
+                    scores = np.array([[values[p][fam][d] for d in dims] for _, p in raters])
+                    res = stats.spearmanr(np.column_stack([ratings, scores]))
+                    k[fam] = [d for d, rho, pv in zip(dims, res.statistic[0, 1:], res.pvalue[0, 1:]) if rho >= 0.3 and pv < 0.05]
+    bank = []
+    for q in texts:
+        outs = [{**o, "keyed": keyed[(str(q["portrait_id"]), o["id"])]} for o in q["outputs"]
+                if any(keyed[(str(q["portrait_id"]), o["id"])].values())]
+        if outs:
+            bank.append({"portrait_id": q["portrait_id"], "content": q["content"], "outputs": outs})
+    path = tmp_path_factory.mktemp("bank") / "item_bank.json"
+    path.write_text(json.dumps(bank))
+    return path, bank
+
+
+@pytest.fixture(scope="module")
+def release_scores(release_bank, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scores") / "llm_profiles.csv"
+    status = vp(["score-llm", "--item-bank", str(release_bank[0]),
+                 "--responses", str(RELEASE / "lm_evaluation/average_outputs"), "--out", str(out)])
+    assert status == 0
+    return pd.read_csv(out), pd.read_csv(out.with_name("llm_consistency.csv"))
+
+
+def test_release_profile_equals_an_independent_pandas_computation(release_bank, release_scores):
+    _, bank = release_bank
+    profiles, consistency = release_scores
+    assert sorted(profiles["model"].unique()) == MODELS
+    assert list(profiles.columns) == ["model", "family", "dimension", "centered_mean", "original_mean", "std_dev", "n"]
+    answers = pd.DataFrame(json.loads((RELEASE / "lm_evaluation/average_outputs/gpt-4o-2024-11-20_averaged_results.json").read_text()))
+    answers["portrait_id"] = answers["portrait_id"].astype(str)
+    a = answers.set_index(["portrait_id", "option_id"])["numeric_response"]
+    keyed = pd.DataFrame([(str(q["portrait_id"]), o["id"], fam, d) for q in bank for o in q["outputs"]
+                          for fam, dims in o["keyed"].items() for d in dims],
+                         columns=["portrait_id", "option_id", "family", "dimension"])
+    keyed["a"] = a.loc[list(zip(keyed.portrait_id, keyed.option_id))].to_numpy()
+    got = profiles[profiles["model"] == "gpt-4o-2024-11-20"].set_index(["family", "dimension"])
+    assert len(got) == keyed[["family", "dimension"]].drop_duplicates().shape[0]
+    for fam, sub in keyed.groupby("family"):
+        family_mean = sub.drop_duplicates(["portrait_id", "option_id"])["a"].mean()
+        for dim, d in sub.groupby("dimension"):
+            row = got.loc[(fam, dim)]
+            assert row.n == len(d)
+            assert row.original_mean == pytest.approx(d["a"].mean(), abs=1e-5)
+            assert row.centered_mean == pytest.approx(d["a"].mean() - family_mean, abs=1e-5)
+            if len(d) > 1:
+                assert row.std_dev == pytest.approx(d["a"].std(ddof=1), abs=1e-5)
+    n_bank = sum(len(q["outputs"]) for q in bank)
+    assert (consistency["n_not_in_bank"] == 520 - n_bank).all() and (consistency["n_bank_missing"] == 0).all()
+
+
+def _variants(model):
+    data = json.loads((RELEASE / f"lm_evaluation/average_outputs/{model}_averaged_results.json").read_text())
+    return pd.DataFrame([{**r["version_responses"], "item": f"{r['portrait_id']}/{r['option_id']}"} for r in data]).set_index("item")
+
+
+def test_release_consistency_against_anova_and_scipy(release_bank, release_scores):
+    _, bank = release_bank
+    _, consistency = release_scores
+    in_bank = {f"{q['portrait_id']}/{o['id']}" for q in bank for o in q["outputs"]}
+    for model in MODELS:
+        wide = _variants(model).loc[sorted(in_bank)].astype(float)
+        row = consistency.set_index("model").loc[model]
+        # ICC(C,1) of Shrout & Fleiss (ICC3) from the two-way ANOVA mean squares, by hand
+        y = wide.dropna().to_numpy()
+        n, k = y.shape
+        gm = y.mean()
+        ss_rows = k * ((y.mean(axis=1) - gm) ** 2).sum()
+        ss_cols = n * ((y.mean(axis=0) - gm) ** 2).sum()
+        ss_err = ((y - gm) ** 2).sum() - ss_rows - ss_cols
+        ms_rows, ms_err = ss_rows / (n - 1), ss_err / ((n - 1) * (k - 1))
+        assert row.icc_type == "ICC(C,1)" and row.n_items == n
+        assert row.icc == pytest.approx((ms_rows - ms_err) / (ms_rows + (k - 1) * ms_err), abs=1e-5)
+        given = wide[["v1", "v2", "v3"]].mean(axis=1)
+        reversed_ = wide[["v1_reversed", "v2_reversed", "v3_reversed"]].mean(axis=1)
+        ok = given.notna() & reversed_.notna()
+        t = stats.ttest_rel(given[ok], reversed_[ok])
+        assert row.order_bias == pytest.approx((given[ok] - reversed_[ok]).mean(), abs=1e-5)
+        assert row.order_bias_t == pytest.approx(t.statistic, rel=1e-4)
+        assert row.order_bias_p == pytest.approx(t.pvalue, rel=1e-3)
+        assert row.order_bias_wilcoxon_p == pytest.approx(stats.wilcoxon(given[ok] - reversed_[ok]).pvalue, rel=1e-3)
+
+
+def test_folder_of_run_llm_outputs(tmp_path):
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    (folder / "m1.json").write_text(json.dumps(HAND_ANSWERS))
+    (folder / "m1_raw.jsonl").write_text("{}\n")
+    (folder / "m2__persona-old-man.json").write_text(json.dumps(HAND_ANSWERS[:3]))
+    (folder / "llm_cache.sqlite").write_bytes(b"SQLite format 3\x00")
+    (folder / "notes.json").write_text(json.dumps({"not": "answers"}))
+    notes = []
+    found = load_responses([folder], notes)
+    assert sorted(found) == ["m1", "m2__persona-old-man"] and any("notes.json" in n for n in notes)
+    with pytest.raises(InputError, match="also read from"):
+        load_responses([folder, folder / "m1.json"])
+    with pytest.raises(InputError, match="notes.json"):
+        load_responses([folder / "notes.json"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"portrait_id": 1, "option_id": 1, "numeric_response": "five"}]))
+    with pytest.raises(InputError, match="'five'"):
+        load_responses([bad])
