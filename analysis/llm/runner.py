@@ -101,6 +101,7 @@ class RunStats:
     missing: int = 0         # in the output: questions without an answer
     ask_seconds: float = 0.0
     failures: dict = field(default_factory=dict)  # key -> error
+    unparseable_examples: list = field(default_factory=list)  # a few raw texts, to show the user
 
     @property
     def rate(self) -> float:
@@ -214,6 +215,8 @@ def collect_outputs(questions: list[Question], items: list[Item], prompts: Promp
         elif value is None:
             status = "unparseable"
             stats.unparseable += 1
+            if len(stats.unparseable_examples) < 3 and hit["raw"] not in stats.unparseable_examples:
+                stats.unparseable_examples.append(hit["raw"])
         else:
             status = "answered"
         by_item[q.item.key][q.variant] = None if value is None else float(value)
@@ -366,11 +369,14 @@ def run(args) -> int:
         items, backend, args.model, out_dir=args.out, cache_path=args.cache, prompts=prompts,
         persona=args.persona, concurrency=args.concurrency, limit=args.limit, progress=not args.no_progress,
     )
+    rate = f" ({stats.rate:.1f}/s)" if stats.asked else ""
     print(f"{args.model}{' as ' + repr(args.persona) if args.persona else ''}: {len(items)} items x "
           f"{len(prompts.variants)} variants = {stats.questions} questions; {stats.cached} from the cache, "
-          f"{stats.asked} asked ({stats.rate:.1f}/s), {stats.answered_elsewhere} answered meanwhile by another run")
+          f"{stats.asked} asked{rate}, {stats.answered_elsewhere} answered meanwhile by another run")
     print(f"unparseable answers: {stats.unparseable} (kept raw, value null); "
           f"without an answer: {stats.missing} ({stats.failed} failed after retries this run)")
+    for raw in stats.unparseable_examples:
+        print(f"  unparseable: {raw!r}")
     for key, error in list(stats.failures.items())[:5]:
         print(f"  failed: item {key[2]}/{key[3]} {key[4]}: {error}")
     print(f"wrote {json_path} and {json_path.with_name(json_path.stem + '_raw.jsonl')}")
