@@ -1,0 +1,107 @@
+"""vp analyze end to end: the contracted files and columns, the manifest, and the release's figures."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from analysis.pipeline import analyze
+from analysis.release import import_release
+from valueportrait.cli import main
+from valueportrait.storage import open_db
+
+FAST = "reliability,efa,cfa"  # the psychometric steps have their own tests and take seconds
+
+
+@pytest.fixture(scope="module")
+def release_db(release_dir, tmp_path_factory):
+    path = tmp_path_factory.mktemp("an") / "study.db"
+    with open_db(path) as db:
+        import_release(release_dir, db)
+    return path
+
+
+def test_vp_analyze_writes_the_contracted_files(release_db, tmp_path, capsys):
+    out = tmp_path / "processed"
+    assert main(["analyze", "--db", str(release_db), "--out", str(out), "--skip", FAST]) == 0
+    err = capsys.readouterr().err
+    assert "duplicate: flagged 1" in err and "P186/g06" in err
+    assert "speeder: not applicable: the data has no start/completion times" in err
+    corr = pd.read_csv(out / "correlations.csv", dtype={"portrait_id": str})
+    assert list(corr.columns)[:11] == ["group_id", "portrait_id", "option_id", "family", "dimension",
+                                       "rho", "p_value", "q_value", "n", "ci_low", "ci_high"]
+    assert list(corr.columns)[11:] == ["fz_ci_low", "fz_ci_high"]
+    assert len(corr) == 9880 and corr["ci_low"].isna().all()
+    assert set(corr["family"]) == {"pvq", "higher_pvq", "bfi"}
+    assert "Self_Direction" in set(corr["dimension"]) and "Openness_to_Change" in set(corr["dimension"])
+    # g06 is rated by 48 people in the release; P186's second participation is left out.
+    assert corr.loc[corr.group_id == "g06", "n"].unique().tolist() == [47]
+    sel = pd.read_csv(out / "selection.csv", dtype={"portrait_id": str})
+    assert list(sel.columns) == ["portrait_id", "option_id", "family", "dimension", "rho", "p_value"]
+    assert ((sel.rho >= 0.3) & (sel.p_value < 0.05)).all()
+    quality = pd.read_csv(out / "quality.csv", keep_default_na=False)
+    assert list(quality.columns) == ["participant_id", "group_id", "included", "reasons"]
+    assert len(quality) == 560
+    bank = json.loads((out / "item_bank.json").read_text())
+    assert sum(len(q["outputs"]) for q in bank) == len(sel[["portrait_id", "option_id"]].drop_duplicates())
+    manifest = json.loads((out / "manifest.json").read_text())
+    from valueportrait import __version__
+    assert manifest["version"] == __version__
+    assert manifest["settings"] | {} == manifest["settings"] and manifest["settings"]["threshold"] == 0.3
+    counts = manifest["counts"]
+    assert counts["participants"] == 559 and counts["included_participations"] == 559
+    assert counts["excluded_per_rule"] == {"duplicate": 1, "attention": None, "straightlining": 0,
+                                           "speeder": None, "incomplete": 0}
+    assert counts["keyed"]["pvq"]["keyed_pairs"] == len(sel[sel.family == "pvq"])
+    assert counts["pairs"] == 9880
+    assert any("P186" in n for n in manifest["notes"])
+    assert manifest["steps"]["cfa"]["status"] == "skipped"
+    assert not list(out.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_input_hash_is_stable_and_tracks_the_data(release_db, release_dir, tmp_path):
+    a = analyze(release_db, tmp_path / "a", skip=tuple(FAST.split(",")), log=lambda _: None)
+    with open_db(release_db) as db:  # a re-import changes no data...
+        import_release(release_dir, db)
+    b = analyze(release_db, tmp_path / "b", skip=tuple(FAST.split(",")), log=lambda _: None)
+    assert a["input_sha256"] == b["input_sha256"]
+    changed = tmp_path / "changed.db"
+    changed.write_bytes(release_db.read_bytes())
+    with open_db(changed) as db:  # ...while one changed rating changes the hash
+        db.conn.execute("UPDATE ratings SET rating = 7 - rating WHERE participant_id = 'P506' AND portrait_id = '1021' AND option_id = 1")
+    c = analyze(changed, tmp_path / "c", skip=tuple(FAST.split(",")), log=lambda _: None)
+    assert c["input_sha256"] != a["input_sha256"]
+
+
+def test_keying_abs_and_bootstrap(release_db, tmp_path):
+    out = tmp_path / "abs"
+    manifest = analyze(release_db, out, keying="abs", bootstrap=50, seed=1, skip=tuple(FAST.split(",")), log=lambda _: None)
+    sel = pd.read_csv(out / "selection.csv")
+    assert list(sel.columns)[-1] == "reversed"
+    assert (sel.loc[sel.reversed, "rho"] <= -0.3).all() and sel.reversed.any()
+    corr = pd.read_csv(out / "correlations.csv")
+    assert corr["ci_low"].notna().all() and (corr["ci_low"] <= corr["ci_high"]).all()
+    assert manifest["settings"]["bootstrap"] == 50
+    bank = json.loads((out / "item_bank.json").read_text())
+    assert all("reversed" in o for q in bank for o in q["outputs"])
+
+
+def test_planted_respondents_are_excluded_by_analyze(tmp_path):
+    from test_quality import make_study  # tests/ is on sys.path (no __init__.py)
+
+    make_study(tmp_path / "q.db").close()
+    manifest = analyze(tmp_path / "q.db", tmp_path / "out", skip=tuple(FAST.split(",")), log=lambda _: None)
+    assert manifest["counts"]["excluded_per_rule"] == {"duplicate": 1, "attention": 1, "straightlining": 2,
+                                                       "speeder": 1, "incomplete": 1}
+    assert manifest["counts"]["included_participations"] == 20
+    corr = pd.read_csv(tmp_path / "out" / "correlations.csv")
+    assert corr.loc[corr.group_id == "g01", "n"].unique().tolist() == [14]
+    assert manifest["score_source"].startswith("raw")
+
+
+@pytest.mark.slow
+def test_full_analysis_with_psychometric_steps(release_db, tmp_path):
+    manifest = analyze(release_db, tmp_path / "full", log=lambda _: None)
+    for step in ("reliability", "power", "efa", "cfa"):
+        assert manifest["steps"][step]["status"] == "ok", manifest["steps"][step]
+        assert (tmp_path / "full" / manifest["files"][{"efa": "efa_loadings", "cfa": "cfa_fit"}.get(step, step)]).exists()
