@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 import instruments as inst
@@ -69,18 +71,36 @@ class Study:
     def group_items(self, group_id: str) -> pd.DataFrame:
         return self.items[self.items["group_id"] == group_id]
 
+    @cached_property
+    def _group_codes(self) -> dict[str, tuple]:
+        """Per group: item columns, and the ratings as (participant ids, item positions, values) arrays."""
+        out = {}
+        for gid, items in self.items.groupby("group_id", sort=False):
+            columns = pd.MultiIndex.from_arrays([items["portrait_id"].to_numpy(), items["option_id"].to_numpy()],
+                                                names=["portrait_id", "option_id"])
+            out[gid] = (columns, None)
+        for gid, r in self.ratings.groupby("group_id", sort=False):
+            columns = out.get(gid, (pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"]), None))[0]
+            position = columns.get_indexer(pd.MultiIndex.from_arrays([r["portrait_id"].to_numpy(), r["option_id"].to_numpy()]))
+            out[gid] = (columns, (r["participant_id"].to_numpy(), position, r["rating"].to_numpy(float)))
+        return out
+
     def rating_matrix(self, group_id: str, participants=None) -> pd.DataFrame:
-        """Participants x items (columns ``(portrait_id, option_id)`` in item order) of one group; NaN = not rated."""
-        r = self.ratings[self.ratings["group_id"] == group_id]
-        if participants is not None:
-            r = r[r["participant_id"].isin(set(participants))]
-        wide = r.pivot(index="participant_id", columns=["portrait_id", "option_id"], values="rating").astype(float)
-        items = self.group_items(group_id)
-        columns = pd.MultiIndex.from_frame(items[["portrait_id", "option_id"]])
-        wide = wide.reindex(columns=columns)
-        if participants is not None:
-            wide = wide.reindex(index=[p for p in dict.fromkeys(participants)])
-        return wide
+        """Participants x items (columns ``(portrait_id, option_id)`` in item order) of one group; NaN = not rated.
+
+        Rows are `participants` in the order given (default: everyone who rated in the group, sorted).
+        """
+        columns, codes = self._group_codes.get(group_id, (pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"]), None))
+        if codes is None:
+            people = list(dict.fromkeys(participants)) if participants is not None else []
+            return pd.DataFrame(np.nan, index=pd.Index(people, name="participant_id"), columns=columns)
+        pids, position, values = codes
+        people = list(dict.fromkeys(participants)) if participants is not None else sorted(set(pids))
+        row = pd.Index(people).get_indexer(pids)
+        keep = (row >= 0) & (position >= 0)
+        matrix = np.full((len(people), len(columns)), np.nan)
+        matrix[row[keep], position[keep]] = values[keep]
+        return pd.DataFrame(matrix, index=pd.Index(people, name="participant_id"), columns=columns)
 
 
 def _instrument_wide(answers: pd.DataFrame) -> pd.DataFrame:

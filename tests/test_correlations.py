@@ -1,5 +1,6 @@
 """Vectorised Spearman table against scipy.stats.spearmanr; BH against a hand computation; bootstrap against a plain loop."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_bootstrap_equals_a_plain_loop_and_batches_do_not_matter():
 def test_bootstrap_is_seeded_and_brackets_rho(study):
     included = study.participations[["participant_id", "group_id"]]
     small = study.groups.iloc[:2]
-    sub = type(study)(**{**study.__dict__, "groups": small})
+    sub = dataclasses.replace(study, groups=small)
     a = correlation_table(sub, included, bootstrap=300, seed=5)
     b = correlation_table(sub, included, bootstrap=300, seed=5)
     c = correlation_table(sub, included, bootstrap=300, seed=6)
