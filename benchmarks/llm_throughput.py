@@ -71,13 +71,17 @@ def server_requests(base_url: str) -> dict[str, int]:
 def throughput(base_url: str, n_items: int, concurrency: int, latency: float, work: Path) -> None:
     items = parse_bank(synthetic_bank(n_items, "throughput"))
     backend = OpenAIBackend(base_url, "bench-model", concurrency=concurrency, timeout=30)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     stats, _ = run_llm(items, backend, "bench-model", out_dir=work / "t", concurrency=concurrency, progress=False)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     ideal = concurrency / latency
     print(f"throughput: {stats.asked} questions at concurrency {concurrency}, latency {latency * 1000:.0f} ms: "
           f"{stats.rate:.0f}/s while asking ({wall:.2f} s wall incl. setup and output); "
           f"ideal {ideal:.0f}/s; ratio {stats.rate / ideal:.2f} (target >= 0.80)")
+    # Independent of other load on the machine: the runner's CPU per question, against the
+    # budget one core has at the ideal rate.
+    print(f"runner CPU: {cpu / stats.asked * 1000:.2f} ms per question (one core's budget at {ideal:.0f}/s: "
+          f"{1000 / ideal:.2f} ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def kill_and_resume(base_url: str, n_items: int, concurrency: int, work: Path) -> None:
