@@ -60,6 +60,7 @@ class BotResult:
     latencies: list[tuple[str, float]] = field(default_factory=list)  # (page kind, seconds)
     answers: dict[int, dict] = field(default_factory=dict)  # step index -> what was acknowledged
     failures: list[str] = field(default_factory=list)
+    recoveries: list[str] = field(default_factory=list)  # no new page in time, reloaded and carried on
     reloads: int = 0
     resume_checks: list[tuple[int, int]] = field(default_factory=list)  # (expected step, step seen)
 
@@ -190,8 +191,13 @@ class Bot:
 
     async def _question(self, kind: str, step: int) -> bool:
         role = "statement" if kind == "question" else "response"
+        options = self.page.locator("[data-testid='stForm'] [data-testid='stRadioOption']")
+        # The marker can be drawn a moment before the form (e.g. right after a reconnect).
+        await options.last.wait_for(timeout=self.timeout * 1000)
         text = await self.page.locator(f"[data-vp-role='{role}']").inner_text()
-        n_options = await self.page.locator("[data-testid='stForm'] [data-testid='stRadioOption']").count()
+        n_options = await options.count()
+        if n_options < 2:
+            return False
         scale_lo, scale_hi = 1, n_options
         answer = self.profile.answer(kind, text, scale_lo, scale_hi)
         await self._think()
@@ -226,7 +232,7 @@ class Bot:
                 step = int(step_s) if step_s else -1
                 if page_kind == "completion":
                     self.result.completed = True
-                    self.result.code = (await self.page.locator("[data-testid='stCode']").first.inner_text()).strip()
+                    self.result.code = (await self.page.locator("[data-vp-role='completion-code']").inner_text()).strip()
                     break
                 if page_kind in ("full", "declined", "timed-out", "bad-link"):
                     self.result.failures.append(f"ended on the {page_kind} page")
@@ -251,7 +257,7 @@ class Bot:
                 stuck += 1
                 if stuck > 5:
                     raise TimeoutError(f"no progress at {self.state}")
-                self.result.failures.append(f"no response at {self.state}; reloaded")
+                self.result.recoveries.append(f"no response at {self.state}; reloaded")
                 await self._open()
         except Exception as exc:  # noqa: BLE001 - a bot reports, never crashes the run
             self.result.failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -328,6 +334,9 @@ def summary(results: list[BotResult], elapsed: float) -> str:
     for row in latency_table(results):
         lines.append(f"{row['step']:<14}{row['n']:>7}{row['median']:>10.3f}{row['p95']:>9.3f}{row['max']:>9.3f}")
     fails = [(r.participant_id, r.behaviour, f) for r in results for f in r.failures]
+    recovered = sum(len(r.recoveries) for r in results)
+    if recovered:
+        lines.append(f"pages that did not answer in time and were reloaded: {recovered}")
     lines.append(f"failures: {len(fails)}")
     lines += [f"  {pid} ({beh}): {f}" for pid, beh, f in fails]
     bad_resume = [(r.participant_id, c) for r in results for c in r.resume_checks if c[1] != c[0]]

@@ -186,7 +186,7 @@ class PlatformEntry(Page):
         else:
             st.write("We received this Prolific id from your link. It is used only to pay you and to make sure "
                      "each person takes part once.")
-        st.code(ctx.entry.participant_id, language=None)
+        plain(ctx.entry.participant_id, "participant-id", size="1.2rem", weight="600", box=True)
         _error_box()
         st.button("Start the study", type="primary", key="start", on_click=_start, args=(ctx.db_path, ctx.study, ctx.entry))
 
@@ -373,7 +373,7 @@ def show_completion(ctx: Ctx, code: str, total: int) -> None:
     st.title("Thank you!")
     st.success("All your answers are saved.")
     st.write("Your completion code:")
-    st.code(code, language=None)
+    plain(code, "completion-code", size="1.6rem", weight="700", box=True)
     url = ctx.study.completion_url()
     if url and not ctx.entry.test_mode:
         st.link_button("Return to Prolific to finish", url, type="primary")
