@@ -275,3 +275,19 @@ def test_persona_reaches_the_prompt_and_names_the_files(tmp_path):
     assert all(r["persona"] == persona for r in json.loads(with_persona.read_text()))
     raw = [json.loads(line) for line in with_persona.with_name(with_persona.stem + "_raw.jsonl").read_text().splitlines()]
     assert len(raw) == 36 and all(r["persona"] == persona and r["model"] == "org/Model-1" for r in raw)
+
+
+def test_claims_of_a_dead_or_expired_run_are_taken_over(tmp_path):
+    key = ("m", "", "1001", 1, "v1", "abc")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    with AnswerCache(tmp_path / "c.sqlite") as mine, AnswerCache(tmp_path / "c.sqlite") as other:
+        assert other.claim(key) == "mine"
+        assert mine.claim(key) == "taken"            # a live run holds it
+        other.conn.execute("UPDATE claims SET expires = 0")
+        assert mine.claim(key) == "mine"             # its lease ran out
+        mine.conn.execute("UPDATE claims SET pid = ?, owner = 'gone', expires = 1e12", (dead_pid,))
+        assert other.claim(key) == "mine"            # its owner process is dead
+        other.put(key, "like me", 5, 1, 0.1, "openai")
+        assert mine.claim(key) == "done"
+        assert mine.conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
