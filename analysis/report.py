@@ -1,0 +1,124 @@
+"""Write the validation report: one self-contained HTML file from an analysis' output folder.
+
+Sections: participants, instruments, item-value correlations, selected items, factor
+analyses, LLM profiles, group bias, methods. Each section reads the files it needs from
+the processed folder (``vp analyze``, ``vp score-llm``) and, with ``--db`` or the database
+named in ``manifest.json``, the study database (scores, demographics, times); what is
+missing is said in the report. Figures are embedded (SVG, PNG for large heat maps), CSS
+is inline: the file fetches nothing and opens offline. Item texts are shown as plain text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from valueportrait import DEFAULT_PROCESSED, DEFAULT_REPORTS, __version__
+from valueportrait.errors import InputError
+
+#: (anchor, heading, section function name in analysis.reporting.sections), in the issue's order.
+SECTIONS: tuple[tuple[str, str, str], ...] = (
+    ("participants", "Participants", "participants"),
+    ("instruments", "Instruments", "instruments_section"),
+    ("correlations", "Item-value correlations", "correlations_section"),
+    ("selected-items", "Selected items", "selected_items"),
+    ("factor-analyses", "Factor analyses", "factor_analyses"),
+    ("llm-profiles", "LLM profiles", "llm_section"),
+    ("group-bias", "Group bias", "group_bias_section"),
+    ("methods", "Methods", "methods"),
+)
+DEFAULT_OUT = DEFAULT_REPORTS / "validation_report.html"
+
+
+def build_report(processed: str | Path, db: str | Path | None = None, demographics_csv: str | Path | None = None,
+                 title: str = "Validation report") -> str:
+    """The report's HTML for the analysis in `processed` (and the study database `db`, if given)."""
+    from analysis.reporting import sections
+    from analysis.reporting.html import esc, missing, page
+    from analysis.reporting.inputs import Inputs
+
+    processed = Path(processed)
+    if not processed.is_dir():
+        raise InputError(f"{processed}: --processed: not a folder (run vp analyze --out {processed} first)")
+    inp = Inputs(processed, Path(db) if db else None, Path(demographics_csv) if demographics_csv else None)
+    body = []
+    for anchor, heading, fn in SECTIONS:
+        try:
+            content = getattr(sections, fn)(inp)
+        except Exception as exc:  # one broken table must not cost the reader the whole report
+            content = missing(f"This section could not be built: {type(exc).__name__}: {exc}")
+        body.append(f'<section id="{anchor}"><h2>{esc(heading)}</h2>{content}</section>')
+    header = _header(inp, title)
+    if inp.notes:
+        body.insert(0, "".join(missing(n) for n in dict.fromkeys(inp.notes)))
+    return page(title, header, [(a, h) for a, h, _ in SECTIONS], "".join(body))
+
+
+def _header(inp, title: str) -> str:
+    from analysis.reporting.html import esc
+
+    m = inp.manifest or {}
+    counts = m.get("counts", {}) or {}
+    facts = []
+    for label, value in (("participants included", counts.get("included_participants")),
+                         ("groups", counts.get("groups")), ("items rated", counts.get("items")),
+                         ("items in the bank", (counts.get("item_bank") or {}).get("items"))):
+        if value is not None:
+            facts.append(f"<li><b>{esc(f'{value:,}' if isinstance(value, int) else value)}</b> {esc(label)}</li>")
+    prof = inp.csv("llm_profiles.csv")
+    if prof is not None:
+        plain = [x for x in prof["model"].unique() if "__persona-" not in str(x)]
+        facts.append(f"<li><b>{len(plain)}</b> LLMs profiled</li>")
+    study = m.get("study_id")
+    source = m.get("study_source")
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta = [f"study {study}" + (f" ({source})" if source else "") if study else "",
+            f"analysis folder {inp.processed}", f"database {inp.db}" if inp.db else "no database",
+            f"made {made} by valueportrait {__version__}"]
+    return (f"<h1>{esc(title)}</h1><p class=\"meta\">{esc(' · '.join(x for x in meta if x))}</p>"
+            + (f'<ul class="keyfacts">{"".join(facts)}</ul>' if facts else ""))
+
+
+def write_report(processed: str | Path, out: str | Path, db: str | Path | None = None,
+                 demographics_csv: str | Path | None = None) -> Path:
+    """Build the report and write it atomically to `out`; returns the path."""
+    text = build_report(processed, db, demographics_csv)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--processed", type=Path, default=DEFAULT_PROCESSED, help="the folder vp analyze wrote")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the HTML file to write")
+    parser.add_argument("--db", type=Path, default=None,
+                        help="the study database, for scores, demographics and times (default: the one named in "
+                             "manifest.json, if it exists)")
+    parser.add_argument("--demographics", type=Path, default=None,
+                        help="a demographics CSV (e.g. Prolific's export), merged on participant id")
+
+
+def run(args) -> int:
+    if args.db is not None and not Path(args.db).is_file():
+        raise InputError(f"{args.db}: --db: no such database file")
+    if args.demographics is not None and not Path(args.demographics).is_file():
+        raise InputError(f"{args.demographics}: --demographics: no such file")
+    start = time.perf_counter()
+    path = write_report(args.processed, args.out, args.db, args.demographics)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    return 0

@@ -1,0 +1,1 @@
+"""Building blocks of the validation report (`vp report`): inputs, sections, figures, HTML."""

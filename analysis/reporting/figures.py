@@ -1,0 +1,208 @@
+"""The report's figures (matplotlib, Agg backend). Each function returns a Figure; few and small.
+
+Values are drawn around the circle in Schwartz's order (``instruments.PVQ_VALUES``), so
+neighbouring values sit side by side in every radar chart and heat map.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+plt.rcParams.update({
+    "svg.fonttype": "none",     # text stays text: smaller files, crisp at any zoom
+    "svg.hashsalt": "valueportrait",  # stable ids, so the same data gives the same file
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": 100,
+})  # fmt: skip
+
+FAMILY_COLOURS = {"pvq": "#2a5d9f", "higher_pvq": "#7b4fa0", "bfi": "#2f8f5b"}
+SERIES = ["#2a5d9f", "#c0392b", "#2f8f5b", "#8e5ea2", "#d98c1f", "#3a9ca6", "#7f7f7f", "#b5651d"]
+
+
+def short(name: str) -> str:
+    """Axis label for a dimension: ``Self_Direction`` -> ``Self-Direction``."""
+    return str(name).replace("_", "-")
+
+
+def bar_groups(counts: pd.DataFrame):
+    """Stacked horizontal bars: included and excluded participations per group."""
+    fig, ax = plt.subplots(figsize=(5.6, 0.2 * len(counts) + 0.9))
+    y = np.arange(len(counts))
+    ax.barh(y, counts["included"], color="#2a5d9f", label="included")
+    ax.barh(y, counts["excluded"], left=counts["included"], color="#e0a040", label="excluded")
+    ax.set_yticks(y, counts["group_id"].astype(str))
+    ax.invert_yaxis()
+    ax.set_xlabel("participations")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False, fontsize=8)
+    return fig
+
+
+def histogram(values: np.ndarray, xlabel: str, bins: int = 30):
+    fig, ax = plt.subplots(figsize=(6.2, 2.4))
+    ax.hist(values, bins=bins, color="#2a5d9f", alpha=0.85)
+    med = float(np.median(values))
+    ax.axvline(med, color="#c0392b", lw=1)
+    ax.text(med, ax.get_ylim()[1] * 0.95, f" median {med:.1f}", color="#c0392b", va="top", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("participations")
+    return fig
+
+
+def profile_with_ci(frame: pd.DataFrame, xlabel: str = "mean centred score (95% CI)"):
+    """Dots with horizontal CI bars, one row per dimension (``dimension, mean, ci_low, ci_high, family``)."""
+    fig, ax = plt.subplots(figsize=(6.2, 0.26 * len(frame) + 0.8))
+    y = np.arange(len(frame))
+    colours = [FAMILY_COLOURS.get(f, "#333") for f in frame.get("family", ["pvq"] * len(frame))]
+    ax.errorbar(frame["mean"], y, xerr=[frame["mean"] - frame["ci_low"], frame["ci_high"] - frame["mean"]],
+                fmt="none", ecolor="#888", elinewidth=1, capsize=2)
+    ax.scatter(frame["mean"], y, c=colours, s=22, zorder=3)
+    ax.axvline(0, color="#444", lw=0.8)
+    ax.set_yticks(y, [short(d) for d in frame["dimension"]])
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    return fig
+
+
+def correlation_heatmap(matrix: pd.DataFrame, title: str = ""):
+    """A small annotated correlation matrix (the ten values in circle order)."""
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    im = ax.imshow(matrix.to_numpy(float), cmap="RdBu", vmin=-1, vmax=1)
+    labels = [short(c) for c in matrix.columns]
+    ax.set_xticks(range(n), labels, rotation=60, ha="right")
+    ax.set_yticks(range(n), labels)
+    for i in range(n):
+        for j in range(n):
+            v = matrix.iat[i, j]
+            if i != j and np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}".replace("0.", "."), ha="center", va="center", fontsize=6.5,
+                        color="white" if abs(v) > 0.5 else "#222")
+    ax.spines[:].set_visible(False)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="correlation")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def rho_boxplots(corr: pd.DataFrame, order: list[tuple[str, str]], threshold: float):
+    """Distribution of rho per dimension (box: quartiles, whiskers: 5th-95th percentile)."""
+    data = [corr.loc[(corr["family"] == f) & (corr["dimension"] == d), "rho"].dropna().to_numpy() for f, d in order]
+    fig, ax = plt.subplots(figsize=(7.6, 3.3))
+    bp = ax.boxplot(data, whis=(5, 95), showfliers=False, patch_artist=True, widths=0.6,
+                    medianprops={"color": "#222"})
+    for patch, (f, _) in zip(bp["boxes"], order):
+        patch.set_facecolor(FAMILY_COLOURS.get(f, "#999"))
+        patch.set_alpha(0.55)
+    maxima = [x.max() if len(x) else np.nan for x in data]
+    ax.scatter(np.arange(1, len(order) + 1), maxima, marker="^", s=14, color="#222", zorder=3, label="largest rho")
+    ax.axhline(threshold, color="#c0392b", lw=1, ls="--", label=f"threshold {threshold:g}")
+    ax.axhline(0, color="#888", lw=0.6)
+    ax.set_xticks(np.arange(1, len(order) + 1), [short(d) for _, d in order], rotation=60, ha="right")
+    ax.set_ylabel("Spearman's rho (item rating vs score)")
+    ax.legend(frameon=False, fontsize=7.5, loc="lower right")
+    return fig
+
+
+def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[str]):
+    """Keyed items (rows) x dimensions (columns): rho; keyed cells outlined. PNG (many rows)."""
+    n_rows, n_cols = matrix.shape
+    height = min(max(2.5, 0.05 * n_rows + 1.2), 9.0)
+    fig, ax = plt.subplots(figsize=(7.2, height))
+    lim = max(0.5, float(np.nanmax(np.abs(matrix.to_numpy(float)))) if n_rows else 0.5)
+    im = ax.imshow(matrix.to_numpy(float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
+    rr, cc = np.nonzero(keyed)
+    ax.scatter(cc, rr, s=3 if n_rows > 150 else 8, c="black", marker="s", linewidths=0)
+    ax.set_xticks(range(n_cols), [short(c) for c in matrix.columns], rotation=60, ha="right")
+    if n_rows <= 60:
+        ax.set_yticks(range(n_rows), row_labels, fontsize=6)
+    else:
+        ax.set_yticks([])
+        ax.set_ylabel(f"{n_rows} keyed items (grouped by their strongest keyed dimension)")
+    fig.colorbar(im, ax=ax, shrink=0.5, label="rho", pad=0.02)
+    ax.spines[:].set_visible(False)
+    return fig
+
+
+def _radar_axes(ax, values: list[str], lim: float):
+    angles = np.linspace(0, 2 * np.pi, len(values), endpoint=False)
+    ax.set_theta_offset(np.pi / 2)
+    ax.set_theta_direction(-1)
+    ax.set_xticks(angles, [short(v) for v in values], fontsize=7)
+    ax.set_ylim(-lim, lim)
+    ax.set_yticks([-lim / 2, 0, lim / 2], ["", "0", ""], fontsize=6)
+    ring = np.linspace(0, 2 * np.pi, 200)
+    ax.plot(ring, np.zeros_like(ring), color="#222", lw=1.1, ls="--", zorder=1)  # the zero ring
+    ax.grid(color="#ddd", lw=0.6)
+    return angles
+
+
+def radar_grid(profiles: dict[str, pd.Series], values: list[str], ncols: int = 3, lim: float | None = None,
+               overlay: dict[str, dict[str, pd.Series]] | None = None):
+    """One radar per key: the centred profile (polygon) against the zero ring, values in circle order.
+
+    ``overlay[key] = {label: profile}`` draws several profiles on one radar (humans vs model).
+    """
+    keys = list(profiles) if overlay is None else list(overlay)
+    series_all = ([profiles[k] for k in keys] if overlay is None
+                  else [s for k in keys for s in overlay[k].values()])
+    if lim is None:
+        finite = [np.nanmax(np.abs(s.reindex(values).to_numpy(float))) for s in series_all]
+        lim = max([x for x in finite if np.isfinite(x)] + [0.1]) * 1.1
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = int(np.ceil(len(keys) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 3.15 * nrows), subplot_kw={"projection": "polar"},
+                             squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
+        angles = _radar_axes(ax, values, lim)
+        closed = np.append(angles, angles[0])
+        layers = {key: profiles[key]} if overlay is None else overlay[key]
+        for i, (label, s) in enumerate(layers.items()):
+            r = s.reindex(values).to_numpy(float)
+            r = np.append(r, r[0])
+            ax.plot(closed, r, color=SERIES[i % len(SERIES)], lw=1.6, label=label)
+            ax.fill(closed, r, color=SERIES[i % len(SERIES)], alpha=0.12)
+        ax.set_title(short(key) if overlay is None else str(key), fontsize=8.5, pad=14)
+        if overlay is not None and ax is axes.flat[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(-0.25, 1.22), fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def gap_scatter(gaps: pd.DataFrame, summary: pd.DataFrame):
+    """Per model: LLM gap against human gap for every value and pair of groups, y = x and the fitted slope."""
+    models = sorted(gaps["model"].unique())
+    ncols = min(3, len(models))
+    nrows = int(np.ceil(len(models) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.1 * nrows), squeeze=False)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    colours = {"exaggerates": "#c0392b", "reverses": "#8e5ea2", "attenuates": "#2a5d9f"}
+    for ax, model in zip(axes.flat, models):
+        g = gaps[gaps["model"] == model]
+        for label, part in g.groupby("label"):
+            ax.scatter(part["human_gap"], part["llm_gap"], s=12, color=colours.get(label, "#555"), label=label, alpha=0.8)
+        lim = max(float(np.nanmax(np.abs(g[["human_gap", "llm_gap"]].to_numpy(float)))), 0.05) * 1.1
+        xs = np.array([-lim, lim])
+        ax.plot(xs, xs, color="#888", lw=0.8, ls="--")
+        s = summary[(summary["model"] == model) & (summary["attribute"] == "all")]["slope"]
+        if len(s) and np.isfinite(s.iloc[0]):
+            ax.plot(xs, s.iloc[0] * xs, color="#222", lw=1.2, label=f"slope {s.iloc[0]:.2f}")
+        ax.axhline(0, color="#ccc", lw=0.6)
+        ax.axvline(0, color="#ccc", lw=0.6)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.set_xlabel("human gap (A - B)")
+        ax.set_ylabel("LLM persona gap")
+        ax.set_title(model, fontsize=8.5)
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+    fig.tight_layout()
+    return fig

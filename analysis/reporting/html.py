@@ -1,0 +1,221 @@
+"""HTML building blocks for the report: escaped text, tables, embedded figures, the page.
+
+Everything the page needs is inside it: the CSS is inline and figures are ``data:`` URIs,
+so the file opens offline and fetches nothing. Any text that comes from data (item texts,
+model names, notes) goes through :func:`esc`; nothing from data is ever inserted as markup.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+
+def esc(value) -> str:
+    """Plain text -> HTML text (quotes too, so it is safe inside attributes)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def fmt_num(value, digits: int = 2) -> str:
+    """A number for a table cell: fixed digits, '' for NaN, p-values in scientific form when tiny."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(x):
+        return ""
+    if x.is_integer() and abs(x) < 1e15 and digits == 0:
+        return f"{int(x):,}"
+    return f"{x:.{digits}f}"
+
+
+def fmt_p(value) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    x = float(value)
+    return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def fmt_ci(low, high, digits: int = 2) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    return f"[{float(low):.{digits}f}, {float(high):.{digits}f}]"
+
+
+def diverging_bg(value, scale: float) -> str:
+    """A light red/blue background for a signed value (|value| / scale -> intensity)."""
+    if value is None or pd.isna(value) or scale <= 0:
+        return ""
+    t = max(-1.0, min(1.0, float(value) / scale))
+    a = abs(t) * 0.55
+    rgb = (33, 102, 172) if t > 0 else (178, 24, 43)
+    return f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.2f})"
+
+
+def table(
+    frame: pd.DataFrame,
+    formats: dict[str, Callable] | None = None,
+    headers: dict[str, str] | None = None,
+    cell_style: dict[str, Callable] | None = None,
+    caption: str | None = None,
+    css_class: str = "",
+) -> str:
+    """A DataFrame as an HTML table; every cell escaped, numbers right-aligned.
+
+    ``formats[col](value) -> str`` formats a column (default: 2 decimals for floats);
+    ``cell_style[col](value) -> str`` gives an inline style for a cell.
+    """
+    formats = formats or {}
+    headers = headers or {}
+    cell_style = cell_style or {}
+    cols = list(frame.columns)
+    out = [f'<div class="table-wrap"><table class="{esc(css_class)}">']
+    if caption:
+        out.append(f"<caption>{esc(caption)}</caption>")
+    out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, c))}</th>" for c in cols) + "</tr></thead><tbody>")
+    numeric = {c: pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in cols}
+    for row in frame.itertuples(index=False, name=None):
+        cells = []
+        for c, v in zip(cols, row):
+            text = formats[c](v) if c in formats else (fmt_num(v) if numeric[c] else ("" if _isna(v) else str(v)))
+            style = cell_style[c](v) if c in cell_style else ""
+            attrs = (' class="num"' if numeric[c] or c in formats else "") + (f' style="{esc(style)}"' if style else "")
+            cells.append(f"<td{attrs}>{esc(text)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _isna(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def figure(fig, alt: str, caption: str = "", fmt: str = "svg", width: str | None = None) -> str:
+    """A matplotlib figure as an ``<img>`` with a ``data:`` URI (SVG for line art, PNG for heat maps).
+
+    The figure is closed afterwards. An ``<img>`` (not inline ``<svg>``) keeps the SVG's
+    namespace declarations out of the page and lets a test check that every image loaded.
+    """
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    if fmt == "svg":
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
+        mime = "image/svg+xml"
+    else:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        mime = "image/png"
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    style = f' style="max-width:{esc(width)}"' if width else ""
+    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="data:{mime};base64,{data}" alt="{esc(alt)}"{style}>{cap}</figure>'
+
+
+def missing(text: str) -> str:
+    return f'<p class="missing">{esc(text)}</p>'
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+def para(text: str) -> str:
+    return f"<p>{esc(text)}</p>"
+
+
+def details(summary: str, body_html: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{esc(summary)}</summary>{body_html}</details>"
+
+
+def sources(used: Iterable[tuple[str, bool]]) -> str:
+    """'Read: a.csv, b.csv. Missing: c.csv.' for the top of a section."""
+    used = list(used)
+    have = [n for n, ok in used if ok]
+    lack = [n for n, ok in used if not ok]
+    parts = []
+    if have:
+        parts.append("Read: " + ", ".join(have) + ".")
+    if lack:
+        parts.append("Not found: " + ", ".join(lack) + ".")
+    return f'<p class="sources">{esc(" ".join(parts))}</p>' if parts else ""
+
+
+CSS = """
+:root { --fg:#1d2330; --muted:#5b6473; --line:#d9dde3; --bg:#ffffff; --soft:#f5f7fa; --accent:#2a5d9f; --warn:#8a4b00; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 60px; }
+header.top { border-bottom: 2px solid var(--accent); margin-bottom: 18px; padding-bottom: 10px; }
+h1 { font-size: 1.7em; margin: 0 0 4px; }
+h2 { font-size: 1.35em; margin: 34px 0 8px; padding-top: 8px; border-top: 1px solid var(--line); color: var(--accent); }
+h3 { font-size: 1.08em; margin: 20px 0 6px; }
+p { margin: 6px 0 10px; max-width: 80ch; }
+.meta, .sources { color: var(--muted); font-size: 0.88em; }
+.missing { background: #fff6e8; border-left: 4px solid #e0a040; padding: 8px 12px; color: var(--warn); max-width: none; }
+.note { background: var(--soft); border-left: 4px solid var(--line); padding: 6px 12px; max-width: none; }
+.keyfacts { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; padding: 0; list-style: none; }
+.keyfacts li { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; }
+.keyfacts b { font-size: 1.15em; }
+nav.toc ol { columns: 2; margin: 6px 0; }
+nav.toc a { color: var(--accent); text-decoration: none; }
+.table-wrap { overflow-x: auto; margin: 8px 0 14px; }
+table { border-collapse: collapse; font-size: 0.86em; }
+caption { text-align: left; color: var(--muted); padding: 2px 0 4px; caption-side: top; }
+th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tbody tr:nth-child(even) td:not([style]) { background: #fafbfc; }
+figure { margin: 10px 0 16px; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 0.86em; margin-top: 4px; max-width: 90ch; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 6px 16px; }
+details { border: 1px solid var(--line); border-radius: 6px; padding: 4px 10px; margin: 6px 0; }
+details > summary { cursor: pointer; font-weight: 600; }
+.item { border-top: 1px dashed var(--line); padding: 6px 0; }
+.item .q, .item .r { white-space: pre-wrap; overflow-wrap: anywhere; margin: 2px 0 4px; }
+.item .q { color: var(--muted); }
+.item .stats { font-size: 0.85em; color: var(--muted); }
+.methods { background: var(--soft); border: 1px solid var(--line); padding: 12px 16px; border-radius: 6px; max-width: none; }
+code { font-size: 0.92em; background: var(--soft); padding: 0 3px; border-radius: 3px; }
+@media (max-width: 700px) { nav.toc ol { columns: 1; } main { padding: 12px; } }
+@media print {
+  body { font-size: 10pt; }
+  main { max-width: none; padding: 0; }
+  nav.toc { display: none; }
+  h2 { break-before: auto; break-after: avoid; }
+  h3 { break-after: avoid; }
+  figure, table, .item, .methods { break-inside: avoid; }
+  th { position: static; }
+  details { border: none; padding: 0; }
+  .table-wrap { overflow: visible; }
+}
+"""
+
+
+def page(title: str, header_html: str, toc: list[tuple[str, str]], body_html: str) -> str:
+    nav = "".join(f'<li><a href="#{esc(anchor)}">{esc(name)}</a></li>' for anchor, name in toc)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+        f'<header class="top">{header_html}</header>'
+        f'<nav class="toc" aria-label="Contents"><b>Contents</b><ol>{nav}</ol></nav>'
+        f"{body_html}</main></body></html>\n"
+    )

@@ -1,0 +1,171 @@
+"""What the report reads: the processed folder's files, and the study database when there is one.
+
+Every accessor returns None (never raises) when its source is absent, so each section can
+say plainly what is missing. Files are read once.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import group_bias as gb
+
+# Where a file may sit, relative to the processed folder (score-llm's default is processed/llm/).
+LOCATIONS = {"llm_profiles.csv": ("llm_profiles.csv", "llm/llm_profiles.csv"),
+             "llm_consistency.csv": ("llm_consistency.csv", "llm/llm_consistency.csv"),
+             "personas.json": ("personas.json", "llm/personas.json")}  # fmt: skip
+STR_COLUMNS = {"participant_id": str, "group_id": str, "portrait_id": str, "scope": str, "model": str}
+
+
+class Inputs:
+    """The processed folder (and optional database) a report is built from."""
+
+    def __init__(self, processed: Path, db: Path | None = None, demographics_csv: Path | None = None):
+        self.processed = Path(processed)
+        self.demographics_csv = demographics_csv
+        self.notes: list[str] = []
+        self._frames: dict[str, pd.DataFrame | None] = {}
+        self.db = Path(db) if db else None
+        if self.db is None:
+            # The manifest names the database the analysis read; use it when it is still there.
+            named = (self.manifest or {}).get("database")
+            if named and Path(named).is_file():
+                self.db = Path(named)
+                self.db_from_manifest = True
+        if self.db is not None and not self.db.is_file():
+            self.notes.append(f"database {self.db} not found: sections that need it say so")
+            self.db = None
+
+    db_from_manifest = False
+
+    def path(self, name: str) -> Path | None:
+        for rel in LOCATIONS.get(name, (name,)):
+            p = self.processed / rel
+            if p.is_file():
+                return p
+        return None
+
+    def has(self, name: str) -> bool:
+        return self.path(name) is not None
+
+    def csv(self, name: str) -> pd.DataFrame | None:
+        if name not in self._frames:
+            p = self.path(name)
+            frame = None
+            if p is not None:
+                try:
+                    frame = pd.read_csv(p, dtype={k: v for k, v in STR_COLUMNS.items()}, keep_default_na=True)
+                except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+                    self.notes.append(f"{p}: could not be read ({exc}); left out")
+            self._frames[name] = frame
+        return self._frames[name]
+
+    def json(self, name: str):
+        p = self.path(name)
+        if p is None:
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self.notes.append(f"{p}: could not be read ({exc}); left out")
+            return None
+
+    @cached_property
+    def manifest(self) -> dict | None:
+        m = self.json("manifest.json")
+        return m if isinstance(m, dict) else None
+
+    @cached_property
+    def item_bank(self) -> list | None:
+        b = self.json("item_bank.json")
+        return b if isinstance(b, list) else None
+
+    @cached_property
+    def study(self):
+        """The analysis' view of the database (analysis.dataset.Study), or None."""
+        if self.db is None:
+            return None
+        from analysis.dataset import load_study
+        from valueportrait.storage import open_db
+
+        try:
+            with open_db(self.db, readonly=True) as con:
+                return load_study(con, (self.manifest or {}).get("study_id"))
+        except Exception as exc:  # a report should still be made from the files alone
+            self.notes.append(f"database {self.db}: could not be read ({exc})")
+            return None
+
+    @cached_property
+    def included(self) -> set[str] | None:
+        q = self.csv("quality.csv")
+        if q is None or "included" not in q.columns:
+            return None
+        inc = q["included"].astype(str).str.lower().isin(["true", "1", "yes"])
+        return set(q.loc[inc, "participant_id"].astype(str))
+
+    @cached_property
+    def scores(self) -> pd.DataFrame | None:
+        """Included participants' scores: wide, columns MultiIndex (family, dimension)."""
+        frame = None
+        p = self.path("scores.csv")
+        if p is not None:
+            raw = pd.read_csv(p, dtype={"participant_id": str})
+            if {"participant_id", "family", "dimension", "score"} <= set(raw.columns):
+                frame = raw.pivot_table(index="participant_id", columns=["family", "dimension"], values="score")
+        if frame is None and self.study is not None and not self.study.scores.empty:
+            frame = self.study.scores.copy()
+        if frame is None:
+            return None
+        frame.index = frame.index.astype(str)
+        if self.included is not None:
+            frame = frame[frame.index.isin(self.included)]
+        frame = frame.dropna(how="all")
+        return frame if len(frame) else None
+
+    @cached_property
+    def score_source(self) -> str:
+        if self.has("scores.csv"):
+            return "scores.csv"
+        if self.study is not None:
+            return f"the database ({self.study.score_source})"
+        return ""
+
+    @cached_property
+    def demographics(self) -> pd.DataFrame | None:
+        try:
+            demo = gb.load_demographics(self.processed, self.db, self.demographics_csv)
+        except Exception as exc:
+            self.notes.append(f"demographics could not be read: {exc}")
+            return None
+        return demo if gb.has_demographics(demo) else None
+
+    @cached_property
+    def timings(self) -> tuple[np.ndarray, str] | None:
+        """Seconds per completed participation and where they came from."""
+        if self.study is not None:
+            parts = self.study.participations
+            sec = parts.loc[parts["status"] == "completed", "seconds"].dropna().to_numpy(float)
+            if len(sec):
+                return sec, "database (completed_at - started_at of completed participations)"
+        for name in ("participants.csv", "demographics.csv"):
+            p = self.path(name)
+            if p is None:
+                continue
+            try:
+                demo = gb.read_demographics_csv(p)
+            except Exception:
+                continue
+            sec = demo["time_taken"].dropna().to_numpy(float)
+            if len(sec):
+                return sec, f"{name} (time taken)"
+        if self.demographics_csv:
+            demo = gb.read_demographics_csv(self.demographics_csv)
+            sec = demo["time_taken"].dropna().to_numpy(float)
+            if len(sec):
+                return sec, f"{Path(self.demographics_csv).name} (time taken)"
+        return None

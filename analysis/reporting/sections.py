@@ -1,0 +1,764 @@
+"""The report's sections, in the order a reader checks a validation: who answered, whether the
+instruments worked, which items measure which values, how far to trust them, what models
+say, how models picture groups, and how it was done.
+
+Each section is a function ``(Inputs) -> html`` that reads only what it needs and says
+plainly what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+import instruments as inst
+from analysis import group_bias as gb
+from analysis.reporting import figures as F
+from analysis.reporting.html import (
+    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, missing, note, para, sources, table,
+)  # fmt: skip
+from analysis.reporting.inputs import Inputs
+
+VALUES = list(inst.PVQ_VALUES)
+ORDER: list[tuple[str, str]] = [(f, d) for f, dims in inst.FAMILIES.items() for d in dims]
+FAMILY_NAMES = {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}
+
+
+def _f(d: int = 2):
+    return lambda v: fmt_num(v, d)
+
+
+def _int(v) -> str:
+    return "" if pd.isna(v) else f"{int(v):,}"
+
+
+def _pct(v) -> str:
+    return "" if pd.isna(v) else f"{100 * float(v):.0f}%"
+
+
+def _settings(inp: Inputs) -> dict:
+    return (inp.manifest or {}).get("settings", {}) or {}
+
+
+def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean and t-based CI of the finite values of x."""
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    m = float(x.mean())
+    if n < 2:
+        return m, math.nan, math.nan, n
+    half = stats.t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    return m, m - half, m + half, n
+
+
+# --------------------------------------------------------------------------- participants
+
+
+def participants(inp: Inputs) -> str:
+    out = [sources([("quality.csv", inp.has("quality.csv")), ("database", inp.db is not None)])]
+    q = inp.csv("quality.csv")
+    if q is None:
+        out.append(missing("No quality.csv: run vp analyze to get participant counts and exclusions."))
+    else:
+        q = q.assign(included=q["included"].astype(str).str.lower().isin(["true", "1", "yes"]),
+                     reasons=q["reasons"].fillna("").astype(str))
+        per = q.groupby("group_id", sort=True).agg(participations=("participant_id", "size"),
+                                                   included=("included", "sum")).reset_index()
+        per["excluded"] = per["participations"] - per["included"]
+        out.append(para(f"{q['participant_id'].nunique():,} participants in {len(per)} groups: "
+                        f"{len(q):,} participations, {int(q['included'].sum()):,} included in the analysis, "
+                        f"{int((~q['included']).sum()):,} excluded."))
+        out.append(figure(F.bar_groups(per), "Included and excluded participations per group",
+                          "Participations per group of items: included (blue) and excluded by quality control (orange).",
+                          width="640px"))
+        total = pd.DataFrame([{"group_id": "all", "participations": per["participations"].sum(),
+                               "included": per["included"].sum(), "excluded": per["excluded"].sum()}])
+        out.append(details("Counts per group", table(pd.concat([per, total], ignore_index=True),
+                                                     formats={c: _int for c in ("participations", "included", "excluded")})))
+        out.append("<h3>Exclusions by reason</h3>")
+        reasons = q.loc[q["reasons"] != "", "reasons"].str.split(";").explode().str.strip()
+        reasons = reasons[reasons != ""]
+        rules = ((inp.manifest or {}).get("quality") or {}).get("rules") or {}
+        rows = []
+        for reason, n in reasons.value_counts().items():
+            rows.append({"rule": reason, "participations flagged": n, "note": (rules.get(reason) or {}).get("note", "")})
+        for rule, info in rules.items():
+            if rule not in set(reasons) and isinstance(info, dict):
+                rows.append({"rule": rule, "participations flagged": 0 if info.get("applicable", True) else np.nan,
+                             "note": info.get("note", "") or ("" if info.get("on", True) else "switched off")})
+        if rows:
+            out.append(table(pd.DataFrame(rows), formats={"participations flagged": _int},
+                             caption="A participation can break several rules; empty count = rule not applicable."))
+        else:
+            out.append(para("No participation was excluded."))
+    out.append("<h3>Time taken</h3>")
+    timings = inp.timings
+    if timings is None:
+        out.append(missing("No timings: the data has no start and completion times (the public release has none). "
+                           "Give --db for a study collected with the app, or a Prolific export with 'Time taken'."))
+    else:
+        sec, where = timings
+        minutes = sec / 60
+        qs = np.percentile(minutes, [25, 50, 75])
+        out.append(para(f"Completion time over {len(sec):,} completed participations (from {where}): median "
+                        f"{qs[1]:.1f} min (interquartile range {qs[0]:.1f}-{qs[2]:.1f}), fastest {minutes.min():.1f}, "
+                        f"slowest {minutes.max():.1f} min."))
+        out.append(figure(F.histogram(np.clip(minutes, 0, np.percentile(minutes, 99)), "minutes"),
+                          "Histogram of completion times", "Completion time per participation (top 1% clipped).",
+                          width="640px"))
+    demo = inp.demographics
+    out.append("<h3>Demographics</h3>")
+    if demo is None:
+        out.append(missing("No demographics (gender, age, education, political orientation) in the database or a "
+                           "demographics CSV: the public release has none."))
+    else:
+        if inp.included is not None:
+            demo = demo[demo["participant_id"].isin(inp.included)]
+        rows = []
+        for attr in gb.ATTRIBUTES:
+            counts = demo[attr].value_counts()
+            order = [b[2] for b in gb.AGE_BANDS if b[2] in counts.index] if attr == "age_band" else sorted(counts.index)
+            for g in order:
+                rows.append({"attribute": attr, "group": g, "participants": counts[g], "share": counts[g] / len(demo)})
+            if demo[attr].isna().any():
+                rows.append({"attribute": attr, "group": "(not given)", "participants": int(demo[attr].isna().sum()),
+                             "share": demo[attr].isna().mean()})
+        out.append(details(f"Included participants by group ({len(demo):,} with demographics)",
+                           table(pd.DataFrame(rows), formats={"participants": _int, "share": _pct}), open_=True))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- instruments
+
+
+def instruments_section(inp: Inputs) -> str:
+    out = [sources([("reliability.csv", inp.has("reliability.csv")), ("circumplex.csv", inp.has("circumplex.csv")),
+                    ("participant scores", inp.scores is not None)])]
+    out.append("<h3>Reliability of the questionnaires</h3>")
+    rel = inp.csv("reliability.csv")
+    if rel is None:
+        out.append(missing("No reliability.csv: run vp analyze (psychometrics step)."))
+    else:
+        instr = rel[rel["scope"].astype(str) == "instrument"]
+        cols = ["family", "dimension", "n_items", "n", "alpha", "alpha_ci", "spearman_brown", "omega", "note"]
+        if instr.empty:
+            out.append(missing("No questionnaire reliability: it needs raw PVQ-21 / BFI-10 answers, and this study "
+                               "has published scores only (as the public release)."))
+        else:
+            t = instr.assign(alpha_ci=[fmt_ci(a, b) for a, b in zip(instr["alpha_ci_low"], instr["alpha_ci_high"])])
+            out.append(table(t[[c for c in cols if c in t.columns]],
+                             formats={"n_items": _int, "n": _int, "alpha_ci": str},
+                             headers={"alpha_ci": "alpha 95% CI (Feldt)", "spearman_brown": "Spearman-Brown"},
+                             caption="Cronbach's alpha; for two-item scales the Spearman-Brown coefficient is the "
+                                     "better estimate. Short scales like the PVQ-21's are expected to be low (~.4-.6)."))
+        bank = rel[rel["scope"].astype(str) != "instrument"]
+        if not bank.empty:
+            summ = (bank.groupby(["family", "dimension"], sort=False)
+                    .agg(groups=("scope", "nunique"), median_items=("n_items", "median"),
+                         median_alpha=("alpha", "median"), min_alpha=("alpha", "min"), max_alpha=("alpha", "max"),
+                         median_omega=("omega", "median")).reset_index())
+            summ = _order_dims(summ)
+            out.append(details("Reliability of the item bank's scales (keyed items within each group)",
+                               table(summ, formats={"groups": _int, "median_items": _f(0)})
+                               + details("Every group", table(bank, formats={"n_items": _int, "n": _int}))))
+    out.append("<h3>Mean value profile</h3>")
+    scores = inp.scores
+    if scores is None:
+        out.append(missing("No participant scores: give --db (the study database) or put scores.csv "
+                           "(participant_id, family, dimension, score) in the processed folder."))
+    else:
+        rows = []
+        for fam, dim in ORDER:
+            if (fam, dim) in scores.columns:
+                m, lo, hi, n = t_ci(scores[(fam, dim)].to_numpy(float))
+                rows.append({"family": fam, "dimension": dim, "n": n, "mean": m, "ci_low": lo, "ci_high": hi})
+        prof = pd.DataFrame(rows)
+        centred = prof[prof["family"].isin(["pvq", "higher_pvq"])]
+        if not centred.empty:
+            out.append(figure(F.profile_with_ci(centred), "Mean centred value profile with 95% confidence intervals",
+                              f"Mean centred PVQ-21 score of the {int(centred['n'].max()):,} included participants "
+                              f"(values in circle order, then the higher-order values), with t-based 95% CIs. "
+                              f"Source: {inp.score_source}.", width="640px"))
+        prof["ci"] = [fmt_ci(a, b) for a, b in zip(prof["ci_low"], prof["ci_high"])]
+        out.append(details("Means and intervals (BFI-10 traits on their 1-5 scale)",
+                           table(prof[["family", "dimension", "n", "mean", "ci"]], formats={"n": _int, "ci": str},
+                                 headers={"ci": "95% CI"})))
+        out.append("<h3>Circumplex check</h3>")
+        vals = [v for v in VALUES if ("pvq", v) in scores.columns]
+        if len(vals) == 10:
+            matrix = scores[[("pvq", v) for v in vals]].droplevel(0, axis=1).dropna().corr()
+            out.append(figure(F.correlation_heatmap(matrix), "Correlations between the ten values, in circle order",
+                              "Pearson correlations of the centred value scores, values in the order of Schwartz's "
+                              "circle: neighbours should correlate most, opposite values least.", width="560px"))
+            out.append(_circle_distance(matrix))
+        else:
+            out.append(missing("The ten PVQ value scores are not all available."))
+    circ = inp.csv("circumplex.csv")
+    out.append("<h3>Items on the value circle</h3>")
+    if circ is None:
+        out.append(missing("No circumplex.csv: the structural-summary fit of each item (angle, amplitude, R²) "
+                           "comes from vp analyze's circumplex step."))
+    else:
+        out.append(_circumplex_items(circ))
+    return "".join(out)
+
+
+def _circle_distance(matrix: pd.DataFrame) -> str:
+    n = len(matrix)
+    i, j = np.triu_indices(n, 1)
+    steps = np.minimum(j - i, n - (j - i))
+    r = matrix.to_numpy(float)[i, j]
+    t = pd.DataFrame({"steps apart on the circle": steps, "r": r}).groupby("steps apart on the circle")["r"].agg(
+        ["mean", "size"]).reset_index()
+    t.columns = ["steps apart on the circle", "mean r", "pairs"]
+    decreasing = bool(np.all(np.diff(t["mean r"].to_numpy()) < 0))
+    verdict = ("The mean correlation falls steadily with distance around the circle, as the circumplex predicts."
+               if decreasing else
+               "The mean correlation does not fall steadily with distance around the circle: the circular order "
+               "is only partly reproduced.")
+    return table(t, formats={"steps apart on the circle": _int, "pairs": _int}) + para(verdict)
+
+
+def _circumplex_items(circ: pd.DataFrame) -> str:
+    parts = []
+    r2 = circ["r_squared"] if "r_squared" in circ.columns else None
+    if r2 is not None:
+        ok = r2.dropna()
+        line = (f"{len(ok):,} item-by-family fits: median R² {ok.median():.2f}; "
+                f"{(ok >= 0.7).mean():.0%} fit a cosine with R² ≥ .70.")
+        if "prototypical" in circ.columns:
+            proto = circ["prototypical"].astype(str).str.lower().isin(["true", "1"])
+            line += f" {proto.mean():.0%} are prototypical (the structural summary's criteria)."
+        parts.append(para(line))
+    if "nearest_value" in circ.columns:
+        counts = circ["nearest_value"].value_counts().reindex(VALUES).fillna(0).astype(int)
+        parts.append(table(pd.DataFrame({"nearest value on the circle": counts.index, "items": counts.to_numpy()}),
+                           formats={"items": _int}))
+    parts.append(details("All items", table(circ)))
+    return "".join(parts)
+
+
+def _order_dims(frame: pd.DataFrame) -> pd.DataFrame:
+    rank = {fd: k for k, fd in enumerate(ORDER)}
+    key = [rank.get((f, d), 999) for f, d in zip(frame["family"], frame["dimension"])]
+    return frame.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- correlations
+
+
+def correlations_section(inp: Inputs) -> str:
+    out = [sources([("correlations.csv", inp.has("correlations.csv")), ("selection.csv", inp.has("selection.csv")),
+                    ("power.csv", inp.has("power.csv"))])]
+    corr = inp.csv("correlations.csv")
+    sel = inp.csv("selection.csv")
+    threshold = float(_settings(inp).get("threshold", 0.3))
+    if corr is None:
+        out.append(missing("No correlations.csv: run vp analyze."))
+    else:
+        order = [fd for fd in ORDER if ((corr["family"] == fd[0]) & (corr["dimension"] == fd[1])).any()]
+        out.append(figure(F.rho_boxplots(corr, order, threshold), "Distribution of rho per dimension",
+                          "Spearman's rho of every item with every dimension (box: quartiles; whiskers: 5th-95th "
+                          "percentile; triangle: the largest rho). Blue: PVQ values; purple: higher-order values; "
+                          "green: Big Five traits. Dashed red: the keying threshold.", width="780px"))
+        rows = []
+        for fam, dims in inst.FAMILIES.items():
+            c = corr[corr["family"] == fam]
+            if c.empty:
+                continue
+            s = sel[sel["family"] == fam] if sel is not None else None
+            rows.append({"family": FAMILY_NAMES[fam], "items": c[["portrait_id", "option_id"]].drop_duplicates().shape[0],
+                         "pairs": len(c), "median |rho|": c["rho"].abs().median(), "largest rho": c["rho"].max(),
+                         "pairs with q < .05": int((c["q_value"] < 0.05).sum()) if "q_value" in c else np.nan,
+                         "keyed pairs": len(s) if s is not None else np.nan,
+                         "keyed items": s[["portrait_id", "option_id"]].drop_duplicates().shape[0] if s is not None else np.nan})
+        out.append(table(pd.DataFrame(rows), formats={k: _int for k in ("items", "pairs", "pairs with q < .05",
+                                                                       "keyed pairs", "keyed items")}))
+        if sel is not None and len(sel):
+            out.append(_selected_heatmap(corr, sel))
+    out.append("<h3>Power</h3>")
+    power = inp.csv("power.csv")
+    if power is None:
+        out.append(missing("No power.csv: run vp analyze (psychometrics step)."))
+    else:
+        p = power
+        out.append(para(f"With {int(p['n'].min())}-{int(p['n'].max())} raters per group, the power to detect "
+                        f"rho = {p['rho'].iloc[0]:g} at alpha = {p['alpha'].iloc[0]:g} (two-sided) was "
+                        f"{p['achieved_power'].min():.2f}-{p['achieved_power'].max():.2f}; 80% power needs "
+                        f"{int(p['raters_needed'].iloc[0])} raters. The smallest rho these groups detect with 80% "
+                        f"power is {p['detectable_rho'].min():.2f}-{p['detectable_rho'].max():.2f}: items near the "
+                        "threshold are often missed, and those keyed are partly chosen by luck (see the split-half "
+                        "replication below)."))
+        out.append(details("Power per group", table(p, formats={"n": _int, "raters_needed": _int})))
+    return "".join(out)
+
+
+def _item_key(frame: pd.DataFrame) -> pd.Series:
+    return frame["portrait_id"].astype(str) + "/" + frame["option_id"].astype(str)
+
+
+def _selected_heatmap(corr: pd.DataFrame, sel: pd.DataFrame) -> str:
+    corr = corr.assign(item=_item_key(corr))
+    sel = sel.assign(item=_item_key(sel))
+    items = sel["item"].unique()
+    sub = corr[corr["item"].isin(items)]
+    cols = [fd for fd in ORDER if ((sub["family"] == fd[0]) & (sub["dimension"] == fd[1])).any()]
+    wide = sub.pivot_table(index="item", columns=["family", "dimension"], values="rho").reindex(columns=cols)
+    # rows grouped by the item's strongest keyed dimension, in dimension order
+    rank = {fd: k for k, fd in enumerate(cols)}
+    best = sel.assign(r=sel["rho"].abs(), k=[rank.get((f, d), 999) for f, d in zip(sel["family"], sel["dimension"])])
+    best = best.sort_values(["item", "r"], ascending=[True, False]).drop_duplicates("item").sort_values(["k", "r"],
+                                                                                                        ascending=[True, False])
+    wide = wide.reindex(best["item"])
+    keyed = np.zeros(wide.shape, dtype=bool)
+    pos = {it: i for i, it in enumerate(wide.index)}
+    for it, f, d in zip(sel["item"], sel["family"], sel["dimension"]):
+        if (f, d) in rank:
+            keyed[pos[it], rank[(f, d)]] = True
+    wide.columns = [d for _, d in cols]
+    return figure(F.selected_heatmap(wide, keyed, list(wide.index)), "Heat map of keyed items by dimensions",
+                  f"The {len(wide):,} keyed items (rows, grouped by their strongest keyed dimension) and their rho with "
+                  "every dimension (columns: values in circle order, higher-order values, Big Five). Black squares "
+                  "mark the keyed pairs.", fmt="png", width="760px")
+
+
+# --------------------------------------------------------------------------- selected items
+
+
+def selected_items(inp: Inputs) -> str:
+    out = [sources([("selection.csv", inp.has("selection.csv")), ("correlations.csv", inp.has("correlations.csv")),
+                    ("replication.csv", inp.has("replication.csv")), ("item_bank.json", inp.item_bank is not None)])]
+    sel = inp.csv("selection.csv")
+    corr = inp.csv("correlations.csv")
+    if sel is None:
+        out.append(missing("No selection.csv: run vp analyze."))
+        return "".join(out)
+    if sel.empty:
+        out.append(para("No item was keyed to any dimension with these settings."))
+        return "".join(out)
+    s = _settings(inp)
+    out.append(para(f"An item is keyed to a dimension when rho ≥ {s.get('threshold', 0.3)} and p < "
+                    f"{s.get('alpha', 0.05)} (keying '{s.get('keying', 'pos')}'). Rho is estimated on the same raters "
+                    "who selected it, so it is biased upwards; the split-half replication rate says how often a pair "
+                    "selected on half the raters passes again on the other half."))
+    merged = sel.copy()
+    if corr is not None:
+        extra = [c for c in ("group_id", "q_value", "n", "ci_low", "ci_high", "fz_ci_low", "fz_ci_high") if c in corr.columns]
+        merged = merged.merge(corr[["portrait_id", "option_id", "family", "dimension", *extra]],
+                              on=["portrait_id", "option_id", "family", "dimension"], how="left")
+    lo, hi, ci_kind = _ci_columns(merged)
+    merged["ci_low_"], merged["ci_high_"] = lo, hi
+    rep = inp.csv("replication.csv")
+    rep_pairs = None
+    if rep is not None and {"portrait_id", "option_id", "replication_rate"} <= set(rep.columns):
+        rep_pairs = rep
+        merged = merged.merge(rep[["portrait_id", "option_id", "family", "dimension", "replication_rate",
+                                   *(["heldout_rho_mean"] if "heldout_rho_mean" in rep.columns else [])]],
+                              on=["portrait_id", "option_id", "family", "dimension"], how="left")
+    elif rep is not None:
+        out.append(note("replication.csv has no per-pair replication_rate column: rates left out."))
+    summ = merged.groupby(["family", "dimension"], sort=False).agg(
+        items=("rho", "size"), median_rho=("rho", "median"), min_rho=("rho", "min"), max_rho=("rho", "max"),
+        median_ci_width=("ci_high_", lambda x: np.nan), max_q=("rho", lambda x: np.nan)).reset_index()
+    width = (merged["ci_high_"] - merged["ci_low_"]).groupby([merged["family"], merged["dimension"]]).median()
+    summ["median_ci_width"] = [width.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
+    if "q_value" in merged.columns:
+        qmax = merged.groupby(["family", "dimension"])["q_value"].max()
+        summ["max_q"] = [qmax.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
+    if "replication_rate" in merged.columns:
+        rr = merged.groupby(["family", "dimension"])["replication_rate"].mean()
+        summ["replication_rate"] = [rr.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
+        if "heldout_rho_mean" in merged.columns:
+            hr = merged.groupby(["family", "dimension"])["heldout_rho_mean"].mean()
+            summ["heldout_rho"] = [hr.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
+    summ = _order_dims(summ)
+    if "q_value" in merged.columns:
+        sig = int((merged["q_value"] < 0.05).sum())
+        out.append(para(f"{sig:,} of the {len(merged):,} keyed pairs also have a Benjamini-Hochberg q below .05 "
+                        "within their family; the others pass p < alpha uncorrected only."))
+    out.append(table(summ, formats={"items": _int, "max_q": _f(3), "replication_rate": _pct},
+                     headers={"median_ci_width": f"median CI width ({ci_kind})", "max_q": "largest q",
+                              "replication_rate": "split-half replication", "heldout_rho": "held-out rho"},
+                     caption="Keyed items per dimension."))
+    if rep_pairs is None:
+        out.append(missing("No replication.csv: the split-half replication rate comes from vp analyze's "
+                           "replication step."))
+    out.append(_item_lists(merged, inp, ci_kind))
+    return "".join(out)
+
+
+def _ci_columns(frame: pd.DataFrame):
+    if {"ci_low", "ci_high"} <= set(frame.columns) and frame["ci_low"].notna().any():
+        return frame["ci_low"], frame["ci_high"], "bootstrap percentile"
+    if {"fz_ci_low", "fz_ci_high"} <= set(frame.columns) and frame["fz_ci_low"].notna().any():
+        return frame["fz_ci_low"], frame["fz_ci_high"], "Bonett-Wright Fisher z"
+    return pd.Series(np.nan, index=frame.index), pd.Series(np.nan, index=frame.index), "none"
+
+
+def _texts(inp: Inputs) -> dict[tuple[str, int], tuple[str, str, str]]:
+    """(portrait_id, option_id) -> (title, query text, response)."""
+    texts: dict[tuple[str, int], tuple[str, str, str]] = {}
+    for q in inp.item_bank or []:
+        content = q.get("content") or {}
+        for o in q.get("outputs") or []:
+            try:
+                texts[(str(q.get("portrait_id")), int(o.get("id")))] = (
+                    content.get("title") or "", content.get("text") or "", o.get("content") or "")
+            except (TypeError, ValueError):
+                continue
+    if inp.study is not None:
+        for r in inp.study.items.itertuples():
+            texts.setdefault((str(r.portrait_id), int(r.option_id)), (r.title or "", r.query_text or "", r.response or ""))
+    return texts
+
+
+def _item_lists(merged: pd.DataFrame, inp: Inputs, ci_kind: str) -> str:
+    texts = _texts(inp)
+    if not texts:
+        return missing("No item texts: item_bank.json not found (and no database).")
+    parts = ["<h3>The items</h3>", para("Item texts are shown as plain text, exactly as stored.")]
+    for (fam, dim), part in _order_dims(merged).groupby(["family", "dimension"], sort=False):
+        part = part.sort_values("rho", key=lambda s: -s.abs())
+        body = []
+        for r in part.itertuples():
+            title, query, response = texts.get((str(r.portrait_id), int(r.option_id)), ("", "(text not found)", ""))
+            bits = [f"rho {r.rho:.2f}"]
+            ci = fmt_ci(r.ci_low_, r.ci_high_)
+            if ci:
+                bits[0] += f" {ci}"
+            if hasattr(r, "q_value") and pd.notna(r.q_value):
+                bits.append(f"q {fmt_p(r.q_value)}")
+            if hasattr(r, "n") and pd.notna(r.n):
+                bits.append(f"n {int(r.n)}")
+            if hasattr(r, "replication_rate") and pd.notna(r.replication_rate):
+                bits.append(f"replicated in {_pct(r.replication_rate)} of splits")
+            if r.rho < 0:
+                bits.append("reversed")
+            grp = f" · {r.group_id}" if hasattr(r, "group_id") and pd.notna(r.group_id) else ""
+            body.append(
+                '<div class="item">'
+                f'<div class="stats"><b>{esc(r.portrait_id)}/{esc(r.option_id)}</b>{esc(grp)} · {esc(" · ".join(bits))}</div>'
+                + (f'<div class="q"><b>{esc(title)}</b></div>' if title else "")
+                + f'<div class="q">{esc(query)}</div><div class="r">{esc(response)}</div></div>'
+            )
+        parts.append(details(f"{F.short(dim)} ({FAMILY_NAMES.get(fam, fam)}): {len(part)} items", "".join(body)))
+    parts.append(note(f"Confidence intervals: {ci_kind}."))
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------- factor analyses
+
+
+def factor_analyses(inp: Inputs) -> str:
+    out = [sources([("cfa_fit.csv", inp.has("cfa_fit.csv")), ("efa_loadings.csv", inp.has("efa_loadings.csv"))])]
+    out.append(note("The exploratory factor analysis is a dimensionality check, not the validation: Schwartz's values "
+                    "form a quasi-circumplex of overlapping motivations, which EFA's simple structure does not "
+                    "describe (Schwartz's own scoring guidance advises against validating the PVQ by EFA). The "
+                    "validation is the item-value correlations above and the confirmatory models below."))
+    cfa = inp.csv("cfa_fit.csv")
+    out.append("<h3>Confirmatory factor analyses</h3>")
+    if cfa is None:
+        out.append(missing("No cfa_fit.csv: run vp analyze (psychometrics step)."))
+    else:
+        fit_cols = [c for c in ("chi2", "df", "p", "cfi", "tli", "rmsea", "rmsea_ci", "srmr", "n") if c in cfa.columns
+                    or c == "rmsea_ci"]
+        cfa = cfa.assign(rmsea_ci=[fmt_ci(a, b, 3) for a, b in zip(cfa.get("rmsea_ci_low", np.nan),
+                                                                  cfa.get("rmsea_ci_high", np.nan))])
+        label_cols = [c for c in ("model", "scope", "family", "dimension") if c in cfa.columns]
+        fmts = {"chi2": _f(1), "df": _int, "p": fmt_p, "cfi": _f(3), "tli": _f(3), "rmsea": _f(3), "srmr": _f(3),
+                "n": _int, "rmsea_ci": str, "n_indicators": _int}
+        keyed = cfa["model"].astype(str).str.startswith("one_factor") if "model" in cfa.columns else pd.Series(False, index=cfa.index)
+        whole = cfa[~keyed]
+        if whole.empty:
+            out.append(missing("No questionnaire CFA (the PVQ-21 ten-value and higher-order models): they need raw "
+                               "PVQ-21 answers, which this study does not have."))
+        else:
+            out.append(table(whole[label_cols + fit_cols + [c for c in ("note",) if c in cfa.columns]], formats=fmts,
+                             headers={"rmsea_ci": "RMSEA 90% CI"}, caption="Questionnaire models (ML, semopy; "
+                             "indices as lavaan reports them)."))
+        k = cfa[keyed]
+        if not k.empty:
+            informative = k[k["df"].fillna(0) > 0]
+            good = ((informative["cfi"] >= 0.95) & (informative["rmsea"] <= 0.06) & (informative["srmr"] <= 0.08))
+            notes = k["note"].fillna("").astype(str) if "note" in k.columns else pd.Series("", index=k.index)
+            out.append(para(f"One-factor models of each dimension's keyed items within a group: {len(k)} models, "
+                            f"{len(informative)} with df > 0; {int(good.sum())} of these meet CFI ≥ .95, "
+                            f"RMSEA ≤ .06 and SRMR ≤ .08 together (Hu & Bentler 1999). "
+                            f"{int(notes.str.contains('Heywood').sum())} show a Heywood case; "
+                            f"{int(notes.str.contains('just identified').sum())} are just identified."))
+            out.append(details("All one-factor models of keyed items",
+                               table(_order_dims(k[label_cols + fit_cols + [c for c in ("n_indicators", "note")
+                                                                           if c in k.columns]])
+                                     if "family" in k.columns else k, formats=fmts, headers={"rmsea_ci": "RMSEA 90% CI"})))
+    efa = inp.csv("efa_loadings.csv")
+    out.append("<h3>Exploratory factor analyses</h3>")
+    if efa is None:
+        out.append(missing("No efa_loadings.csv: run vp analyze (psychometrics step)."))
+    elif efa.empty:
+        out.append(para("efa_loadings.csv is empty: no group had enough raters for an EFA."))
+    else:
+        g = efa.groupby("group_id", sort=True)
+        summ = g.agg(items=("item", "nunique"), **{c: (c, "first") for c in
+                                                  ("n", "n_factors", "kmo", "bartlett_chi2", "bartlett_df", "bartlett_p", "note")
+                                                  if c in efa.columns}).reset_index()
+        out.append(table(summ, formats={"items": _int, "n": _int, "n_factors": _int, "bartlett_chi2": _f(1),
+                                        "bartlett_df": _int, "bartlett_p": fmt_p, "kmo": _f(2)},
+                         headers={"n_factors": "factors (parallel analysis)", "kmo": "KMO"},
+                         caption="Item ratings within each group: factors retained by Horn's parallel analysis, "
+                                 "oblimin rotation. KMO below .5 means the ratings share too little for a factor "
+                                 "model, as expected with about 45 raters for 40 items."))
+        blocks = []
+        for gid, part in g:
+            wide = part.pivot_table(index="item", columns="factor", values="loading", sort=False)
+            lim = 1.0
+            blocks.append(details(f"Loadings in {gid}", table(
+                wide.reset_index(), formats={c: _f(2) for c in wide.columns},
+                cell_style={c: (lambda v: diverging_bg(v, lim) if pd.notna(v) and abs(v) >= 0.3 else "")
+                            for c in wide.columns},
+                caption="Loadings with |loading| ≥ .30 shaded.")))
+        out.append(details("Loadings per group", "".join(blocks)))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- LLM profiles
+
+
+def llm_section(inp: Inputs) -> str:
+    out = [sources([("llm_profiles.csv", inp.has("llm_profiles.csv")),
+                    ("llm_consistency.csv", inp.has("llm_consistency.csv"))])]
+    prof = inp.csv("llm_profiles.csv")
+    if prof is None:
+        out.append(missing(f"No LLM profiles: run vp run-llm on the item bank, then vp score-llm --item-bank "
+                           f"{inp.processed / 'item_bank.json'} --responses <answer files> --out "
+                           f"{inp.processed / 'llm_profiles.csv'}."))
+        return "".join(out)
+    names = gb.split_persona_models(prof["model"].unique())
+    plain = names.loc[names["slug"].isna(), "model_name"].tolist()
+    personas = names["slug"].notna().sum()
+    base = prof[prof["model"].isin(plain)]
+    if base.empty:
+        out.append(missing("llm_profiles.csv holds persona runs only; plain model profiles are shown under Group bias."))
+        return "".join(out)
+    pvq = base[base["family"] == "pvq"].pivot_table(index="model", columns="dimension", values="centered_mean")
+    models = sorted(pvq.index)
+    if len(models):
+        out.append(figure(F.radar_grid({m: pvq.loc[m] for m in models}, VALUES, ncols=3),
+                          "Radar charts of each model's centred value profile",
+                          "Each model's centred PVQ profile (mean answer on a value's keyed items minus the mean over "
+                          "all keyed items), values around the circle in Schwartz's order; the dashed ring is zero, so "
+                          "a value outside the ring is endorsed more than the model's average.", width="900px"))
+    wide = base.pivot_table(index=["family", "dimension"], columns="model", values="centered_mean").reset_index()
+    wide = _order_dims(wide)
+    scale = float(np.nanmax(np.abs(wide[models].to_numpy(float)))) if models else 1.0
+    nmin = base.groupby(["family", "dimension"])["n"].min()
+    wide["keyed items"] = [nmin.get((f, d), np.nan) for f, d in zip(wide["family"], wide["dimension"])]
+    out.append(table(wide, formats={**{m: _f(2) for m in models}, "keyed items": _int},
+                     cell_style={m: (lambda v, s=scale: diverging_bg(v, s)) for m in models},
+                     caption="Centred means per dimension (blue: above the model's average, red: below). "
+                             "'keyed items' is the fewest items any model answered for the dimension."))
+    scores = inp.scores
+    if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and len(models):
+        human = scores[[("pvq", v) for v in VALUES]].mean()
+        human.index = VALUES
+        rows = []
+        for m in models:
+            rho, p = stats.spearmanr(pvq.loc[m].reindex(VALUES), human)
+            rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
+        out.append(table(pd.DataFrame(rows), formats={"p": fmt_p}, caption="How far each model orders the ten values "
+                         "as the average participant does (Spearman's rho over the ten values)."))
+    cons = inp.csv("llm_consistency.csv")
+    out.append("<h3>Consistency across prompt variants and option-order bias</h3>")
+    if cons is None:
+        out.append(missing("No llm_consistency.csv (vp score-llm writes it beside llm_profiles.csv)."))
+    else:
+        cons = cons[~cons["model"].astype(str).str.contains(gb.PERSONA_MARK, regex=False)] if personas else cons
+        c = cons.assign(icc_ci=[fmt_ci(a, b) for a, b in zip(cons.get("icc_ci_low", np.nan), cons.get("icc_ci_high", np.nan))])
+        cols = [x for x in ("model", "n_items", "icc_type", "icc", "icc_ci", "order_bias", "order_bias_t", "order_bias_p",
+                            "order_bias_wilcoxon_p", "n_order_items") if x in c.columns]
+        out.append(table(c[cols], formats={"n_items": _int, "icc_ci": str, "order_bias_p": fmt_p,
+                                           "order_bias_wilcoxon_p": fmt_p, "n_order_items": _int, "icc": _f(2),
+                                           "order_bias": _f(2), "order_bias_t": _f(1)},
+                         headers={"icc_ci": "ICC 95% CI", "order_bias": "order bias (given - reversed)"},
+                         caption="ICC across the six prompt variants (below .5 is poor agreement, Koo & Li 2016): "
+                                 "a profile from an inconsistent model means little. Order bias: mean answer with the "
+                                 "options in the given order minus in reversed order, on the 1-6 scale."))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- group bias
+
+
+def group_bias_section(inp: Inputs) -> str:
+    have_files = inp.has("group_bias.csv") and inp.has("group_profiles.csv")
+    if have_files:
+        tables = {name: inp.csv(f"{name}.csv") for name in ("group_profiles", "group_tests", "group_bias", "group_gaps",
+                                                          "group_bias_summary")}
+        tables = {k: (v if v is not None else pd.DataFrame()) for k, v in tables.items()}
+        notes: list[str] = []
+        where = "group_*.csv in the processed folder"
+    else:
+        try:
+            tables = gb.run_group_bias(inp.processed, db=inp.db, demographics_csv=inp.demographics_csv)
+            notes = tables.pop("notes")["note"].tolist()
+        except Exception as exc:
+            return missing(f"The group-bias analysis could not run: {exc}")
+        where = "computed for this report from the participants' scores and demographics"
+    out = [para(f"Source: {where}.")]
+    out += [missing(n) for n in notes]
+    prof = tables.get("group_profiles", pd.DataFrame())
+    if prof is None or prof.empty:
+        if not notes:
+            out.append(missing("No group profiles."))
+        return "".join(out)
+    human = prof[prof["source"] == "humans"]
+    tests = tables.get("group_tests", pd.DataFrame())
+    out.append("<h3>How the groups of participants differ</h3>")
+    if tests is not None and not tests.empty:
+        sig = tests[tests["q_value"] < 0.05]
+        line = []
+        for attr in gb.ATTRIBUTES:
+            t = tests[tests["attribute"] == attr]
+            if len(t):
+                s = sig[sig["attribute"] == attr]["dimension"].map(F.short).tolist()
+                line.append(f"{attr.replace('_', ' ')}: {', '.join(s) if s else 'no value'} (q < .05, "
+                            f"{t['test'].iloc[0].replace('_', ' ')})")
+        out.append(para("Values on which the groups differ, Benjamini-Hochberg over the ten values: " + "; ".join(line) + "."))
+        out.append(details("All tests", table(tests, formats={"n_groups": _int, "n": _int, "p_value": fmt_p,
+                                                              "q_value": fmt_p, "kruskal_p": fmt_p, "kruskal_q": fmt_p,
+                                                              "eta_squared": _f(3)})))
+    human_radar = {}
+    for attr in gb.ATTRIBUTES:
+        h = human[human["attribute"] == attr]
+        if len(h):
+            human_radar[attr.replace("_", " ")] = {f"{g} (n={int(part['n'].iloc[0])})": part.set_index("dimension")["mean"]
+                                                   for g, part in h.groupby("group", sort=False)}
+    if human_radar:
+        out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=human_radar), "Participants' mean profiles per group",
+                          "Mean centred value profile of each group of participants (t-based CIs in group_profiles.csv).",
+                          width="900px"))
+    llm = prof[prof["source"] != "humans"]
+    out.append("<h3>LLM personas against the real groups</h3>")
+    if llm.empty:
+        if not notes:
+            out.append(missing("No LLM persona profiles: run vp run-llm --persona for each group, score them with "
+                               "vp score-llm, and describe them in personas.json."))
+        return "".join(out)
+    dist = tables.get("group_bias", pd.DataFrame())
+    summ = tables.get("group_bias_summary", pd.DataFrame())
+    if summ is not None and not summ.empty:
+        out.append(table(summ, formats={"n_gaps": _int, "share_exaggerated": _pct, "share_reversed": _pct,
+                                        "share_attenuated": _pct, "slope": _f(2), "mean_euclidean": _f(2),
+                                        "mean_spearman": _f(2)},
+                         caption="Per model: over all pairs of groups and values, how often the persona gap "
+                                 "exaggerates (same sign, larger), reverses (opposite sign) or attenuates the human gap; "
+                                 "slope of the persona gap on the human gap through the origin (> 1: exaggerated "
+                                 "on average); mean distance and rank correlation between persona and group profiles."))
+    if dist is not None and not dist.empty:
+        out.append(table(dist, formats={"n_humans": _int, "euclidean": _f(2), "spearman_rho": _f(2), "spearman_p": fmt_p},
+                         headers={"n_humans": "participants", "euclidean": "Euclidean distance",
+                                  "spearman_rho": "rank correlation"},
+                         caption="Per model and group: distance between the persona's centred profile and the group's "
+                                 "mean profile (ten values), and their Spearman rank correlation."))
+    gaps = tables.get("group_gaps", pd.DataFrame())
+    if gaps is not None and not gaps.empty:
+        out.append(figure(F.gap_scatter(gaps, summ), "Persona gaps against human gaps",
+                          "Each point is one value and one pair of groups: the human gap (group A minus group B) "
+                          "against the same model's persona gap. Dashed: y = x (a faithful picture); solid: fitted "
+                          "slope through the origin.", width="900px"))
+    for model in sorted(llm["source"].unique()):
+        overlay = {}
+        for (attr, group), h in human.groupby(["attribute", "group"], sort=False):
+            l = llm[(llm["source"] == model) & (llm["attribute"] == attr) & (llm["group"] == group)]
+            if len(l):
+                overlay[f"{attr.replace('_', ' ')}: {group}"] = {
+                    "participants": h.set_index("dimension")["mean"], model: l.set_index("dimension")["mean"]}
+        if overlay:
+            out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=overlay), f"Paired radar charts for {model}",
+                              f"Participants (blue) against {model}'s persona (red), per group. Both are centred "
+                              "profiles, the participants' on the PVQ-21 scale and the model's on the item ratings.",
+                              width="900px"))
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("numpy", "scipy", "pandas", "statsmodels", "pingouin", "factor_analyzer", "semopy", "matplotlib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def methods(inp: Inputs) -> str:
+    m = inp.manifest
+    if m is None:
+        return missing("No manifest.json: the methods paragraph is generated from the settings vp analyze records there.")
+    s = m.get("settings", {}) or {}
+    counts = m.get("counts", {}) or {}
+    keyed = counts.get("keyed", {}) or {}
+    bank = counts.get("item_bank", {}) or {}
+    qopt = m.get("quality_options", {}) or {}
+    versions = m.get("versions") or m.get("software") or {}
+    version_source = "recorded in the manifest"
+    if not versions:
+        versions = _versions()
+        version_source = "installed when this report was made; the manifest records none"
+    n_inc = counts.get("included_participants")
+    n_groups = counts.get("groups")
+    boot = int(s.get("bootstrap") or 0)
+    keying = s.get("keying", "pos")
+    power = inp.csv("power.csv")
+    sentences = []
+    sentences.append(
+        f"Participants rated candidate items (a query and a response) by how similar the response was to their own "
+        f"thoughts on a six-point scale, in {n_groups if n_groups is not None else 'several'} groups of items; "
+        f"{n_inc if n_inc is not None else 'the'} participants passed quality control"
+        + (f" (rules: {', '.join(qopt.get('rules', []))})" if qopt.get("rules") else "") + ".")
+    if power is not None and len(power):
+        sentences.append(f"Each item was rated by {int(power['n'].min())}-{int(power['n'].max())} participants.")
+    sentences.append(
+        f"Value scores came from the PVQ-21 (centred on each person's mean over the 21 items) and personality traits "
+        f"from the BFI-10 ({m.get('score_source', 'scores as published')}).")
+    ci = (f"{boot:,} bootstrap resamples of the raters within each group (percentile intervals, seed {s.get('seed', 0)})"
+          if boot else "Bonett-Wright Fisher-z intervals (no bootstrap)")
+    sentences.append(
+        "For every item and each of the 19 dimensions (10 values, 4 higher-order values, 5 traits), we computed "
+        "Spearman's rank correlation between the item's ratings and the raters' scores, with two-sided p-values, "
+        f"Benjamini-Hochberg q-values within each family of dimensions, and 95% confidence intervals from {ci}.")
+    rule = (f"rho ≥ {s.get('threshold', 0.3)}" if keying == "pos"
+            else f"|rho| ≥ {s.get('threshold', 0.3)} (negative correlations keyed as reversed)")
+    sentences.append(f"An item was keyed to a dimension when {rule} and p < {s.get('alpha', 0.05)}.")
+    if keyed:
+        parts = [f"{v.get('keyed_pairs', '?')} {FAMILY_NAMES.get(f, f)} pairs" for f, v in keyed.items()]
+        sentences.append(f"This keyed {', '.join(parts)}" + (f"; the item bank holds {bank.get('items')} items from "
+                                                             f"{bank.get('queries')} queries." if bank else "."))
+    checks = [n for n, f in (("split-half replication", "replication.csv"), ("Cronbach's alpha and McDonald's omega",
+                                                                          "reliability.csv"),
+                             ("confirmatory factor analysis", "cfa_fit.csv"),
+                             ("exploratory factor analysis with parallel analysis", "efa_loadings.csv"),
+                             ("a structural-summary fit of each item to the value circle", "circumplex.csv"))
+              if inp.has(f)]
+    if checks:
+        sentences.append("We checked the keyed items with " + ", ".join(checks) + ".")
+    vtext = ", ".join(f"{k} {v}" for k, v in versions.items())
+    sentences.append(
+        f"Analyses used valueportrait {m.get('version', '?')}" + (f" with {vtext}" if vtext else "") + ".")
+    if m.get("input_sha256"):
+        sentences.append(f"The input data's SHA-256 is {m['input_sha256']}.")
+    text = " ".join(sentences)
+    return (para("Generated from manifest.json; ready to paste into a paper (check the wording for your study).")
+            + f'<p class="methods">{esc(text)}</p>'
+            + note(f"Software versions: {version_source}.")
+            + details("Settings as recorded", table(pd.DataFrame({"setting": list(s), "value": [str(v) for v in s.values()]}))))

@@ -1,0 +1,412 @@
+"""vp report: a self-contained HTML report, checked statically and in headless Chromium.
+
+Three inputs: (a) the shared release imported and analysed through the CLI, with the
+release's three LLMs scored; (b) a small synthetic processed folder built here, with every
+table (and item texts full of markup); (c) a small simulated study with demographics and
+simulated LLM personas (or `vp demo` when it exists). The browser tests need Debian's
+Chromium at /usr/bin/chromium: they skip without it locally and fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import importlib.util
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import instruments as inst
+from analysis.report import SECTIONS, build_report, write_report
+from valueportrait.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
+NASTY = "<script>alert(1)</script> <b>bold</b> **md** $x$ :red[x] <img src=x onerror=alert(2)> &amp;"
+FAST = "reliability,efa,cfa"  # psychometric steps have their own tests; the report says they are missing
+
+# --------------------------------------------------------------------------- static checks
+
+
+class _Refs(html.parser.HTMLParser):
+    """Collects every attribute that could make a browser fetch something, and forbidden tags."""
+
+    URL_ATTRS = {"src", "href", "srcset", "action", "poster", "data", "background", "xlink:href", "formaction", "ping"}
+    BANNED = {"script", "link", "iframe", "object", "embed", "base", "frame", "audio", "video", "source", "meta-refresh"}
+
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+        self.banned: list[str] = []
+        self.styles: list[str] = []
+        self.events: list[str] = []
+        self._in_style = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag in self.BANNED:
+            self.banned.append(tag)
+        if tag == "meta" and any(k == "http-equiv" for k, _ in attrs):
+            self.banned.append("meta http-equiv")
+        for k, v in attrs:
+            if k in self.URL_ATTRS:
+                self.urls.append(v or "")
+            if k.startswith("on"):
+                self.events.append(k)
+            if k == "style":
+                self.styles.append(v or "")
+        self._in_style = tag == "style"
+
+    def handle_endtag(self, tag):
+        self._in_style = False
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.styles.append(data)
+
+
+def assert_self_contained(text: str) -> None:
+    refs = _Refs()
+    refs.feed(text)
+    assert refs.banned == [], f"tags that load or run things: {refs.banned}"
+    assert refs.events == [], f"event-handler attributes: {refs.events}"
+    external = [u for u in refs.urls if not (u.startswith("data:") or u.startswith("#"))]
+    assert external == [], f"references to outside the file: {external[:5]}"
+    for css in refs.styles:
+        assert "@import" not in css and "@font-face" not in css
+        for url in re.findall(r"url\(([^)]*)\)", css):
+            assert url.strip("'\" ").startswith("data:"), url
+
+
+# --------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{CHROMIUM} is missing but CI=true: the CI set-up must install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def open_in_browser(browser, path: Path, name: str) -> dict:
+    """Open the report offline; return what the page did. Saves the top of the page as a PNG."""
+    url = path.resolve().as_uri()
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+    page = context.new_page()
+    attempts, errors = [], []
+
+    def route(r):
+        if r.request.url == url:
+            r.continue_()
+        else:
+            attempts.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("request", lambda req: None if req.url == url or req.url.startswith("data:") else attempts.append(req.url))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url, wait_until="load")
+    images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+    headings = page.evaluate("Array.from(document.querySelectorAll('h2')).map(h => h.textContent)")
+    scripts = page.evaluate("document.querySelectorAll('script').length")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report_top_{name}.png"))
+    text = page.evaluate("document.body.textContent")  # closed <details> included
+    bold = page.evaluate("Array.from(document.querySelectorAll('.item b')).map(b => b.textContent)")
+    context.close()
+    return {"attempts": attempts, "errors": errors, "images": images, "headings": headings, "scripts": scripts,
+            "text": text, "bold": bold}
+
+
+def check_page(result: dict) -> None:
+    assert result["errors"] == []
+    assert result["attempts"] == [], f"network requests attempted: {result['attempts'][:5]}"
+    assert result["images"], "no figure at all"
+    broken = [alt for alt, complete, width in result["images"] if not complete or width <= 0]
+    assert broken == [], f"images that did not load: {broken}"
+    assert result["headings"] == [h for _, h, _ in SECTIONS]
+    assert result["scripts"] == 0
+
+
+# --------------------------------------------------------------------------- (b) synthetic folder
+
+V = list(inst.PVQ_VALUES)
+DIMS = [(f, d) for f, dims in inst.FAMILIES.items() for d in dims]
+
+
+def synthetic_processed(root: Path) -> Path:
+    """A small processed folder with every file the report reads, and a hostile item text."""
+    rng = np.random.default_rng(7)
+    out = root / "processed"
+    out.mkdir(parents=True)
+    pids = [f"P{i:03d}" for i in range(40)]
+    groups = ["g01", "g02"]
+    quality = pd.DataFrame({"participant_id": pids, "group_id": [groups[i % 2] for i in range(40)],
+                            "included": [i not in (3, 4) for i in range(40)],
+                            "reasons": ["" if i not in (3, 4) else ("speeder;attention" if i == 3 else "straightlining")
+                                        for i in range(40)]})
+    quality.to_csv(out / "quality.csv", index=False)
+    items = [("1001", k) for k in range(1, 6)] + [("3002", k) for k in range(1, 6)]
+    rows = []
+    for j, (pid, opt) in enumerate(items):
+        for f, d in DIMS:
+            rho = float(np.clip(rng.normal(0.05, 0.15) + (0.45 if d == V[j % 10] else 0), -0.9, 0.9))
+            rows.append({"group_id": groups[j // 5], "portrait_id": pid, "option_id": opt, "family": f, "dimension": d,
+                         "rho": rho, "p_value": 0.001 if rho > 0.3 else 0.4, "q_value": 0.02 if rho > 0.3 else 0.6,
+                         "n": 19, "ci_low": rho - 0.3, "ci_high": rho + 0.2, "fz_ci_low": rho - 0.35, "fz_ci_high": rho + 0.25})
+    corr = pd.DataFrame(rows)
+    corr.to_csv(out / "correlations.csv", index=False)
+    sel = corr[(corr["rho"] >= 0.3) & (corr["p_value"] < 0.05)][["portrait_id", "option_id", "family", "dimension", "rho", "p_value"]]
+    assert len(sel) >= 5
+    sel.to_csv(out / "selection.csv", index=False)
+    keyed = set(zip(sel["portrait_id"], sel["option_id"]))
+    bank = []
+    for pid in ("1001", "3002"):
+        outs = [{"id": k, "content": f"Response {k}: {NASTY}", "correlations": [], "keyed": {"pvq": []}}
+                for p, k in items if p == pid and (p, k) in keyed]
+        if outs:
+            bank.append({"portrait_id": pid, "content": {"title": f"Title {NASTY}" if pid == "1001" else None,
+                                                         "text": f"Query {NASTY}"}, "outputs": outs})
+    (out / "item_bank.json").write_text(json.dumps(bank), encoding="utf-8")
+    rep = sel[["portrait_id", "option_id", "family", "dimension"]].assign(
+        group_id="g01", times_selected=40, replication_rate=0.6, heldout_rho_mean=0.21, selected_rho_mean=0.41,
+        full_rho=sel["rho"].to_numpy(), keyed_full=True)
+    rep.to_csv(out / "replication.csv", index=False)
+    rel = [{"family": "pvq", "dimension": v, "scope": "instrument", "n_items": 2, "n": 38, "alpha": 0.55,
+            "alpha_ci_low": 0.3, "alpha_ci_high": 0.7, "spearman_brown": 0.58, "omega": np.nan, "note": ""} for v in V]
+    rel.append({"family": "pvq", "dimension": "Power", "scope": "g01", "n_items": 3, "n": 19, "alpha": 0.61,
+                "alpha_ci_low": 0.2, "alpha_ci_high": 0.8, "spearman_brown": np.nan, "omega": 0.63, "note": ""})
+    pd.DataFrame(rel).to_csv(out / "reliability.csv", index=False)
+    pd.DataFrame({"group_id": groups, "n": [19, 19], "rho": 0.3, "alpha": 0.05, "achieved_power": [0.25, 0.25],
+                  "raters_needed": 85, "detectable_rho": [0.59, 0.59]}).to_csv(out / "power.csv", index=False)
+    pd.DataFrame([
+        {"model": "pvq21_values", "scope": "instrument", "family": "pvq", "dimension": "", "chi2": 250.3, "df": 144,
+         "p": 1e-7, "cfi": 0.91, "tli": 0.88, "rmsea": 0.061, "rmsea_ci_low": 0.05, "rmsea_ci_high": 0.07,
+         "srmr": 0.07, "n": 38, "n_indicators": 21, "note": ""},
+        {"model": "one_factor_keyed", "scope": "g01", "family": "pvq", "dimension": "Power", "chi2": 1.2, "df": 2,
+         "p": 0.55, "cfi": 1.0, "tli": 1.02, "rmsea": 0.0, "rmsea_ci_low": 0.0, "rmsea_ci_high": 0.2, "srmr": 0.03,
+         "n": 19, "n_indicators": 4, "note": "Heywood case: a standardised loading exceeds 1"},
+    ]).to_csv(out / "cfa_fit.csv", index=False)
+    efa = [{"group_id": "g01", "item": f"1001/{k}", "factor": fac, "loading": float(rng.normal(0, 0.4)), "communality": 0.3,
+            "kmo_item": 0.5, "n_factors": 2, "kmo": 0.41, "bartlett_chi2": 80.2, "bartlett_df": 10, "bartlett_p": 1e-9,
+            "n": 19, "note": ""} for k in range(1, 6) for fac in ("F1", "F2")]
+    pd.DataFrame(efa).to_csv(out / "efa_loadings.csv", index=False)
+    pd.DataFrame([{"group_id": "g01", "portrait_id": "1001", "option_id": k, "elevation": 0.01, "amplitude": 0.3,
+                   "displacement": 36.0 * k, "r_squared": 0.5 + 0.1 * k, "nearest_value": V[k], "prototypical": k > 2}
+                  for k in range(1, 6)]).to_csv(out / "circumplex.csv", index=False)
+    # participants' scores and demographics (group bias), as a Prolific export
+    scores = []
+    for i, p in enumerate(pids):
+        for f, d in DIMS:
+            scores.append({"participant_id": p, "family": f, "dimension": d,
+                           "score": float(rng.normal(0.3 if (d == "Benevolence" and i % 2) else 0, 0.5))})
+    pd.DataFrame(scores).to_csv(out / "scores.csv", index=False)
+    pd.DataFrame({"Participant id": pids, "Sex": ["Female" if i % 2 else "Male" for i in range(40)],
+                  "Age": [str(20 + i) for i in range(40)], "Time taken": [600 + 30 * i for i in range(40)]}
+                 ).to_csv(out / "demographics.csv", index=False)
+    prof = []
+    for model, shift in (("model-a", 0.0), ("model-b", 0.2), ("model-a__persona-a-woman", 0.4),
+                         ("model-a__persona-a-man", -0.4)):
+        for f, d in DIMS:
+            prof.append({"model": model, "family": f, "dimension": d, "centered_mean": float(rng.normal(shift * (d == "Benevolence"), 0.3)),
+                         "original_mean": 4.0, "std_dev": 0.8, "n": 3})
+    pd.DataFrame(prof).to_csv(out / "llm_profiles.csv", index=False)
+    pd.DataFrame({"model": ["model-a", "model-b"], "n_items": [7, 7], "icc_type": "ICC(C,1)", "icc": [0.8, 0.3],
+                  "icc_ci_low": [0.6, 0.1], "icc_ci_high": [0.9, 0.5], "order_bias": [0.1, -0.4], "order_bias_t": [1.0, -3.0],
+                  "order_bias_p": [0.3, 0.01]}).to_csv(out / "llm_consistency.csv", index=False)
+    (out / "personas.json").write_text(json.dumps([
+        {"slug": "a-woman", "attribute": "gender", "group": "female", "persona": "a woman"},
+        {"slug": "a-man", "attribute": "gender", "group": "male", "persona": "a man"}]), encoding="utf-8")
+    (out / "manifest.json").write_text(json.dumps({
+        "tool": "valueportrait", "version": "0.1.0", "study_id": "synthetic", "study_source": "simulation",
+        "input_sha256": "ab" * 32, "settings": {"threshold": 0.3, "alpha": 0.05, "keying": "pos", "bootstrap": 500, "seed": 11},
+        "quality_options": {"rules": ["speeder", "attention", "straightlining"]},
+        "counts": {"included_participants": 38, "groups": 2, "items": 10,
+                   "keyed": {"pvq": {"keyed_pairs": 9}}, "item_bank": {"items": 7, "queries": 2}},
+        "versions": {"numpy": "9.9.9", "semopy": "2.3.11"}}), encoding="utf-8")
+    return out
+
+
+def test_synthetic_report_content(tmp_path):
+    processed = synthetic_processed(tmp_path)
+    text = build_report(processed)
+    assert_self_contained(text)
+    # hostile item texts arrive as text, never as markup
+    assert "<script" not in text and "<b>bold</b>" not in text and "<img src=x" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&lt;b&gt;bold&lt;/b&gt;" in text
+    assert "**md** $x$ :red[x]" in text and "&amp;amp;" in text
+    for _, heading, _ in SECTIONS:
+        assert f">{heading}</h2>" in text
+    # the methods paragraph quotes the manifest's settings
+    methods = html.unescape(text[text.index('id="methods"'):])
+    for phrase in ("rho ≥ 0.3", "p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32, "numpy 9.9.9",
+                   "rules: speeder, attention, straightlining"):
+        assert phrase in methods, phrase
+    # the exclusions table counts each reason (participant 3 broke two rules)
+    part = text[text.index('id="participants"'):text.index('id="instruments"')]
+    assert re.search(r"<td>speeder</td><td class=\"num\">1</td>", part)
+    assert re.search(r"<td>straightlining</td><td class=\"num\">1</td>", part)
+    assert "Time taken" in part and "median 19.8 min" in part  # 600..1770 s: median (1185+1185)/2 s = 19.75 min
+    # group bias: computed from the scores, the Prolific export and the persona runs
+    gbias = text[text.index('id="group-bias"'):text.index('id="methods"')]
+    assert "model-a" in gbias and "Paired radar charts for model-a" in gbias
+    assert "No LLM profiles" not in text
+    sel = text[text.index('id="selected-items"'):text.index('id="factor-analyses"')]
+    assert "60%" in sel and "replicated in 60% of splits" in sel
+
+
+def test_empty_folder_says_what_is_missing(tmp_path):
+    (tmp_path / "p").mkdir()
+    text = build_report(tmp_path / "p")
+    assert_self_contained(text)
+    for phrase in ("No quality.csv", "No correlations.csv", "No selection.csv", "No LLM profiles: run vp run-llm",
+                   "No manifest.json", "No demographics", "could not be built" * 0):
+        assert phrase in text, phrase
+    assert "could not be built" not in text
+
+
+def test_cli_writes_atomically_and_reports_bad_input(tmp_path, capsys):
+    processed = synthetic_processed(tmp_path)
+    out = tmp_path / "r" / "report.html"
+    assert main(["report", "--processed", str(processed), "--out", str(out)]) == 0
+    assert out.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+    assert main(["report", "--processed", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "nope: --processed: not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.browser
+def test_synthetic_report_in_chromium(tmp_path, browser):
+    processed = synthetic_processed(tmp_path)
+    path = write_report(processed, tmp_path / "synthetic.html")
+    result = open_in_browser(browser, path, "synthetic")
+    check_page(result)
+    assert "<script>alert(1)</script> <b>bold</b> **md** $x$ :red[x]" in result["text"]
+    assert "bold" not in result["bold"]  # <b>bold</b> was not turned into a bold element
+
+
+# --------------------------------------------------------------------------- (a) the release
+
+
+@pytest.fixture(scope="module")
+def release_processed(release_dir, tmp_path_factory):
+    if importlib.util.find_spec("analysis.pipeline") is None or importlib.util.find_spec("analysis.release") is None:
+        pytest.skip("vp import-release / vp analyze are not implemented yet")
+    root = tmp_path_factory.mktemp("release")
+    db, out = root / "study.db", root / "processed"
+    assert main(["import-release", str(release_dir), "--db", str(db)]) == 0
+    assert main(["analyze", "--db", str(db), "--out", str(out), "--skip", FAST, "--no-progress"]) == 0
+    if importlib.util.find_spec("analysis.llm.profile") is not None:
+        answers = release_dir / "lm_evaluation" / "average_outputs"
+        assert main(["score-llm", "--item-bank", str(out / "item_bank.json"), "--responses", str(answers),
+                     "--out", str(out / "llm_profiles.csv")]) == 0
+    return out, db
+
+
+def test_release_report(release_processed, tmp_path):
+    out, db = release_processed
+    start = time.perf_counter()
+    path = write_report(out, tmp_path / "release.html", db=db)
+    seconds = time.perf_counter() - start
+    text = path.read_text(encoding="utf-8")
+    assert_self_contained(text)
+    assert seconds < 30, f"report took {seconds:.1f} s"  # a few seconds on an idle 2-core machine
+    # figures read off the release: 559 participants, one duplicate (P186 in g06) excluded
+    assert "559 participants in 12 groups: 560 participations, 559 included in the analysis, 1 excluded." in text
+    assert "No demographics" in text and "No timings" in text
+    for model in ("claude-3-5-sonnet-20241022", "gpt-4o-2024-11-20", "llama-3.1-8b-instruct"):
+        assert model in text
+    assert text.count("<img ") >= 6
+
+
+@pytest.mark.browser
+def test_release_report_in_chromium(release_processed, tmp_path, browser):
+    out, db = release_processed
+    path = write_report(out, tmp_path / "release.html", db=db)
+    check_page(open_in_browser(browser, path, "release"))
+
+
+# --------------------------------------------------------------------------- (c) the demo / a simulated study
+
+
+@pytest.fixture(scope="module")
+def demo_processed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    if importlib.util.find_spec("analysis.demo") is not None:
+        assert main(["demo", "--out", str(root)]) == 0
+        candidates = [p.parent for p in root.rglob("manifest.json")]
+        assert candidates, "vp demo wrote no manifest.json"
+        return candidates[0], next(iter(root.rglob("*.db")), None)
+    if importlib.util.find_spec("analysis.simulate") is None:
+        pytest.skip("neither vp demo nor the simulator exists yet")
+    return _simulated_study(root)
+
+
+def _simulated_study(root: Path):
+    from analysis import simulate
+    from analysis.llm.runner import persona_slug
+    from valueportrait.storage import open_db
+
+    config = simulate.SimulationConfig(seed=3, n_groups=2, participants_per_group=60, queries_per_group=6,
+                                       population_n=4000)
+    sim = simulate.simulate_study(config)
+    db, out = root / "study.db", root / "processed"
+    with open_db(db) as con:
+        simulate.write_to_db(sim, con, study_id="demo")
+    assert main(["analyze", "--db", str(db), "--out", str(out), "--skip", FAST, "--no-progress"]) == 0
+    llm = out / "llm"
+    llm.mkdir()
+    base = root / "llm_profile.json"
+    base.write_text(json.dumps(simulate.true_llm_profile(3)), encoding="utf-8")
+    bank = str(out / "item_bank.json")
+    common = ["run-llm", "--backend", "simulated", "--model", "sim-llm", "--item-bank", bank, "--out", str(llm),
+              "--profile", str(base), "--no-progress"]
+    assert main(common) == 0
+    personas = []
+    for group, profile in simulate.persona_profiles(sim)["gender"].items():
+        if group == "non-binary":
+            continue
+        text = f"a {group} adult"
+        pfile = root / f"persona_{group}.json"
+        pfile.write_text(json.dumps(profile["llm_persona"]), encoding="utf-8")
+        assert main(common + ["--persona", text, "--persona-profile", str(pfile)]) == 0
+        personas.append({"slug": persona_slug(text), "attribute": "gender", "group": group, "persona": text})
+    (llm / "personas.json").write_text(json.dumps(personas), encoding="utf-8")
+    answers = [str(p) for p in sorted(llm.glob("*.json")) if p.name != "personas.json"]
+    assert main(["score-llm", "--item-bank", bank, "--responses", *answers, "--out", str(llm / "llm_profiles.csv")]) == 0
+    return out, db
+
+
+@pytest.mark.slow
+def test_demo_report(demo_processed, tmp_path):
+    out, db = demo_processed
+    path = write_report(out, tmp_path / "demo.html", db=db)
+    text = path.read_text(encoding="utf-8")
+    assert_self_contained(text)
+    assert "No demographics" not in text
+    gbias = text[text.index('id="group-bias"'):text.index('id="methods"')]
+    assert "LLM personas against the real groups" in gbias and "Paired radar charts" in gbias
+    assert "Time taken" in text and "No timings" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_demo_report_in_chromium(demo_processed, tmp_path, browser):
+    out, db = demo_processed
+    path = write_report(out, tmp_path / "demo.html", db=db)
+    check_page(open_in_browser(browser, path, "demo"))
