@@ -466,8 +466,9 @@ def _draw_items(config: SimulationConfig, model: _Model, rng: np.random.Generato
         "amplitude": amp,
         "angle_deg": np.where(kind == 0, np.nan, np.rad2deg(angle)),
         "difficulty": difficulty,
-        "intended_value": np.where(kind >= 2, np.array(VALUES)[anchor], None),
-        "second_value": np.where(kind == 3, np.array(VALUES)[neighbour], None),
+        # object columns: a missing value stays None (pandas 3 would turn it into NaN in a str column)
+        "intended_value": pd.Series(np.where(kind >= 2, np.array(VALUES)[anchor], None), dtype=object),
+        "second_value": pd.Series(np.where(kind == 3, np.array(VALUES)[neighbour], None), dtype=object),
     })
     for j, v in enumerate(VALUES):
         items[f"L_{v}"] = loadings[:, j]
@@ -794,7 +795,7 @@ def _write_json_atomic(path: Path, data) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, default=_json_default)
+            json.dump(data, handle, indent=1, default=_json_default, allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -1070,7 +1071,7 @@ def _item_rows(items: pd.DataFrame) -> pd.DataFrame:
             "title": f"Simulated advice thread {pid}" if advice else None,
             "query_text": f"Simulated query {pid}: a placeholder for a real {'advice request' if advice else 'chatbot conversation'}.",
             "response": f"Simulated response {opt} to query {pid}, written to express {leaning}.",
-            "meta_json": json.dumps(meta),
+            "meta_json": json.dumps(meta, allow_nan=False),
         })
     return pd.DataFrame(rows)
 
