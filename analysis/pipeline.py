@@ -2,7 +2,8 @@
 
 Reads one study from the database and writes, into the output folder, ``quality.csv``,
 ``correlations.csv``, ``selection.csv``, ``item_bank.json``, the psychometric tables
-(``reliability.csv``, ``cfa_fit.csv``, ``efa_loadings.csv``, ``power.csv``, ...) and
+(``reliability.csv``, ``cfa_fit.csv``, ``efa_loadings.csv``, ``power.csv``,
+``replication.csv`` with ``replication_shrinkage.csv``, ``circumplex.csv``) and
 ``manifest.json`` (settings, tool version, a hash of the input data, counts), each written
 atomically.
 
@@ -173,11 +174,36 @@ def step_cfa(ctx: Context) -> None:
     ctx.counts["cfa_models"] = len(rows)
 
 
+def step_replication(ctx: Context) -> None:
+    from analysis.replication import split_half_replication
+
+    import instruments as inst
+
+    scores = ctx.study.scores.copy()
+    scores.columns = scores.columns.get_level_values("dimension")
+    s = ctx.settings
+    result = split_half_replication(_included_ratings(ctx), scores, dict(inst.FAMILY_OF), splits=s["splits"],
+                                    threshold=s["threshold"], alpha=s["alpha"], seed=s["seed"], keying=s["keying"])
+    ctx.write_csv("replication.csv", result["pairs"])
+    ctx.write_csv("replication_shrinkage.csv", result["shrinkage"])
+    ctx.counts["replication"] = {
+        "splits": s["splits"],
+        "shrinkage": {f"{r.family}/{r.dimension}": None if pd.isna(r.shrinkage) else round(float(r.shrinkage), 4)
+                      for r in result["shrinkage"].itertuples()},
+    }
+
+
+def step_circumplex(ctx: Context) -> None:
+    from analysis.circumplex import circumplex_table
+
+    ctx.write_csv("circumplex.csv", circumplex_table(ctx.correlations))
+
+
 Step = tuple[str, Callable[[Context], None], bool]  # name, function, required
 
 #: The analysis, in order. Required steps stop the analysis on failure; the others record
-#: the failure in the manifest and go on. Replication and circumplex steps are added here
-#: once analysis/replication.py and analysis/circumplex.py exist (see the lead's notes).
+#: the failure in the manifest and go on (an optional step whose module is missing is
+#: recorded as "unavailable").
 STEPS: list[Step] = [
     ("quality", step_quality, True),
     ("correlations", step_correlations, True),
@@ -187,12 +213,14 @@ STEPS: list[Step] = [
     ("power", step_power, False),
     ("efa", step_efa, False),
     ("cfa", step_cfa, False),
+    ("replication", step_replication, False),
+    ("circumplex", step_circumplex, False),
 ]
 OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
 
 
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
-            bootstrap: int = 0, seed: int = 0, study_id: str | None = None,
+            bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), progress: bool = False,
             log: Callable[[str], None] | None = None) -> dict:
     """Run the whole analysis of one study and write its files into `out_dir`.
@@ -203,7 +231,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     out_dir : folder for the outputs (created if needed).
     threshold, alpha, keying : the selection rule (rho >= threshold and p < alpha; ``abs``
         also keys strong negative correlations, reversed).
-    bootstrap, seed : resamples for the percentile intervals (0: none) and their seed.
+    bootstrap, seed : resamples for the percentile intervals (0: none) and the seed of every random step.
+    splits : random split-halves of each group's raters for the replication step.
     study_id : the study (default: the only one in the database).
     quality : the quality-control rules and thresholds (default: all rules, default thresholds).
     skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
@@ -214,6 +243,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     """
     if keying not in KEYINGS:
         raise InputError(f"--keying: {keying!r} is not one of {', '.join(KEYINGS)}")
+    if splits < 1:
+        raise InputError(f"--splits: {splits} must be at least 1")
     if bootstrap < 0:
         raise InputError(f"--bootstrap: {bootstrap} is negative")
     if not 0 < alpha < 1:
@@ -231,7 +262,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         study = load_study(db, sid)
         data_hash = input_hash(db, sid)
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
-                "seed": seed, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
+                "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     steps = {}
@@ -325,6 +356,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pos: rho >= threshold; abs: |rho| >= threshold, negative items reversed")
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
+    parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_quality_arguments(parser)
@@ -337,6 +369,6 @@ def run(args) -> int:
     except ValueError as exc:
         raise InputError(f"quality options: {exc}") from None
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
-            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, quality=options, skip=skip,
+            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, quality=options, skip=skip,
             progress=not args.no_progress)
     return 0

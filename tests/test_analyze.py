@@ -10,7 +10,7 @@ from analysis.release import import_release
 from valueportrait.cli import main
 from valueportrait.storage import open_db
 
-FAST = "reliability,efa,cfa"  # the psychometric steps have their own tests and take seconds
+FAST = "reliability,efa,cfa,replication"  # psychometric steps with their own tests that take seconds
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,8 @@ def test_vp_analyze_writes_the_contracted_files(release_db, tmp_path, capsys):
     assert counts["pairs"] == 9880
     assert any("P186" in n for n in manifest["notes"])
     assert manifest["steps"]["cfa"]["status"] == "skipped"
+    circ = pd.read_csv(out / "circumplex.csv")
+    assert len(circ) == 520 and manifest["steps"]["circumplex"]["status"] == "ok"
     assert not list(out.glob(".*tmp"))  # no temporary files left behind
 
 
@@ -102,6 +104,8 @@ def test_planted_respondents_are_excluded_by_analyze(tmp_path):
 @pytest.mark.slow
 def test_full_analysis_with_psychometric_steps(release_db, tmp_path):
     manifest = analyze(release_db, tmp_path / "full", log=lambda _: None)
-    for step in ("reliability", "power", "efa", "cfa"):
+    names = {"efa": "efa_loadings", "cfa": "cfa_fit"}
+    for step in ("reliability", "power", "efa", "cfa", "replication", "circumplex"):
         assert manifest["steps"][step]["status"] == "ok", manifest["steps"][step]
-        assert (tmp_path / "full" / manifest["files"][{"efa": "efa_loadings", "cfa": "cfa_fit"}.get(step, step)]).exists()
+        assert (tmp_path / "full" / manifest["files"][names.get(step, step)]).exists()
+    assert (tmp_path / "full" / "replication_shrinkage.csv").exists()
