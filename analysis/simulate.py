@@ -602,6 +602,23 @@ def _population(config: SimulationConfig, model: _Model, items: pd.DataFrame, th
     return long, groups
 
 
+def _structural_summary(population: pd.DataFrame, theta: np.ndarray) -> pd.DataFrame:
+    """The cosine fit of each item's population rho with the ten values around the circle.
+
+    Structural summary method (Gurtman 1992; Zimmermann & Wright 2017): with ``r_v`` at
+    angles ``theta_v``, ``x = (2/n) sum r_v cos theta_v``, ``y = (2/n) sum r_v sin theta_v``;
+    elevation = mean r, amplitude = hypot(x, y), angle = atan2(y, x). This is the angle an
+    analysis of the item's observed correlations should recover: it differs from the
+    loading angle (`angle_deg`) by the rating style's pull towards Self-Enhancement.
+    """
+    m = population[population["family"] == "pvq"].pivot_table(
+        index=["portrait_id", "option_id"], columns="dimension", values="rho", sort=False)[list(VALUES)]
+    r = m.to_numpy()
+    x, y = r @ np.cos(theta) * 2 / N_V, r @ np.sin(theta) * 2 / N_V
+    return pd.DataFrame({"rho_elevation": r.mean(axis=1), "rho_amplitude": np.hypot(x, y),
+                         "rho_angle_deg": np.rad2deg(np.arctan2(y, x)) % 360}, index=m.index)
+
+
 def _demographic_labels(demo: dict[str, np.ndarray]) -> pd.DataFrame:
     age = demo["age"]
     band = np.select([(age >= lo) & (age <= hi) for lo, hi, _ in AGE_BANDS], [b for _, _, b in AGE_BANDS], "")
@@ -703,8 +720,11 @@ class Truth:
     values : per participant_id the true centred values (latent, item-weighted centring,
         answer points; circle order) and the four higher-order values.
     traits : per participant_id the latent Big Five traits.
-    items : per item: group_id, kind, amplitude, angle_deg (NaN for kind none),
-        difficulty, intended_value, second_value, and ``L_<value>`` true loadings.
+    items : per item: group_id, kind, amplitude, angle_deg (the loading angle; NaN for
+        kind none), difficulty, intended_value, second_value, ``L_<value>`` true loadings,
+        and (with a population) ``rho_elevation, rho_amplitude, rho_angle_deg``: the
+        cosine fit of its population rho with the ten values, the target for a
+        structural-summary analysis of observed correlations.
     population : long table ``portrait_id, option_id, family, dimension, rho``: the
         population Spearman rho of the item's rating with the observed score (good
         respondents); empty when ``population_n`` is 0.
@@ -772,6 +792,8 @@ class Simulation:
                 "difficulty": round(rec["difficulty"], 4), "intended_value": rec["intended_value"],
                 "second_value": rec["second_value"],
                 "true_loadings": {v: round(rec[f"L_{v}"], 4) for v in VALUES},
+                "population_rho_circle": ({k: round(float(rec[k]), 4) for k in ("rho_elevation", "rho_amplitude", "rho_angle_deg")}
+                                          if "rho_angle_deg" in rec else None),
                 "population_rho": pop_by_item.get(key, {}),
             })
         participants = t.participants.reset_index().to_dict("records")
@@ -924,6 +946,7 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
 
     if config.population_n > 0:
         population, group_profiles = _population(config, model, items, thresholds, r_pop)
+        items = items.join(_structural_summary(population, circle_angles(config.circle)), on=["portrait_id", "option_id"])
     else:
         population = pd.DataFrame(columns=["portrait_id", "option_id", "family", "dimension", "rho"])
         group_profiles = pd.DataFrame(columns=list(VALUES))
@@ -1065,6 +1088,8 @@ def _item_rows(items: pd.DataFrame) -> pd.DataFrame:
             "amplitude": round(float(rec["amplitude"]), 6),
             "difficulty": round(float(rec["difficulty"]), 6),
         }
+        if "rho_angle_deg" in rec:
+            meta["population_rho_angle_deg"] = round(float(rec["rho_angle_deg"]), 3)
         rows.append({
             "portrait_id": pid, "option_id": opt, "group_id": rec["group_id"],
             "source": "advice" if advice else "chat",

@@ -269,6 +269,14 @@ def test_population_truth_shape(sim):
     gap = np.minimum((best - aim) % 10, (aim - best) % 10)
     assert (gap[valid] <= 1).mean() > 0.9
     assert m.to_numpy()[valid].max(axis=1).mean() > m.to_numpy()[~valid].max(axis=1).mean() + 0.1
+    # The circle fit of the population rho lies near the loading angle for valid items
+    # (the Self-Enhancement rating style pulls it a little), by the SSM formula written out here.
+    th = S.circle_angles()
+    r = m[VALUES].to_numpy()
+    angle = np.rad2deg(np.arctan2(r @ np.sin(th), r @ np.cos(th))) % 360
+    np.testing.assert_allclose(angle, items["rho_angle_deg"], atol=1e-6)
+    off = np.abs((items["rho_angle_deg"] - items["angle_deg"] + 180) % 360 - 180).to_numpy()
+    assert np.median(off[valid]) < 15 and off[valid].max() < 35
     # Some pairs have real relations, most do not.
     assert 0.005 < (pop.loc[pop["family"] == "pvq", "rho"] >= 0.3).mean() < 0.05
 
