@@ -258,9 +258,15 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     log = log or (lambda line: print(line, file=sys.stderr))
     start = time.perf_counter()
     with open_db(db_path, readonly=True) as db:
-        sid = db.resolve_study(study_id)
-        study = load_study(db, sid)
-        data_hash = input_hash(db, sid)
+        # One read transaction: the study and its hash come from one snapshot even while
+        # the app keeps writing (WAL readers see the database as of their first read).
+        db.conn.execute("BEGIN")
+        try:
+            sid = db.resolve_study(study_id)
+            study = load_study(db, sid)
+            data_hash = input_hash(db, sid)
+        finally:
+            db.conn.execute("COMMIT")
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
                 "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)

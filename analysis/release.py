@@ -59,6 +59,7 @@ class Release:
     ratings: list[dict] = field(default_factory=list)
     llm_answers: list[dict] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    short_variants: dict[str, tuple[int, int]] = field(default_factory=dict)  # model -> (items short of variants, most variants)
     multi_group: dict[str, list[str]] = field(default_factory=dict)  # participant -> groups rated
     unrated: list[str] = field(default_factory=list)                 # participants with scores but no ratings
     untagged_unrated: list[str] = field(default_factory=list)        # items with texts nobody rated
@@ -235,6 +236,10 @@ def _read_llm(root: Path, study_id: str, items: set[tuple[str, int]], release: R
                 release.llm_answers.append(dict(study_id=study_id, model=model, portrait_id=pid, option_id=oid,
                                                 variant=variant, answer=value))
         release.models.append(model)
+        sizes = [len(entry["version_responses"]) for entry in data]
+        short = sum(size < max(sizes) for size in sizes) if sizes else 0
+        if short:
+            release.short_variants[model] = (short, max(sizes))
 
 
 def read_release(root: Path, study_id: str = "release", created: str | None = None) -> Release:
@@ -309,6 +314,8 @@ def summary(release: Release, study_id: str, db_path) -> list[str]:
         f"{len(release.scores)} published scores",
         f"  LLM answers: {len(release.llm_answers)} ({', '.join(release.models) or 'no models'})",
     ]
+    for model, (short, most) in release.short_variants.items():
+        lines.append(f"  note: {model} answered fewer than {most} prompt variants for {short} items")
     for person, groups in release.multi_group.items():
         lines.append(f"  note: participant {person} rated {len(groups)} groups ({', '.join(groups)}) but has a single score "
                      f"record; `vp analyze` counts only the first participation ({groups[0]}) by default")
