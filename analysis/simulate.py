@@ -48,7 +48,7 @@ Truth. The population item-dimension correlations are what the analysis estimate
 Spearman's rho between an item's rating and the OBSERVED score (centred PVQ-21 value,
 higher-order value, BFI-10 trait, scored by `analysis.scoring` from ordinal answers),
 computed by Monte Carlo on `population_n` simulated good respondents (standard error
-about ``1 / sqrt(population_n)``, 0.0022 at 200,000). Monte Carlo rather than a formula
+about ``1 / sqrt(population_n)``, 0.003 at the default 100,000). Monte Carlo rather than a formula
 because the ordinal cuts, the centring and the rank transform have no simple closed form
 together.
 """
@@ -704,6 +704,9 @@ def persona_profiles(sim: Simulation, factor: float | None = None, base: str = "
     """
     factor = sim.config.persona_gap_factor if factor is None else factor
     g = sim.truth.human_group_profiles
+    if g.empty:
+        raise InputError("persona_profiles: the simulation has no population (population_n = 0): "
+                         "the human group profiles come from it")
     everyone = g.loc[("all", "all")].to_numpy()
     if base == "human":
         origin = everyone

@@ -361,6 +361,8 @@ def test_persona_profiles_exaggerate_the_gap(sim):
         sim.truth.llm_profile[v] + 3.0 * (tripled["human"][v] - everyone[v]), abs=1e-9)
     with pytest.raises(InputError):
         persona_profiles(sim, base="robot")
+    with pytest.raises(InputError, match="population"):
+        persona_profiles(simulate_study(SimulationConfig(n_groups=2, participants_per_group=5, population_n=0)))
 
 
 def test_truth_to_json(sim, tmp_path):
