@@ -56,11 +56,10 @@ together.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -857,13 +856,6 @@ def _json_default(x):
 def _iso(t: datetime) -> str:
     """ISO 8601 UTC with milliseconds, as `valueportrait.storage.now` writes."""
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _iso_array(start: datetime, seconds: np.ndarray) -> np.ndarray:
-    """`start` plus each of `seconds`, as ISO strings like `_iso`'s."""
-    base = np.datetime64(start.astimezone(timezone.utc).replace(tzinfo=None), "ms")
-    stamps = base + np.rint(np.asarray(seconds) * 1000).astype("timedelta64[ms]")
-    return np.char.add(np.datetime_as_string(stamps, unit="ms"), "+00:00")
 
 
 def simulate_study(config: SimulationConfig | None = None) -> Simulation:
