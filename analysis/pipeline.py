@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing as mp
 import os
 import sys
 import time
@@ -218,11 +219,15 @@ STEPS: list[Step] = [
     ("circumplex", step_circumplex, False),
 ]
 OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
+STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
+#: Rough relative cost on the release, to start the longest optional steps first.
+STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0}
 
 
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100,
-            quality: QualityOptions | None = None, skip: tuple[str, ...] = (), progress: bool = False,
+            quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
+            progress: bool = False,
             log: Callable[[str], None] | None = None) -> dict:
     """Run the whole analysis of one study and write its files into `out_dir`.
 
@@ -237,6 +242,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     study_id : the study (default: the only one in the database).
     quality : the quality-control rules and thresholds (default: all rules, default thresholds).
     skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
+    jobs : worker processes for the optional (psychometric) steps; default min(2, CPUs);
+        1 runs everything in this process.
 
     Returns
     -------
@@ -272,28 +279,21 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
                 "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    steps = {}
+    steps = {name: {"status": "skipped"} for name, _, _ in STEPS if name in skip}
     for name, func, required in STEPS:
-        if name in skip:
-            steps[name] = {"status": "skipped"}
-            continue
-        t0 = time.perf_counter()
-        try:
-            with _one_blas_thread():
-                func(ctx)
-            steps[name] = {"status": "ok", "seconds": round(time.perf_counter() - t0, 3)}
-        except ImportError as exc:
-            if required:
-                raise
-            steps[name] = {"status": "unavailable", "detail": str(exc)}
-        except InputError:
-            raise
-        except Exception as exc:
-            if required:
-                raise
-            steps[name] = {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
-            log(f"step {name} failed: {type(exc).__name__}: {exc}")
-            log(traceback.format_exc(limit=3))
+        if required:
+            steps[name] = _run_step(ctx, name, func, required)
+    optional = [name for name, _, required in STEPS if not required and name not in skip]
+    if jobs is None:
+        jobs = min(2, os.cpu_count() or 1)
+    jobs = max(1, min(jobs, len(optional)))
+    if jobs > 1 and "fork" in mp.get_all_start_methods():
+        steps.update(_run_parallel(ctx, optional, jobs))
+    else:
+        for name in optional:
+            steps[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
+    steps = {name: steps[name] for name, _, _ in STEPS}
+    settings["jobs"] = jobs
     included = ctx.included
     multi = study.participations.groupby("participant_id")["group_id"].agg(list)
     multi = multi[multi.str.len() > 1]
@@ -341,6 +341,71 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     return manifest
 
 
+def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
+    """Run one step; a failed optional step is recorded, a failed required one stops the analysis."""
+    t0 = time.perf_counter()
+    try:
+        with _one_blas_thread():
+            func(ctx)
+        return {"status": "ok", "seconds": round(time.perf_counter() - t0, 3)}
+    except ImportError as exc:
+        if required:
+            raise
+        return {"status": "unavailable", "detail": str(exc)}
+    except InputError:
+        raise
+    except Exception as exc:
+        if required:
+            raise
+        ctx.log(f"step {name} failed: {type(exc).__name__}: {exc}")
+        ctx.log(traceback.format_exc(limit=3))
+        return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
+
+
+_FORKED_CONTEXT: Context | None = None  # what forked workers read (a Context holds a log callable: not picklable)
+
+
+def _step_in_child(name: str):
+    ctx = _FORKED_CONTEXT
+    lines: list[str] = []
+    ctx.log = lines.append
+    files, counts = dict(ctx.files), set(ctx.counts)
+    entry = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
+    return (entry, {k: v for k, v in ctx.files.items() if k not in files},
+            {k: v for k, v in ctx.counts.items() if k not in counts}, lines)
+
+
+def _run_parallel(ctx: Context, names: list[str], jobs: int) -> dict:
+    """Run independent optional steps in forked worker processes (each writes its own files).
+
+    The psychometric steps only read what the required steps left in the context, so they
+    can run side by side; fork shares the loaded study without pickling it.
+    """
+    global _FORKED_CONTEXT
+    from concurrent.futures import ProcessPoolExecutor
+
+    _FORKED_CONTEXT = ctx
+    out = {}
+    try:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+            # Longest first, so the two workers finish at about the same time.
+            order = sorted(names, key=lambda n: -STEP_COST.get(n, 0))
+            futures = {name: pool.submit(_step_in_child, name) for name in order}
+            for name in names:
+                try:
+                    entry, files, counts, lines = futures[name].result()
+                except Exception as exc:  # a worker that died (memory, signal)
+                    entry, files, counts, lines = {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}, {}, {}, []
+                ctx.files.update(files)
+                ctx.counts.update(counts)
+                for line in lines:
+                    ctx.log(line)
+                out[name] = entry
+    finally:
+        _FORKED_CONTEXT = None
+    return out
+
+
 def _one_blas_thread():
     """Limit BLAS/OpenMP to one thread for a step.
 
@@ -381,6 +446,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
     parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_quality_arguments(parser)
 
@@ -392,6 +459,6 @@ def run(args) -> int:
     except ValueError as exc:
         raise InputError(f"quality options: {exc}") from None
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
-            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, quality=options, skip=skip,
+            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs, quality=options, skip=skip,
             progress=not args.no_progress)
     return 0
