@@ -101,9 +101,26 @@ def test_planted_respondents_are_excluded_by_analyze(tmp_path):
     assert manifest["score_source"].startswith("raw")
 
 
+def test_a_failing_optional_step_is_recorded_and_the_rest_written(release_db, tmp_path, monkeypatch):
+    import analysis.pipeline as pipeline
+
+    def broken(ctx):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setitem(pipeline.STEP_FUNCTIONS, "power", broken)
+    manifest = analyze(release_db, tmp_path / "o", skip=tuple(FAST.split(",")), jobs=1, log=lambda _: None)
+    assert manifest["steps"]["power"] == {"status": "failed", "detail": "RuntimeError: planted failure"}
+    assert manifest["steps"]["circumplex"]["status"] == "ok"
+    assert (tmp_path / "o" / "circumplex.csv").exists() and not (tmp_path / "o" / "power.csv").exists()
+
+
 @pytest.mark.slow
 def test_full_analysis_with_psychometric_steps(release_db, tmp_path):
-    manifest = analyze(release_db, tmp_path / "full", log=lambda _: None)
+    manifest = analyze(release_db, tmp_path / "full", jobs=2, log=lambda _: None)
+    serial = analyze(release_db, tmp_path / "serial", jobs=1, log=lambda _: None)
+    for name in manifest["files"].values():  # worker processes change nothing in the results
+        assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "serial" / name).read_bytes(), name
+    assert serial["files"] == manifest["files"]
     names = {"efa": "efa_loadings", "cfa": "cfa_fit"}
     for step in ("reliability", "power", "efa", "cfa", "replication", "circumplex"):
         assert manifest["steps"][step]["status"] == "ok", manifest["steps"][step]
