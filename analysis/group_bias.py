@@ -61,7 +61,7 @@ PERSONA_MARK = "__persona-"
 PROFILE_COLUMNS = ["source", "attribute", "group", "dimension", "n", "mean", "sd", "ci_low", "ci_high"]
 TEST_COLUMNS = ["attribute", "dimension", "test", "n_groups", "n", "statistic", "p_value", "q_value",
                 "kruskal_h", "kruskal_p", "kruskal_q", "eta_squared", "difference"]  # fmt: skip
-BIAS_COLUMNS = ["model", "attribute", "group", "slug", "n_humans", "euclidean", "spearman_rho", "spearman_p"]
+BIAS_COLUMNS = ["model", "attribute", "group", "slug", "n_humans", "n_values", "euclidean", "spearman_rho", "spearman_p"]
 GAP_COLUMNS = ["model", "attribute", "group_a", "group_b", "dimension", "human_gap", "llm_gap", "label"]
 SUMMARY_COLUMNS = ["model", "attribute", "n_gaps", "share_exaggerated", "share_reversed", "share_attenuated", "slope",
                    "mean_euclidean", "mean_spearman"]  # fmt: skip
@@ -336,11 +336,13 @@ def persona_profiles(llm_profiles: pd.DataFrame, personas: pd.DataFrame) -> tupl
     return merged[merged["dimension"].isin(VALUES)][cols].reset_index(drop=True), notes
 
 
-def profile_distances(human: pd.DataFrame, llm: pd.DataFrame) -> pd.DataFrame:
+def profile_distances(human: pd.DataFrame, llm: pd.DataFrame, min_values: int = 3) -> pd.DataFrame:
     """Per model and group: Euclidean distance and Spearman's rho between LLM and human profiles.
 
-    d = sqrt(sum_v (l_v - h_v)^2) over the ten values; rho = ``scipy.stats.spearmanr(l, h)``.
-    Only groups with all ten values on both sides.
+    d = sqrt(sum_v (l_v - h_v)^2) and rho = ``scipy.stats.spearmanr(l, h)`` over the values
+    both sides have (all ten normally; a small bank may leave a value with no keyed item,
+    and then ``n_values`` says over how many the figures are, so compare distances only
+    at equal ``n_values``). Groups with fewer than `min_values` shared values are left out.
     """
     h = human.pivot_table(index=["attribute", "group"], columns="dimension", values="mean")
     n = human.groupby(["attribute", "group"])["n"].first()
@@ -350,11 +352,13 @@ def profile_distances(human: pd.DataFrame, llm: pd.DataFrame) -> pd.DataFrame:
             continue
         lv = part.set_index("dimension")["centered_mean"].reindex(VALUES).to_numpy(float)
         hv = h.loc[(attribute, group)].reindex(VALUES).to_numpy(float)
-        if np.isnan(lv).any() or np.isnan(hv).any():
+        ok = np.isfinite(lv) & np.isfinite(hv)
+        if ok.sum() < min_values:
             continue
-        rho, p = stats.spearmanr(lv, hv)
+        rho, p = stats.spearmanr(lv[ok], hv[ok])
         rows.append({"model": model, "attribute": attribute, "group": group, "slug": slug,
-                     "n_humans": int(n.loc[(attribute, group)]), "euclidean": float(np.sqrt(((lv - hv) ** 2).sum())),
+                     "n_humans": int(n.loc[(attribute, group)]), "n_values": int(ok.sum()),
+                     "euclidean": float(np.sqrt(((lv[ok] - hv[ok]) ** 2).sum())),
                      "spearman_rho": float(rho), "spearman_p": float(p)})
     return pd.DataFrame(rows, columns=BIAS_COLUMNS)
 

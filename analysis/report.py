@@ -74,7 +74,7 @@ def _header(inp, title: str) -> str:
     prof = inp.csv("llm_profiles.csv")
     if prof is not None:
         plain = [x for x in prof["model"].unique() if "__persona-" not in str(x)]
-        facts.append(f"<li><b>{len(plain)}</b> LLMs profiled</li>")
+        facts.append(f"<li><b>{len(plain)}</b> {'LLM' if len(plain) == 1 else 'LLMs'} profiled</li>")
     study = m.get("study_id")
     source = m.get("study_source")
     made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

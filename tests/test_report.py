@@ -88,7 +88,7 @@ def assert_self_contained(text: str) -> None:
 # --------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()  # per test: sync Playwright holds an event loop, which run-llm's asyncio.run must not meet
 def browser():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI", "").lower() == "true":
@@ -320,12 +320,12 @@ def release_processed(release_dir, tmp_path_factory):
 
 def test_release_report(release_processed, tmp_path):
     out, db = release_processed
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: wall time on a shared CI runner says little
     path = write_report(out, tmp_path / "release.html", db=db)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     text = path.read_text(encoding="utf-8")
     assert_self_contained(text)
-    assert seconds < 30, f"report took {seconds:.1f} s"  # a few seconds on an idle 2-core machine
+    assert seconds < 15, f"report took {seconds:.1f} s of CPU"  # about 2-4 s measured
     # figures read off the release: 559 participants, one duplicate (P186 in g06) excluded
     assert "559 participants in 12 groups: 560 participations, 559 included in the analysis, 1 excluded." in text
     assert "No demographics" in text and "No timings" in text

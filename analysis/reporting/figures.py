@@ -144,7 +144,7 @@ def _radar_axes(ax, values: list[str], lim: float):
 
 
 def radar_grid(profiles: dict[str, pd.Series], values: list[str], ncols: int = 3, lim: float | None = None,
-               overlay: dict[str, dict[str, pd.Series]] | None = None):
+               overlay: dict[str, dict[str, pd.Series]] | None = None, legend_each: bool = False):
     """One radar per key: the centred profile (polygon) against the zero ring, values in circle order.
 
     ``overlay[key] = {label: profile}`` draws several profiles on one radar (humans vs model).
@@ -157,7 +157,8 @@ def radar_grid(profiles: dict[str, pd.Series], values: list[str], ncols: int = 3
         lim = max([x for x in finite if np.isfinite(x)] + [0.1]) * 1.1
     ncols = max(1, min(ncols, len(keys)))
     nrows = int(np.ceil(len(keys) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, 3.15 * nrows), subplot_kw={"projection": "polar"},
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.1 * ncols, (3.6 if legend_each else 3.15) * nrows),
+                             subplot_kw={"projection": "polar"},
                              squeeze=False)
     for ax in axes.flat[len(keys):]:
         ax.set_visible(False)
@@ -171,7 +172,9 @@ def radar_grid(profiles: dict[str, pd.Series], values: list[str], ncols: int = 3
             ax.plot(closed, r, color=SERIES[i % len(SERIES)], lw=1.6, label=label)
             ax.fill(closed, r, color=SERIES[i % len(SERIES)], alpha=0.12)
         ax.set_title(short(key) if overlay is None else str(key), fontsize=8.5, pad=14)
-        if overlay is not None and ax is axes.flat[0]:
+        if overlay is not None and legend_each:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=6.5, frameon=False, ncols=2)
+        elif overlay is not None and ax is axes.flat[0]:
             ax.legend(loc="upper left", bbox_to_anchor=(-0.25, 1.22), fontsize=7, frameon=False)
     fig.tight_layout()
     return fig

@@ -87,11 +87,15 @@ def participants(inp: Inputs) -> str:
         rules = ((inp.manifest or {}).get("quality") or {}).get("rules") or {}
         rows = []
         for reason, n in reasons.value_counts().items():
-            rows.append({"rule": reason, "participations flagged": n, "note": (rules.get(reason) or {}).get("note", "")})
+            info = rules.get(reason) or {}
+            rows.append({"rule": reason, "participations flagged": n,
+                         "note": "" if info.get("applicable", True) else info.get("note", "")})
         for rule, info in rules.items():
             if rule not in set(reasons) and isinstance(info, dict):
-                rows.append({"rule": rule, "participations flagged": 0 if info.get("applicable", True) else np.nan,
-                             "note": info.get("note", "") or ("" if info.get("on", True) else "switched off")})
+                applicable = info.get("applicable", True)
+                rows.append({"rule": rule, "participations flagged": 0 if applicable else np.nan,
+                             "note": ("switched off" if not info.get("on", True)
+                                      else "" if applicable else info.get("note", "not applicable"))})
         if rows:
             out.append(table(pd.DataFrame(rows), formats={"participations flagged": _int},
                              caption="A participation can break several rules; empty count = rule not applicable."))
@@ -230,7 +234,7 @@ def _circumplex_items(circ: pd.DataFrame) -> str:
     r2 = circ["r_squared"] if "r_squared" in circ.columns else None
     if r2 is not None:
         ok = r2.dropna()
-        line = (f"{len(ok):,} item-by-family fits: median R² {ok.median():.2f}; "
+        line = (f"{len(ok):,} items fitted: median R² {ok.median():.2f}; "
                 f"{(ok >= 0.7).mean():.0%} fit a cosine with R² ≥ .70.")
         if "prototypical" in circ.columns:
             proto = circ["prototypical"].astype(str).str.lower().isin(["true", "1"])
@@ -384,8 +388,14 @@ def selected_items(inp: Inputs) -> str:
                         "within their family; the others pass p < alpha uncorrected only."))
     out.append(table(summ, formats={"items": _int, "max_q": _f(3), "replication_rate": _pct},
                      headers={"median_ci_width": f"median CI width ({ci_kind})", "max_q": "largest q",
+                              "median_rho": "median rho", "min_rho": "min rho", "max_rho": "max rho",
                               "replication_rate": "split-half replication", "heldout_rho": "held-out rho"},
                      caption="Keyed items per dimension."))
+    shrink = inp.csv("replication_shrinkage.csv")
+    if shrink is not None and not shrink.empty:
+        out.append(details("Shrinkage per dimension (all pairs selected on half the raters)",
+                           table(_order_dims(shrink), formats={"n_selections": _int, "replication_rate": _pct},
+                                 caption="rho on the selecting half vs on the held-out half; shrinkage = the difference.")))
     if rep_pairs is None:
         out.append(missing("No replication.csv: the split-half replication rate comes from vp analyze's "
                            "replication step."))
@@ -626,9 +636,10 @@ def group_bias_section(inp: Inputs) -> str:
             t = tests[tests["attribute"] == attr]
             if len(t):
                 s = sig[sig["attribute"] == attr]["dimension"].map(F.short).tolist()
-                line.append(f"{attr.replace('_', ' ')}: {', '.join(s) if s else 'no value'} (q < .05, "
-                            f"{t['test'].iloc[0].replace('_', ' ')})")
-        out.append(para("Values on which the groups differ, Benjamini-Hochberg over the ten values: " + "; ".join(line) + "."))
+                test = {"welch_t": "Welch's t", "anova": "one-way ANOVA"}.get(t["test"].iloc[0], t["test"].iloc[0])
+                line.append(f"{attr.replace('_', ' ')} ({test}): {', '.join(s) if s else 'none'}")
+        out.append(para("Values on which the groups of participants differ (q < .05, Benjamini-Hochberg over the ten "
+                        "values): " + "; ".join(line) + "."))
         out.append(details("All tests", table(tests, formats={"n_groups": _int, "n": _int, "p_value": fmt_p,
                                                               "q_value": fmt_p, "kruskal_p": fmt_p, "kruskal_q": fmt_p,
                                                               "eta_squared": _f(3)})))
@@ -639,7 +650,8 @@ def group_bias_section(inp: Inputs) -> str:
             human_radar[attr.replace("_", " ")] = {f"{g} (n={int(part['n'].iloc[0])})": part.set_index("dimension")["mean"]
                                                    for g, part in h.groupby("group", sort=False)}
     if human_radar:
-        out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=human_radar), "Participants' mean profiles per group",
+        out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=human_radar, legend_each=True),
+                          "Participants' mean profiles per group",
                           "Mean centred value profile of each group of participants (t-based CIs in group_profiles.csv).",
                           width="900px"))
     llm = prof[prof["source"] != "humans"]
@@ -660,11 +672,12 @@ def group_bias_section(inp: Inputs) -> str:
                                  "slope of the persona gap on the human gap through the origin (> 1: exaggerated "
                                  "on average); mean distance and rank correlation between persona and group profiles."))
     if dist is not None and not dist.empty:
-        out.append(table(dist, formats={"n_humans": _int, "euclidean": _f(2), "spearman_rho": _f(2), "spearman_p": fmt_p},
+        out.append(table(dist, formats={"n_humans": _int, "n_values": _int, "euclidean": _f(2), "spearman_rho": _f(2), "spearman_p": fmt_p},
                          headers={"n_humans": "participants", "euclidean": "Euclidean distance",
                                   "spearman_rho": "rank correlation"},
                          caption="Per model and group: distance between the persona's centred profile and the group's "
-                                 "mean profile (ten values), and their Spearman rank correlation."))
+                                 "mean profile, and their Spearman rank correlation, over the values both have "
+                                 "(n_values; a value with no keyed item in the bank has no persona score)."))
     gaps = tables.get("group_gaps", pd.DataFrame())
     if gaps is not None and not gaps.empty:
         out.append(figure(F.gap_scatter(gaps, summ), "Persona gaps against human gaps",
