@@ -290,4 +290,5 @@ def test_claims_of_a_dead_or_expired_run_are_taken_over(tmp_path):
         assert other.claim(key) == "mine"            # its owner process is dead
         other.put(key, "like me", 5, 1, 0.1, "openai")
         assert mine.claim(key) == "done"
-        assert mine.conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
+    with sqlite3.connect(tmp_path / "c.sqlite") as conn:  # runs drop their claims when they end
+        assert conn.execute("SELECT count(*) FROM claims").fetchone()[0] == 0
