@@ -214,3 +214,6 @@ def test_folder_of_run_llm_outputs(tmp_path):
     bad.write_text(json.dumps([{"portrait_id": 1, "option_id": 1, "numeric_response": "five"}]))
     with pytest.raises(InputError, match="'five'"):
         load_responses([bad])
+    bad.write_text(json.dumps([{"portrait_id": 1, "option_id": 1, "version_responses": {"v1": 7}}]))
+    with pytest.raises(InputError, match="v1: 7 is outside 1..6"):
+        load_responses([bad])

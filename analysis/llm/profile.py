@@ -115,6 +115,8 @@ def parse_responses(data, path: str | Path) -> pd.DataFrame:
         for variant, value in entries:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise InputError(f"{where}: {variant}: {value!r} is not a number or null")
+            if value is not None and not _SCALE.min <= value <= _SCALE.max:
+                raise InputError(f"{where}: {variant}: {value!r} is outside {_SCALE.min}..{_SCALE.max}")
             rows.append((pid, oid, str(variant), np.nan if value is None else float(value)))
     frame = pd.DataFrame(rows, columns=["portrait_id", "option_id", "variant", "value"])
     dup = frame.duplicated(["portrait_id", "option_id", "variant"])
