@@ -240,15 +240,18 @@ class Bot:
                 if self.disruption_at is not None and step >= self.disruption_at:
                     await self._disrupt(step)
                     continue
-                if page_kind == "consent":
-                    await self._think()
-                    ok = await self._submit("consent", "I agree")
-                elif page_kind == "platform":
-                    ok = await self._submit("platform", "Start the study")
-                elif page_kind == "demographics":
-                    ok = await self._demographics()
-                else:
-                    ok = await self._question(page_kind, step)
+                try:
+                    if page_kind == "consent":
+                        await self._think()
+                        ok = await self._submit("consent", "I agree")
+                    elif page_kind == "platform":
+                        ok = await self._submit("platform", "Start the study")
+                    elif page_kind == "demographics":
+                        ok = await self._demographics()
+                    else:
+                        ok = await self._question(page_kind, step)
+                except Exception:  # noqa: BLE001 - an element that never came: reload, like a person would
+                    ok = False
                 if ok:
                     stuck = 0
                     continue
