@@ -14,11 +14,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from valueportrait.atomic import write_json_atomic
 from valueportrait.errors import InputError
 
 FIT_KEYS = ("chi2", "df", "p", "cfi", "tli", "rmsea", "rmsea_ci_low", "rmsea_ci_high", "srmr", "n")
@@ -360,29 +358,13 @@ def _format(fit: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # NaN is not JSON: write null so every JSON reader accepts the file.
-            clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in payload.items()}
-            json.dump(clean, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     model = _read_model(args.model)
     data = _read_data(args.data, model)
     fit = fit_cfa(data, model)
     print(_format(fit))
     if args.out:
-        _write_json(Path(args.out), {**fit, "data": str(args.data), "model": model})
+        write_json_atomic({**fit, "data": str(args.data), "model": model}, args.out)
         print(f"wrote {args.out}")
     # A model that could not be estimated is a failed run, though not bad input.
     return 1 if math.isnan(fit["chi2"]) else 0

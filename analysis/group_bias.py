@@ -40,9 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from itertools import combinations
 from pathlib import Path
 
@@ -51,6 +49,7 @@ import pandas as pd
 from scipy import stats
 
 import instruments as inst
+from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
 
 VALUES: tuple[str, ...] = inst.PVQ_VALUES  # circle order
@@ -574,14 +573,6 @@ def write_group_bias(tables: dict[str, pd.DataFrame], out_dir) -> list[Path]:
     for name, frame in tables.items():
         if name == "notes":
             continue
-        path = out_dir / f"{name}.csv"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.to_csv(tmp, index=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        path = write_csv_atomic(frame, out_dir / f"{name}.csv", index=False)
         written.append(path)
     return written

@@ -11,15 +11,13 @@ is inline: the file fetches nothing and opens offline. Item texts are shown as p
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import pandas as pd
 
 from valueportrait import DEFAULT_PROCESSED, DEFAULT_REPORTS, __version__
+from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
 #: (anchor, heading, section function name in analysis.reporting.sections), in the issue's order.
@@ -88,18 +86,7 @@ def _header(inp, title: str) -> str:
 def write_report(processed: str | Path, out: str | Path, db: str | Path | None = None,
                  demographics_csv: str | Path | None = None) -> Path:
     """Build the report and write it atomically to `out`; returns the path."""
-    text = build_report(processed, db, demographics_csv)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return write_text_atomic(out, build_report(processed, db, demographics_csv))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

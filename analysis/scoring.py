@@ -16,15 +16,14 @@ Method (DESIGN.md, as in the Value Portrait study):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 import instruments as inst
+from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
 
 PVQ_COLUMNS = [f"pvq{i}" for i in range(1, 22)]
@@ -168,20 +167,6 @@ def read_answers(path: Path) -> pd.DataFrame:
     check_range(answers[BFI_COLUMNS], 1, 5, str(path), lines)
     answers.index = pd.Index(ids, name="participant_id")
     return answers
-
-
-def write_csv_atomic(frame: pd.DataFrame, path: Path, **kwargs) -> None:
-    """Write a CSV through a temporary file, so a failure never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            frame.to_csv(handle, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

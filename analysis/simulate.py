@@ -56,8 +56,6 @@ together.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +66,7 @@ from scipy import special, stats
 
 import instruments as inst
 from analysis.scoring import BFI_COLUMNS, PVQ_COLUMNS, score_bfi, score_pvq
+from valueportrait.atomic import write_json_atomic
 from valueportrait.errors import InputError
 
 VALUES = inst.PVQ_VALUES
@@ -145,12 +144,12 @@ COUNTRIES = ("United Kingdom", "United States", "Canada", "Australia", "South Af
 COUNTRY_P = (0.45, 0.40, 0.05, 0.04, 0.03, 0.03)
 AGE_BANDS = ((18, 29, "18-29"), (30, 44, "30-44"), (45, 59, "45-59"), (60, 200, "60+"))
 
-#: A typical assistant model's centred PVQ profile (high Universalism / Benevolence /
-#: Self_Direction, low Power): the base of `true_llm_profile`.
-LLM_BASE_PROFILE = {
-    "Universalism": 1.0, "Benevolence": 0.9, "Tradition": -0.5, "Conformity": -0.1, "Security": 0.3,
-    "Power": -1.4, "Achievement": -0.2, "Hedonism": -0.6, "Stimulation": -0.2, "Self_Direction": 0.8,
-}
+#: A typical assistant model's centred PVQ profile: high Universalism, Self_Direction and
+#: Benevolence, low Power and Security. Like people's profiles it follows the value circle
+#: (a cosine peaking 10 degrees from Universalism towards Self_Direction, amplitude 1.2):
+#: an item bank reads a profile through items whose correlations are cosines around the
+#: circle, so a profile with no circular shape could not be recovered by any bank.
+LLM_BASE_PROFILE = {v: round(1.2 * float(np.cos(np.deg2rad(36.0 * i + 10.0))), 4) for i, v in enumerate(VALUES)}
 
 PVQ_KEY = inst.default_pvq21().key()
 #: value of each PVQ-21 item (index 0 = item 1), as an index into VALUES
@@ -680,11 +679,11 @@ def _weighted_centre(profile: np.ndarray) -> np.ndarray:
 def true_llm_profile(seed: int = 0) -> dict[str, float]:
     """A simulated LLM's known centred PVQ profile (value -> score, release units).
 
-    `LLM_BASE_PROFILE` plus ``N(0, 0.25)`` per value from `seed`, centred so the
+    `LLM_BASE_PROFILE` plus ``N(0, 0.15)`` per value from `seed`, centred so the
     item-weighted mean is zero like a real centred PVQ profile.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    base = np.array([LLM_BASE_PROFILE[v] for v in VALUES]) + rng.normal(0.0, 0.25, N_V)
+    base = np.array([LLM_BASE_PROFILE[v] for v in VALUES]) + rng.normal(0.0, 0.15, N_V)
     return {v: round(float(x), 4) for v, x in zip(VALUES, _weighted_centre(base))}
 
 
@@ -828,29 +827,7 @@ class Simulation:
             "true_values": values,
             "items": items,
         }
-        _write_json_atomic(Path(path), data)
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, default=_json_default, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, np.floating):
-        return None if np.isnan(x) else x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(type(x).__name__)
+        write_json_atomic(data, path)
 
 
 def _iso(t: datetime) -> str:

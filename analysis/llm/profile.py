@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -48,6 +46,7 @@ from scipy import stats
 import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
 
 _SCALE = instruments.load_scale("similarity")
@@ -304,16 +303,13 @@ def score_models(items: list[Item], responses: dict[str, pd.DataFrame], keying: 
 # ------------------------------------------------------------------ command line
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_profiles(profiles: pd.DataFrame, consistency: pd.DataFrame, path: str | Path) -> Path:
+    """Write the profiles to `path` and the variant consistency beside it (llm_consistency.csv)."""
+    path = Path(path)
+    write_csv_atomic(profiles, path, index=False, float_format="%.6g")
+    cons_path = path.with_name("llm_consistency.csv")
+    write_csv_atomic(consistency, cons_path, index=False, float_format="%.6g")
+    return cons_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -335,9 +331,7 @@ def run(args) -> int:
     if dropped:
         print(f"--keying pos: left out {dropped} reversed keys of the bank (use --keying abs to score them)")
     profiles, consistency = score_models(items, responses, args.keying)
-    _write_csv(profiles, args.out)
-    cons_path = args.out.with_name("llm_consistency.csv")
-    _write_csv(consistency, cons_path)
+    cons_path = write_profiles(profiles, consistency, args.out)
     for row in consistency.itertuples():
         print(f"{row.model}: {row.n_items} items with all variants, {row.icc_type} = {row.icc:.3f}; "
               f"order bias {row.order_bias:+.3f} (paired t p = {row.order_bias_p:.3g}); "

@@ -33,7 +33,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import PromptSet, load_prompts, prompt_hash
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
 DEFAULT_OUT = DEFAULT_PROCESSED / "llm"
@@ -184,18 +184,6 @@ async def ask_questions(
         bar.close()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def collect_outputs(questions: list[Question], items: list[Item], prompts: PromptSet, cache: AnswerCache,
                     model: str, persona: str | None, backend_name: str, stats: RunStats) -> tuple[list, list]:
     """The averaged records (release shape) and the raw records, from the cache.
@@ -292,8 +280,8 @@ def run_llm(
         return stats, None
     name = output_name(model, persona)
     json_path = out_dir / f"{name}.json"
-    _atomic_write(json_path, json.dumps(averaged, ensure_ascii=False, indent=1) + "\n")
-    _atomic_write(out_dir / f"{name}_raw.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw_records))
+    write_text_atomic(json_path, json.dumps(averaged, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomic(out_dir / f"{name}_raw.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw_records))
     return stats, json_path
 
 
