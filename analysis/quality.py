@@ -144,9 +144,9 @@ def quality_control(study, options: QualityOptions = QualityOptions()) -> Qualit
     has_checks = not study.attention.empty
     applicable = {
         "duplicate": (True, ""),
-        "attention": (has_checks, "the data has no attention checks"),
+        "attention": (has_checks, "" if has_checks else "the data has no attention checks"),
         "straightlining": (True, "" if not study.raw_answers.empty else "item ratings only: the data has no raw PVQ-21 answers"),
-        "speeder": (has_times, "the data has no start/completion times"),
+        "speeder": (has_times, "" if has_times else "the data has no start/completion times"),
         "incomplete": (True, ""),
     }
     flags: dict[str, pd.Series] = {}

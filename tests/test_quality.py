@@ -99,6 +99,8 @@ def test_planted_respondents_are_caught_and_no_one_else(study):
     assert not included[("D1", "g01")] and included[("D1", "g02")]  # the earlier start counts, not the lower group
     assert included.sum() == 26 - 6
     rules = result.summary["rules"]
+    # Data with times and checks: the rules apply and carry no "the data has no ..." note.
+    assert "note" not in rules["attention"] and "note" not in rules["speeder"]
     assert {r: rules[r]["flagged"] for r in RULES} == {r: 1 for r in RULES} | {"straightlining": 2}
 
 
