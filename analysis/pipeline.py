@@ -29,11 +29,11 @@ import pandas as pd
 
 from analysis.correlations import add_fisher_z_ci, correlation_table
 from analysis.dataset import Study, input_hash, load_study
-from analysis.item_bank import _umask, build_item_bank, write_json_atomic
+from analysis.item_bank import build_item_bank
 from analysis.quality import QualityOptions, QualityResult, add_quality_arguments, options_from_args, quality_control, summary_lines
-from analysis.scoring import write_csv_atomic
+from valueportrait.atomic import write_csv_atomic, write_json_atomic
 from analysis.selection import KEYINGS, keyed_counts, select
-from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__
+from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__, software_versions
 from valueportrait.errors import InputError
 from valueportrait.storage import open_db
 
@@ -58,7 +58,6 @@ class Context:
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
         write_csv_atomic(frame, self.out_dir / name, index=False)
-        os.chmod(self.out_dir / name, 0o666 & ~_umask())  # the temp file was 0600
         self.files[name.rsplit(".", 1)[0]] = name
 
     @property
@@ -308,6 +307,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     manifest = {
         "tool": "valueportrait",
         "version": __version__,
+        "versions": software_versions(),
         "command": "vp analyze",
         "database": str(db_path),
         "study_id": sid,

@@ -47,6 +47,8 @@ def test_vp_analyze_writes_the_contracted_files(release_db, tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     from valueportrait import __version__
     assert manifest["version"] == __version__
+    import scipy
+    assert manifest["versions"]["scipy"] == scipy.__version__  # the Methods paragraph quotes these
     assert manifest["settings"] | {} == manifest["settings"] and manifest["settings"]["threshold"] == 0.3
     counts = manifest["counts"]
     assert counts["participants"] == 559 and counts["included_participations"] == 559

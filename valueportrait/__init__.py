@@ -13,3 +13,19 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = Path("data/raw/study.db")
 DEFAULT_PROCESSED = Path("data/processed")
 DEFAULT_REPORTS = Path("reports")
+
+#: The libraries whose versions an analysis records (they decide its figures).
+ANALYSIS_LIBRARIES = ("numpy", "scipy", "pandas", "statsmodels", "pingouin", "factor_analyzer", "semopy", "matplotlib")
+
+
+def software_versions(packages=ANALYSIS_LIBRARIES) -> dict[str, str]:
+    """Installed versions of the analysis libraries (those not installed are left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"valueportrait": __version__}
+    for package in packages:
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -9,7 +9,6 @@ plainly what is missing.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from scipy import stats
 
 import instruments as inst
 from analysis import group_bias as gb
+from valueportrait import software_versions
 from analysis.reporting import figures as F
 from analysis.reporting.html import (
     details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, missing, note, para, sources, table,
@@ -702,18 +702,6 @@ def group_bias_section(inp: Inputs) -> str:
 # --------------------------------------------------------------------------- methods
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("numpy", "scipy", "pandas", "statsmodels", "pingouin", "factor_analyzer", "semopy", "matplotlib"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def methods(inp: Inputs) -> str:
     m = inp.manifest
     if m is None:
@@ -726,7 +714,7 @@ def methods(inp: Inputs) -> str:
     versions = m.get("versions") or m.get("software") or {}
     version_source = "recorded in the manifest"
     if not versions:
-        versions = _versions()
+        versions = software_versions()
         version_source = "installed when this report was made; the manifest records none"
     n_inc = counts.get("included_participants")
     n_groups = counts.get("groups")
