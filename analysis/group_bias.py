@@ -38,7 +38,6 @@ Reference: Han et al. (2025), Value Portrait, ACL (the persona analysis of its s
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from itertools import combinations
@@ -51,6 +50,7 @@ from scipy import stats
 import instruments as inst
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 VALUES: tuple[str, ...] = inst.PVQ_VALUES  # circle order
 ATTRIBUTES: tuple[str, ...] = ("gender", "age_band", "education", "politics")
@@ -278,10 +278,7 @@ def load_personas(personas, source: str = "personas") -> pd.DataFrame:
     """
     if isinstance(personas, (str, Path)):
         source = str(personas)
-        try:
-            personas = json.loads(Path(personas).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{source}: cannot read it as JSON: {exc}") from exc
+        personas = read_data_file(personas, "json")
     if not isinstance(personas, list):
         raise InputError(f"{source}: top level: expected a list of personas, got {type(personas).__name__}")
     from analysis.llm.runner import persona_slug

@@ -7,15 +7,14 @@ same files, so the app, the simulator and the scoring cannot disagree.
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -135,19 +134,6 @@ def _format_validation_error(path: Path, exc: ValidationError) -> str:
     value = err.get("input")
     shown = value if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
     return f"{path}: {field}: {err['msg']} (got {shown!r})"
-
-
-def read_data_file(path: Path) -> object:
-    """Read a YAML or JSON file, naming the file in any error."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {str(exc).splitlines()[0]}") from None
 
 
 def validate(model: type[BaseModel], data: object, path: Path):

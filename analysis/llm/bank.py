@@ -16,11 +16,11 @@ truth, used by the simulated LLM backend.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 FAMILY_NAMES = ("pvq", "higher_pvq", "bfi")
 
@@ -130,13 +130,4 @@ def parse_bank(data, path: str | Path = "item bank") -> list[Item]:
 
 def load_bank(path: str | Path) -> list[Item]:
     """Read and validate an item bank file; errors name the file, the field and the value."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-    return parse_bank(data, path)
+    return parse_bank(read_data_file(path, "json"), Path(path))

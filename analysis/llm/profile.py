@@ -34,7 +34,6 @@ With ``--keying pos`` a bank built with ``--keying abs`` is read without its rev
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 
@@ -48,6 +47,7 @@ from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_po
 from valueportrait import DEFAULT_PROCESSED
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 _SCALE = instruments.load_scale("similarity")
 #: o = REVERSE_SUM - a reverses an answer on the 1..6 similarity scale (7 - a).
@@ -125,15 +125,6 @@ def parse_responses(data, path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-
-
 def _looks_like_responses(data) -> bool:
     return isinstance(data, list) and bool(data) and isinstance(data[0], dict) and "portrait_id" in data[0] \
         and ("numeric_response" in data[0] or "version_responses" in data[0])
@@ -153,7 +144,7 @@ def load_responses(paths: list[str | Path], notes: list[str] | None = None) -> d
         else:
             raise InputError(f"{given}: --responses: no such file or folder")
         for path in candidates:
-            data = _read_json(path)
+            data = read_data_file(path, "json")
             if not explicit and not _looks_like_responses(data):
                 if notes is not None:
                     notes.append(f"skipped {path}: not an answers file")

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 
 import instruments
 from analysis.llm.bank import Item
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts.yaml"
 REVERSED_SUFFIX = "_reversed"
@@ -118,12 +118,7 @@ def _parse_labels(raw, where: str) -> tuple[tuple[int, str], ...]:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_data_file(path, "yaml")
     if not isinstance(data, dict):
         raise InputError(f"{path}: top level: expected a mapping with a `wordings` section")
     return data

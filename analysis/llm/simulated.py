@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import numpy as np
 import instruments
 from analysis.llm.client import Question, Reply
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 CUTS = np.array([-0.6, -0.3, 0.0, 0.3, 0.6])
 KEY_GAIN = 0.5
@@ -41,14 +41,7 @@ _WRAPPERS = ("{phrase}", "{Phrase}.", "Answer: {phrase}", "{PHRASE}", "I would s
 
 def load_profile(path: str | Path) -> dict[str, float]:
     """Read ``{"Benevolence": 0.8, ...}``; higher-order names expand to their values."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON: {exc}") from None
-    return check_profile(data, path)
+    return check_profile(read_data_file(path, "json"), path)
 
 
 def check_profile(data, path: str | Path = "profile") -> dict[str, float]:
