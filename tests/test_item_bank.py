@@ -3,29 +3,16 @@
 import json
 
 import pandas as pd
-import pytest
 
-from analysis.correlations import correlation_table
 from analysis.dataset import load_study
 from analysis.item_bank import build_item_bank
-from analysis.quality import quality_control
-from analysis.release import TAGGED, import_release
+from analysis.release import TAGGED
 from analysis.selection import select
 from valueportrait.storage import now, open_db
 
 
-@pytest.fixture(scope="module")
-def parts(release_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("bank") / "study.db"
-    with open_db(path) as db:
-        import_release(release_dir, db)
-        study = load_study(db)
-    table = correlation_table(study, quality_control(study).included)
-    return study, table
-
-
-def test_bank_shape_and_content(parts, release_dir):
-    study, table = parts
+def test_bank_shape_and_content(release_analysis, release_dir):
+    study, table = release_analysis
     sel = select(table)
     bank = build_item_bank(table, sel, study.items)
     tagged = {str(q["portrait_id"]): q for q in json.loads((release_dir / TAGGED).read_text())}
@@ -54,10 +41,10 @@ def test_bank_shape_and_content(parts, release_dir):
             assert any(out["keyed"].values())
 
 
-def test_bank_reads_back_with_the_llm_loader(parts, tmp_path):
+def test_bank_reads_back_with_the_llm_loader(release_analysis, tmp_path):
     from analysis.llm.bank import parse_bank
 
-    study, table = parts
+    study, table = release_analysis
     bank = build_item_bank(table, select(table, keying="abs"), study.items, keying="abs")
     items = parse_bank(json.loads(json.dumps(bank)))
     assert len(items) == sum(len(q["outputs"]) for q in bank)

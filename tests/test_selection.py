@@ -2,28 +2,13 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 from scipy.stats import spearmanr
 
-from analysis.correlations import correlation_table
-from analysis.dataset import load_study
-from analysis.quality import quality_control
-from analysis.release import import_release
 from analysis.selection import SELECTION_COLUMNS, keyed_counts, select
-from valueportrait.storage import open_db
 
 
-@pytest.fixture(scope="module")
-def release_table(release_dir, tmp_path_factory):
-    path = tmp_path_factory.mktemp("sel") / "study.db"
-    with open_db(path) as db:
-        import_release(release_dir, db)
-        study = load_study(db)
-    return study, correlation_table(study, quality_control(study).included)
-
-
-def test_release_pvq_keyed_count_matches_an_independent_scipy_count(release_table):
-    study, table = release_table
+def test_release_pvq_keyed_count_matches_an_independent_scipy_count(release_analysis):
+    study, table = release_analysis
     # Independent: every item's raters from the long ratings (P186 only in g01, the first
     # group they rated), scipy per pair, the study's rule rho >= .3 and p < .05.
     ratings = study.ratings[~((study.ratings["participant_id"] == "P186") & (study.ratings["group_id"] == "g06"))]
