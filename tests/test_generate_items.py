@@ -214,6 +214,17 @@ def test_the_cache_makes_a_rerun_ask_nothing(gen_server, tmp_path, capsys):
     assert gen_server.fake.total == 6
 
 
+def test_an_unanswered_query_is_not_cached_and_is_asked_again(tmp_path):
+    queries = write_queries(tmp_path / "q.json", [q("a", "chat", "Hello?")])
+    with LoopbackServer(force_status=503) as server:
+        assert generate(server, queries, tmp_path / "c.json") == 1
+        assert generate(server, queries, tmp_path / "c.json") == 1
+        assert server.fake.total == 2  # --max-retries 0: one request per run, the failure was not cached
+    manifest = json.loads((tmp_path / "c_manifest.json").read_text())
+    assert manifest["failed_queries"]["a"].startswith("no answer: gave up after 1 attempts: HTTP 503")
+    assert json.loads((tmp_path / "c.json").read_text()) == [] and not (tmp_path / "c_study.yaml").exists()
+
+
 def test_a_refused_endpoint_is_an_input_error(tmp_path, capsys):
     with LoopbackServer(force_status=401) as server:
         status = generate(server, write_queries(tmp_path / "q.json", [q("a", "chat", "Hello?")]), tmp_path / "c.json")

@@ -671,6 +671,10 @@ def run(args) -> int:
         write_text_atomic(paths["items"], _dump_json(items))
         write_text_atomic(paths["study"], header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=100))
         written += [paths["items"], paths["study"]]
+    else:
+        # A study from an earlier run would no longer match the candidates file.
+        for stale in (paths["items"], paths["study"]):
+            stale.unlink(missing_ok=True)
     write_text_atomic(paths["manifest"], _dump_json(manifest))
     written.append(paths["manifest"])
 
