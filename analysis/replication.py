@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.correlations import spearman_matrix
+from analysis.correlations import _standardised_ranks, spearman_matrix, spearman_p
 
 PAIR_COLUMNS = [
     "group_id", "portrait_id", "option_id", "family", "dimension",
@@ -29,6 +29,32 @@ def draw_halves(n: int, splits: int, rng: np.random.Generator) -> np.ndarray:
     mask = np.zeros((splits, n), dtype=bool)
     np.put_along_axis(mask, order[:, : n // 2], True, axis=1)
     return mask
+
+
+def _split_correlations(x: np.ndarray, y: np.ndarray, halves: np.ndarray, batch: int = 50):
+    """Yield (rho_A, p_A, rho_B, p_B), each (splits x items x dimensions), a batch of splits at a time.
+
+    With complete data all splits of a batch are ranked and correlated at once (ranks
+    along the rater axis of a 3-D array, one batched product); with missing ratings or
+    scores each half goes through :func:`spearman_matrix`, which drops raters pair by pair.
+    """
+    if np.isnan(x).any() or np.isnan(y).any():
+        for mask in halves:
+            a, b = spearman_matrix(x[mask], y[mask]), spearman_matrix(x[~mask], y[~mask])
+            yield (a.rho.to_numpy()[None], a.p_value.to_numpy()[None],
+                   b.rho.to_numpy()[None], b.p_value.to_numpy()[None])
+        return
+    # Every mask row holds the same number of raters, so the halves stack into arrays.
+    rows_a = np.nonzero(halves)[1].reshape(len(halves), -1)
+    rows_b = np.nonzero(~halves)[1].reshape(len(halves), -1)
+    for start in range(0, len(halves), batch):
+        out = []
+        for rows in (rows_a[start:start + batch], rows_b[start:start + batch]):
+            zx = _standardised_ranks(x[rows], axis=1)   # splits x raters x items
+            zy = _standardised_ranks(y[rows], axis=1)   # splits x raters x dimensions
+            rho = np.clip(np.einsum("sri,srd->sid", zx, zy), -1.0, 1.0)
+            out += [rho, spearman_p(rho, rows.shape[1])]
+        yield tuple(out)
 
 
 def _passes(rho: np.ndarray, p: np.ndarray, threshold: float, alpha: float, keying: str) -> np.ndarray:
@@ -118,19 +144,16 @@ def split_half_replication(
         replicated = np.zeros(shape)
         rho_a_sum = np.zeros(shape)
         rho_b_sum = np.zeros(shape)
-        for mask in halves:
-            a = spearman_matrix(x[mask], y[mask])
-            b = spearman_matrix(x[~mask], y[~mask])
-            rho_a, rho_b = a.rho.to_numpy(), b.rho.to_numpy()
-            chosen = _passes(rho_a, a.p_value.to_numpy(), threshold, alpha, keying)
+        for rho_a, p_a, rho_b, p_b in _split_correlations(x, y, halves):
+            chosen = _passes(rho_a, p_a, threshold, alpha, keying)
             direction = np.sign(rho_a) if keying == "abs" else np.ones_like(rho_a)
-            again = _passes(rho_b, b.p_value.to_numpy(), threshold, alpha, keying)
+            again = _passes(rho_b, p_b, threshold, alpha, keying)
             if keying == "abs":
                 again &= np.sign(rho_b) == direction
-            selected_count += chosen
-            replicated += chosen & again
-            rho_a_sum += np.where(chosen, rho_a * direction, 0.0)
-            rho_b_sum += np.where(chosen, np.nan_to_num(rho_b) * direction, 0.0)
+            selected_count += chosen.sum(axis=0)
+            replicated += (chosen & again).sum(axis=0)
+            rho_a_sum += np.where(chosen, rho_a * direction, 0.0).sum(axis=0)
+            rho_b_sum += np.where(chosen, np.nan_to_num(rho_b) * direction, 0.0).sum(axis=0)
         full = spearman_matrix(x, y)
         full_rho = full.rho.to_numpy()
         keyed_full = _passes(full_rho, full.p_value.to_numpy(), threshold, alpha, keying)
