@@ -1,12 +1,14 @@
 """Load benchmark of the collection app: many concurrent bots take the default study.
 
-Starts `vp app` on a fresh database, runs N bots (headless Chromium contexts in one browser)
-at the default think time, then checks that nothing was lost or duplicated (every answer a
-bot saw acknowledged is in the database, each participant has exactly the answers the study
+Starts `vp app` on a fresh database, runs N bots at the default think time (``--driver ws``:
+light bots that speak Streamlit's websocket protocol, the default; ``--driver browser``:
+headless Chromium contexts in one browser, about fifteen fit on two cores), then checks that
+nothing was lost or duplicated (every answer a bot saw acknowledged is in the database, each participant has exactly the answers the study
 asks) and that groups are balanced within one participant. Prints step latency (p50, p95,
-max), server peak RSS, bots' peak RSS (Chromium processes plus this process).
+max), server peak RSS and CPU, bots' peak RSS (this process, plus Chromium's when it runs).
 
     python benchmarks/app_load.py --n 50 --think 3
+    python benchmarks/app_load.py --n 15 --driver browser
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from valueportrait.storage import open_db
 
-from collection_app import bots, pages, store
+from collection_app import bots, pages, store, wsbot
 from collection_app.study import load_study
 from collection_app.testing import Server
 
@@ -49,6 +51,30 @@ def _tree_rss_kb(root: int, exclude: set[int]) -> int:
         total += rss.get(pid, 0)
         stack += [c for c, p in parent.items() if p == pid]
     return total
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _study_for(n: int, folder: Path) -> Path | None:
+    """The default study, or a copy whose group targets admit `n` participants (None: the default does)."""
+    import yaml
+
+    from collection_app.study import DEFAULT_STUDY
+    spec = yaml.safe_load(DEFAULT_STUDY.read_text())
+    if sum(g["target"] for g in spec["groups"]) >= n:
+        return None
+    per_group = -(-n // len(spec["groups"]))
+    for g in spec["groups"]:
+        g["target"] = per_group
+    spec["items_file"] = str((DEFAULT_STUDY.parent / spec["items_file"]).resolve())
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
 def verify(db_path: Path, study, results) -> dict:
@@ -86,13 +112,19 @@ def main(argv=None) -> int:
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which bots arrive")
     ap.add_argument("--timeout", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--driver", choices=("ws", "browser"), default="ws")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="environment for the server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=false")
     args = ap.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
 
-    study = load_study()
     tmp = Path(tempfile.mkdtemp(prefix="vp_load_"))
+    study_file = _study_for(args.n, tmp)
+    study = load_study(study_file)
     db_path = tmp / "study.db"
-    server = Server(db_path, log=tmp / "server.log").start()
+    server = Server(db_path, study=study_file, env=env, log=tmp / "server.log").start()
     peak = {"server": 0, "bots": 0}
+    cpu0 = _cpu_seconds(server.proc.pid)
     stop = threading.Event()
 
     def sample():
@@ -108,10 +140,12 @@ def main(argv=None) -> int:
     sampler.start()
     t0 = time.perf_counter()
     try:
-        results = asyncio.run(bots.run_bots(server.url, args.n, think=args.think, seed=args.seed,
-                                            timeout=args.timeout, ramp=args.ramp))
+        runner = wsbot.run_bots if args.driver == "ws" else bots.run_bots
+        results = asyncio.run(runner(server.url, args.n, think=args.think, seed=args.seed,
+                                     timeout=args.timeout, ramp=args.ramp))
     finally:
         elapsed = time.perf_counter() - t0
+        server_cpu = _cpu_seconds(server.proc.pid) - cpu0
         stop.set()
         sampler.join()
         server.stop()
@@ -120,12 +154,17 @@ def main(argv=None) -> int:
     steps = [s for r in results for k, s in r.latencies if k not in ("load", "reload")]
     check = verify(db_path, study, results)
     counts = list(check["groups"].values())
-    print(f"\nbots {args.n}, think {args.think} s, machine cores {os.cpu_count()}")
+    print(f"\ndriver {args.driver}, bots {args.n}, think {args.think} s, machine cores {os.cpu_count()}, "
+          f"load average at the end {os.getloadavg()[0]:.1f}" + (f", server env {env}" if env else ""))
     print(f"step latency p50 {statistics.median(steps):.3f} s, p95 {bots.percentile(steps, 95):.3f} s, "
           f"max {max(steps):.3f} s over {len(steps)} steps")
     print(f"answers lost {check['lost']}, participants with duplicated answers {check['duplicated']}")
     print(f"completed per group {check['groups']} (spread {max(counts) - min(counts) if counts else 'n/a'})")
-    print(f"peak RSS: server {peak['server'] / 1024:.0f} MiB, bots (Chromium + driver) {peak['bots'] / 1024:.0f} MiB")
+    print(f"peak RSS: server {peak['server'] / 1024:.0f} MiB, bots ({'Chromium + ' if args.driver == 'browser' else ''}"
+          f"driver) {peak['bots'] / 1024:.0f} MiB")
+    n_runs = sum(len(r.latencies) for r in results)
+    print(f"server CPU {server_cpu:.1f} s over {elapsed:.0f} s ({server_cpu / elapsed:.2f} cores), "
+          f"{1000 * server_cpu / max(n_runs, 1):.0f} ms per script run ({n_runs} runs)")
     ok = (all(r.completed for r in results) and check["lost"] == 0 and check["duplicated"] == 0
           and counts and max(counts) - min(counts) <= 1)
     print("OK" if ok else "NOT OK")

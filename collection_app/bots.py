@@ -1,15 +1,22 @@
-"""Simulated participants that take the study through the running app, in headless Chromium.
+"""Simulated participants that take the study through the running app, over Streamlit's websocket protocol or in headless Chromium.
 
-Each bot is one browser context (its own cookies and storage, like a separate person) in a
-shared Chromium process, with a Prolific-style id in its link. It reads each page as a
-person would, answers, presses Next and waits until the server has drawn the next page; a
+Each bot is one participant with a Prolific-style id in its link. It reads each page, answers
+as its behaviour says, presses Next and waits until the server has drawn the next page; a
 page drawn means the answer before it was stored, so that answer counts as acknowledged.
 It prints per-step latency (median, p95, max) and every failure.
 
-Driver: Playwright with Debian's Chromium. Streamlit's websocket protocol is undocumented
-protobuf that changes between releases; a real browser exercises exactly what participants
-run (the React frontend, reconnects after a server restart, reloads) and needs nothing
-but the system's Chromium.
+Two drivers, the same participants (answer logic, think times, seeds):
+
+* ``--driver ws`` (default): :mod:`collection_app.wsbot` speaks Streamlit's own websocket
+  protocol, sending what the browser sends and reading the elements each script run draws.
+  A bot costs a coroutine and a socket, so a laptop runs hundreds; it needs no browser. The
+  server runs exactly the same script, callbacks and database writes; only the React
+  frontend is left out.
+* ``--driver browser``: a browser context per bot (its own cookies and storage) in one
+  headless Chromium (Playwright with Debian's Chromium). It exercises exactly what
+  participants run (the React frontend, its reconnects, reloads), but each bot costs a
+  renderer of 175-350 MB and much CPU: about fifteen fit on two cores. Use it for a pilot
+  of a few bots.
 """
 
 from __future__ import annotations
@@ -108,6 +115,28 @@ class Profile:
         return self._level(0.0, lo, hi)
 
 
+def think_delay(behaviour: str, think: float, rng: random.Random) -> float:
+    """Seconds a bot spends on a page before answering: uniform on 0.5-1.5 x `think`; speeders 0.2 s at most."""
+    if behaviour == "speeder":
+        return min(think, 0.2)
+    return rng.uniform(0.5, 1.5) * think if think > 0 else 0.0
+
+
+AGE_LABEL, COUNTRY_LABEL = "Your age in years", "Country you live in"
+#: The demographics page's single-choice questions, by label.
+CHOICE_LABELS = ("Gender", "Highest education completed", "Political orientation")
+
+
+def demographic_answers(rng: random.Random) -> dict[str, int | str]:
+    """A bot's demographics: the age, an option index per choice question, the country."""
+    from collection_app.pages import EDUCATION, GENDERS, POLITICS
+    out: dict[str, int | str] = {AGE_LABEL: rng.randint(18, 75)}
+    for label, options in zip(CHOICE_LABELS, (GENDERS, EDUCATION, POLITICS)):
+        out[label] = rng.randrange(len(options))
+    out[COUNTRY_LABEL] = rng.choice(["United Kingdom", "Germany", "Canada", "Kenya"])
+    return out
+
+
 def _responses_by_text(study_file: Path | None) -> dict[str, str]:
     from collection_app.study import load_study
     try:
@@ -153,10 +182,7 @@ class Bot:
         return key
 
     async def _think(self) -> None:
-        if self.behaviour == "speeder":
-            await asyncio.sleep(min(self.think, 0.2))
-        elif self.think > 0:
-            await asyncio.sleep(self.rng.uniform(0.5, 1.5) * self.think)
+        await asyncio.sleep(think_delay(self.behaviour, self.think, self.rng))
 
     @property
     def behaviour(self) -> str:
@@ -179,13 +205,11 @@ class Bot:
         await scope.locator("[data-testid='stRadioOption']").nth(index).click(timeout=self.timeout * 1000)
 
     async def _demographics(self) -> bool:
-        page, rng = self.page, self.rng
-        await page.get_by_label("Your age in years").fill(str(rng.randint(18, 75)))
-        from collection_app.pages import EDUCATION, GENDERS, POLITICS
-        for label, options in (("Gender", GENDERS), ("Highest education completed", EDUCATION),
-                               ("Political orientation", POLITICS)):
-            await self._pick(label, rng.randrange(len(options)))
-        await page.get_by_label("Country you live in").fill(rng.choice(["United Kingdom", "Germany", "Canada", "Kenya"]))
+        page, answers = self.page, demographic_answers(self.rng)
+        await page.get_by_label(AGE_LABEL).fill(str(answers[AGE_LABEL]))
+        for label in CHOICE_LABELS:
+            await self._pick(label, answers[label])
+        await page.get_by_label(COUNTRY_LABEL).fill(answers[COUNTRY_LABEL])
         await self._think()
         return await self._submit("demographics")
 
@@ -271,39 +295,52 @@ class Bot:
         return self.result
 
 
+async def schedule(n: int, play, *, concurrency: int | None, ramp: float | None, seed: int | None,
+                   on_result=None) -> list[BotResult]:
+    """Run ``play(i, rng)`` for i < n, at most `concurrency` at a time, starts spread over `ramp` s.
+
+    Shared by both drivers so that a seed gives the same bots (behaviour, rng) in each.
+    """
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(concurrency or n)
+    ramp = 0.1 * n if ramp is None else ramp
+
+    async def one(i):
+        await asyncio.sleep(ramp * i / max(n, 1))
+        async with gate:
+            result = await play(i, random.Random(rng.random()))
+            if on_result:
+                on_result(result)
+            return result
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 async def run_bots(url: str, n: int, *, concurrency: int | None = None, think: float = 3.0,
                    behaviours: tuple[str, ...] = ("consistent",), seed: int | None = None,
                    study_file: Path | None = None, timeout: float = 30.0, ramp: float | None = None,
                    browser=None, on_result=None) -> list[BotResult]:
-    """Run `n` bots against the app at `url`, at most `concurrency` at a time.
+    """Run `n` browser bots against the app at `url`, at most `concurrency` at a time.
 
     Bot i plays ``behaviours[i % len(behaviours)]``. Starts are spread over `ramp` seconds
     (default: 0.1 s per bot) so that arrivals look like a study going live.
     """
     from playwright.async_api import async_playwright
 
-    rng = random.Random(seed)
     value_of_response = _responses_by_text(study_file)
-    concurrency = concurrency or n
-    ramp = 0.1 * n if ramp is None else ramp
-    gate = asyncio.Semaphore(concurrency)
 
-    async def one(i, browser):
-        await asyncio.sleep(ramp * i / max(n, 1))
-        async with gate:
-            bot = Bot(browser, url, behaviours[i % len(behaviours)], think, random.Random(rng.random()),
-                      value_of_response, timeout)
-            result = await bot.play()
-            if on_result:
-                on_result(result)
-            return result
+    def go(browser):
+        async def play(i, rng):
+            bot = Bot(browser, url, behaviours[i % len(behaviours)], think, rng, value_of_response, timeout)
+            return await bot.play()
+        return schedule(n, play, concurrency=concurrency, ramp=ramp, seed=seed, on_result=on_result)
 
     if browser is not None:
-        return list(await asyncio.gather(*(one(i, browser) for i in range(n))))
+        return await go(browser)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            return list(await asyncio.gather(*(one(i, browser) for i in range(n))))
+            return await go(browser)
         finally:
             await browser.close()
 
@@ -360,6 +397,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a page")
     parser.add_argument("--json", type=Path, default=None, help="also write every bot's result here")
+    parser.add_argument("--driver", choices=("ws", "browser"), default="ws",
+                        help="ws: Streamlit's websocket protocol, light, for many bots (default); "
+                        "browser: headless Chromium, the real frontend, about 15 bots per 2 cores")
 
 
 def parse_behaviours(text: str) -> tuple[str, ...]:
@@ -375,13 +415,19 @@ def parse_behaviours(text: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise InputError(f"--n: {args.n}: must be at least 1")
-    if not Path(CHROMIUM).exists():
-        raise InputError(f"{CHROMIUM}: Chromium not found (install Debian's 'chromium' package or set VP_CHROMIUM)")
+    driver = getattr(args, "driver", "ws")
+    if driver == "browser" and not Path(CHROMIUM).exists():
+        raise InputError(f"{CHROMIUM}: Chromium not found (install Debian's 'chromium' package, set VP_CHROMIUM, "
+                         "or use --driver ws)")
     behaviours = parse_behaviours(args.behaviour)
+    if driver == "ws":
+        from collection_app.wsbot import run_bots as runner
+    else:
+        runner = run_bots
     from tqdm import tqdm
     bar = tqdm(total=args.n, desc="bots", unit="bot", file=sys.stderr)
     t0 = time.perf_counter()
-    results = asyncio.run(run_bots(args.url, args.n, concurrency=args.concurrency, think=args.think,
+    results = asyncio.run(runner(args.url, args.n, concurrency=args.concurrency, think=args.think,
                                    behaviours=behaviours, seed=args.seed, study_file=args.study,
                                    timeout=args.timeout, on_result=lambda r: bar.update(1)))
     bar.close()

@@ -1,0 +1,187 @@
+"""Websocket bots against `vp app` started as a subprocess: the real server, no browser."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+
+import pytest
+
+import instruments
+from valueportrait.storage import open_db
+
+from collection_app import bots, pages, store, wsbot
+from collection_app.study import load_study
+from collection_app.testing import Server, serve, write_small_study
+
+NASTY = ('<b>bold</b> **stars** $x^2$ :red[red] [link](https://example.com) '
+         '<a href="https://evil.example">click</a> <img src=x onerror=alert(1)> &amp; "quoted" # not a heading')
+
+
+def _items():
+    return [
+        {"portrait_id": 1001, "content": {"title": "Title", "text": "Text " + NASTY},
+         "outputs": [{"id": 1, "content": NASTY, "value": "Security"}, {"id": 2, "content": "A plain answer."}]},
+        {"portrait_id": 3001, "content": {"title": None, "text": "Is it fine?"},
+         "outputs": [{"id": 1, "content": "Yes."}, {"id": 2, "content": "No."}]},
+    ]
+
+
+def _study(tmp_path, target=50):
+    return write_small_study(tmp_path / "study", items=_items(), groups=2, target=target,
+                             checks=[{"id": "ac_pvq", "after": 5}, {"id": "ac_item_1", "after": 1}])
+
+
+def _stored(db, study, pid, step):
+    kind = step["kind"]
+    if kind in ("pvq21", "bfi10"):
+        rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
+                        (pid, kind, step["item_id"]))
+    elif kind == "check":
+        rows = db.query("SELECT answer FROM attention_checks WHERE participant_id=? AND check_id=?", (pid, step["check"]))
+    else:
+        portrait, option = step["key"].split("-")
+        rows = db.query("SELECT rating FROM ratings WHERE participant_id=? AND portrait_id=? AND option_id=?",
+                        (pid, portrait, int(option)))
+    return [row[0] for row in rows]
+
+
+def _check_db(db_path, study_file, results, *, all_acknowledged=True):
+    """Every acknowledged answer is in the database exactly once, with the value the bot gave."""
+    study = load_study(study_file)
+    with open_db(db_path) as db:
+        for r in results:
+            prog = store.load_progress(db, study, r.participant_id)
+            assert prog.status == "completed", (r.behaviour, r.failures, r.end_page)
+            steps = pages.question_steps(study, prog)
+            counts = pages.expected_counts(study, prog.group_id)
+            if all_acknowledged:  # (a kill can take the acknowledgement of a stored answer)
+                # Every question step was acknowledged to the bot (the demographics form has no value).
+                assert sorted(r.answers) == list(range(1, len(steps))), (r.behaviour, sorted(r.answers))
+            for index, given in r.answers.items():
+                assert _stored(db, study, r.participant_id, steps[index][1]) == [given["answer"]], (r.behaviour, index)
+            n = {t: db.query(f"SELECT COUNT(*) FROM {t} WHERE participant_id=?", (r.participant_id,))[0][0]
+                 for t in ("ratings", "instrument_answers", "attention_checks")}
+            assert n == {"ratings": counts["rating"], "instrument_answers": 31, "attention_checks": counts["check"]}
+        groups = [row[0] for row in db.query("SELECT COUNT(*) FROM participations GROUP BY group_id")]
+        assert max(groups) - min(groups) <= 1
+    return study
+
+
+def test_view_reads_markers_roles_and_unescapes_text():
+    from streamlit.proto.Html_pb2 import Html
+    import html
+    marker, statement = Html(), Html()
+    marker.body = '<div data-vp-step="7" data-vp-page="question" style="x">Page 8 of 40</div>'
+    statement.body = f'<div class="vp-plain" data-vp-role="statement" style="a: b;">{html.escape(NASTY, quote=True)}</div>'
+    view = wsbot.View.from_run({(0, 3): ("html", statement), (0, 1): ("html", marker)})
+    assert (view.page, view.step, view.key) == ("question", 7, "question:7")
+    assert view.roles == {"statement": NASTY}
+    assert wsbot.View.from_run({}).key == ""
+
+
+@pytest.mark.slow
+def test_ws_bots_of_every_behaviour_complete_and_store_each_answer_once(tmp_path):
+    study_file = _study(tmp_path)
+    behaviours = ("consistent", "random", "straightliner", "speeder", "attention_failer", "consistent")
+    with serve(tmp_path / "study.db", study=study_file, log=tmp_path / "server.log") as server:
+        results = asyncio.run(wsbot.run_bots(server.url, len(behaviours), think=0, behaviours=behaviours, seed=3,
+                                             study_file=study_file, timeout=20, ramp=0.5))
+    print(bots.summary(results, 0))
+    assert [r.behaviour for r in results] == list(behaviours)
+    for r in results:
+        assert r.completed and not r.failures, (r.behaviour, r.failures, r.end_page)
+        assert r.code == "TESTCODE1"  # the study file's code, read from the completion page
+        kinds = {k for k, _ in r.latencies}
+        assert {"load", "consent", "platform", "demographics", "question", "rating"} <= kinds
+    study = _check_db(tmp_path / "study.db", study_file, results)
+
+    # The bots read the texts as the study file has them: HTML and Markdown arrive literally.
+    seen = {a["text"] for r in results for a in r.answers.values()}
+    assert NASTY in seen and "A plain answer." in seen  # group G1 (half the bots) rates them
+    shown_items = {a["text"] for r in results for a in r.answers.values() if a["page"] == "rating"}
+    assert shown_items <= {i.response for i in study.items} | {c.text for c in study.checks.values()}
+    # Behaviours reach the database: the failer gets every check wrong, the consistent bots none.
+    expected = {c.id: c.expected for c in instruments.load_attention_checks()}
+    with open_db(tmp_path / "study.db") as db:
+        for r in results:
+            rows = db.query("SELECT check_id, answer FROM attention_checks WHERE participant_id=?", (r.participant_id,))
+            right = [answer == expected[check] for check, answer in rows]
+            if r.behaviour == "attention_failer":
+                assert not any(right)
+            elif r.behaviour == "consistent":
+                assert all(right)
+        straight = next(r for r in results if r.behaviour == "straightliner")
+        answers = db.query("SELECT DISTINCT answer FROM instrument_answers WHERE participant_id=? AND instrument='pvq21'",
+                           (straight.participant_id,))
+        assert len(answers) == 1
+
+
+def test_refresh_and_return_resume_at_the_first_unanswered_page(tmp_path):
+    study_file = _study(tmp_path)
+    value_of_response = bots._responses_by_text(study_file)
+    with serve(tmp_path / "study.db", study=study_file, log=tmp_path / "server.log") as server:
+        async def go():
+            out = []
+            for i, (behaviour, at) in enumerate((("refresher", 5), ("returner", 30))):
+                bot = wsbot.WsBot(server.url, behaviour, 0.0, random.Random(i), value_of_response, 20)
+                bot.disruption_at = at
+                out.append(await bot.play())
+            # The same link after completion shows the completion page again, with the same code.
+            again = wsbot.WsBot(server.url, "consistent", 0.0, random.Random(9), value_of_response, 20,
+                                participant_id=out[0].participant_id)
+            out.append(await again.play())
+            return out
+        results = asyncio.run(go())
+    refresher, returner, again = results
+    for r in (refresher, returner):
+        assert r.completed and not r.failures, (r.behaviour, r.failures)
+        assert r.reloads == 1 and len(r.resume_checks) == 1
+        left, seen = r.resume_checks[0]
+        assert seen == left  # a new session lands on the page it left, from the database alone
+    assert refresher.resume_checks[0][0] == 5 and returner.resume_checks[0][0] == 30
+    assert again.completed and again.code == refresher.code and not again.answers
+    _check_db(tmp_path / "study.db", study_file, [refresher, returner])
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_mid_study_ws_bots_finish_and_lose_nothing(tmp_path):
+    """kill -9 the server while websocket bots are mid-study, restart it: all finish, nothing lost."""
+    study_file = _study(tmp_path)
+    db_path = tmp_path / "study.db"
+    server = Server(db_path, study=study_file, log=tmp_path / "server.log").start()
+    behaviours = ("consistent", "refresher", "returner", "consistent", "speeder", "random")
+    results: list = []
+
+    def play():
+        results.extend(asyncio.run(wsbot.run_bots(server.url, len(behaviours), think=0.05, behaviours=behaviours,
+                                                  seed=1, study_file=study_file, timeout=8, ramp=0.5)))
+
+    thread = threading.Thread(target=play)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open_db(db_path) as db:
+                if db.count("instrument_answers") >= 60:
+                    break
+            time.sleep(0.1)
+        server.kill()
+        with open_db(db_path) as db:
+            stored_at_kill = db.count("instrument_answers") + db.count("ratings")
+        time.sleep(1.0)
+        server.start()
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    finally:
+        server.stop()
+    print(bots.summary(results, 0))
+    assert 60 <= stored_at_kill < 6 * 35  # killed mid-study, not after
+    assert len(results) == len(behaviours)
+    for r in results:
+        assert r.completed and r.code == "TESTCODE1", (r.behaviour, r.failures, r.end_page)
+        assert all(expected == seen for expected, seen in r.resume_checks), r.resume_checks
+    assert sum(len(r.recoveries) for r in results) >= 1  # the kill was felt and survived
+    _check_db(db_path, study_file, results, all_acknowledged=False)
