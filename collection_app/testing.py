@@ -9,11 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+
+from valueportrait.storage import open_db
 
 
 def free_port() -> int:
@@ -102,3 +105,32 @@ def write_small_study(folder: Path, *, items: list[dict], target: int = 50, grou
     path = folder / "study.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
     return path
+
+
+def kill_during(server: Server, db_path: Path, play, *, after_answers: int, wait: float = 60,
+                down: float = 1.0, finish: float = 300) -> int:
+    """Run `play()` in a thread; once `after_answers` instrument answers are stored, kill -9
+    the server, restart it on the same database and port, and wait for `play` to end.
+
+    Returns the number of answers (instrument answers + ratings) stored at the kill.
+    """
+    thread = threading.Thread(target=play)
+    thread.start()
+    try:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with open_db(db_path) as db:
+                if db.count("instrument_answers") >= after_answers:
+                    break
+            time.sleep(0.1)
+        server.kill()
+        with open_db(db_path) as db:
+            stored = db.count("instrument_answers") + db.count("ratings")
+        time.sleep(down)
+        server.start()
+        thread.join(timeout=finish)
+        if thread.is_alive():
+            raise AssertionError(f"the bots did not finish within {finish} s of the restart")
+    finally:
+        server.stop()
+    return stored

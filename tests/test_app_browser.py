@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store
 from collection_app.study import load_study
-from collection_app.testing import Server, serve, write_small_study
+from collection_app.testing import Server, kill_during, serve, write_small_study
 
 pytestmark = pytest.mark.browser
 
@@ -142,25 +141,8 @@ def test_kill_minus_nine_mid_study_loses_no_acknowledged_answer(chromium, tmp_pa
         results.extend(asyncio.run(bots.run_bots(server.url, len(behaviours), think=0.15, behaviours=behaviours,
                                                  seed=1, study_file=study_file, timeout=8, ramp=1.0)))
 
-    thread = threading.Thread(target=play)
     t0 = time.monotonic()
-    thread.start()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with open_db(db_path) as db:
-                if db.count("instrument_answers") >= 40:
-                    break
-            time.sleep(0.2)
-        server.kill()
-        with open_db(db_path) as db:
-            stored_at_kill = db.count("instrument_answers") + db.count("ratings")
-        time.sleep(1.5)
-        server.start()
-        thread.join(timeout=300)
-        assert not thread.is_alive()
-    finally:
-        server.stop()
+    stored_at_kill = kill_during(server, db_path, play, after_answers=40, wait=120, down=1.5, finish=300)
 
     print(bots.summary(results, time.monotonic() - t0))
     assert stored_at_kill >= 40

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
-import time
 
 import pytest
 
@@ -14,7 +12,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store, wsbot
 from collection_app.study import load_study
-from collection_app.testing import Server, serve, write_small_study
+from collection_app.testing import Server, kill_during, serve, write_small_study
 
 NASTY = ('<b>bold</b> **stars** $x^2$ :red[red] [link](https://example.com) '
          '<a href="https://evil.example">click</a> <img src=x onerror=alert(1)> &amp; "quoted" # not a heading')
@@ -159,24 +157,7 @@ def test_kill_minus_nine_mid_study_ws_bots_finish_and_lose_nothing(tmp_path):
         results.extend(asyncio.run(wsbot.run_bots(server.url, len(behaviours), think=0.05, behaviours=behaviours,
                                                   seed=1, study_file=study_file, timeout=8, ramp=0.5)))
 
-    thread = threading.Thread(target=play)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with open_db(db_path) as db:
-                if db.count("instrument_answers") >= 60:
-                    break
-            time.sleep(0.1)
-        server.kill()
-        with open_db(db_path) as db:
-            stored_at_kill = db.count("instrument_answers") + db.count("ratings")
-        time.sleep(1.0)
-        server.start()
-        thread.join(timeout=120)
-        assert not thread.is_alive()
-    finally:
-        server.stop()
+    stored_at_kill = kill_during(server, db_path, play, after_answers=60, wait=60, down=1.0, finish=120)
     print(bots.summary(results, 0))
     assert 60 <= stored_at_kill < 6 * 35  # killed mid-study, not after
     assert len(results) == len(behaviours)
