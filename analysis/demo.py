@@ -68,7 +68,7 @@ def score_llm(sim, processed: Path, llm_dir: Path, seed: int, personas: bool) ->
     if llm_dir.exists():
         shutil.rmtree(llm_dir)  # answers of an earlier bank would mix with this one's
     write_json_atomic(sim.truth.llm_profile, llm_dir / "profile.json")
-    runs = [(None, sim.truth.llm_profile)]
+    runs = [(None, None)]  # (persona text, the persona's profile): first the model as itself
     persona_rows = []
     if personas:
         for attribute, groups in persona_profiles(sim).items():
@@ -80,7 +80,7 @@ def score_llm(sim, processed: Path, llm_dir: Path, seed: int, personas: bool) ->
     asked = 0
     for persona, profile in runs:
         backend = SimulatedBackend(sim.truth.llm_profile, prompts.labels, seed=seed, noise=0.3, model=LLM_MODEL,
-                                   persona_profile=profile if persona else None)
+                                   persona_profile=profile)
         stats, _ = run_llm(items, backend, LLM_MODEL, out_dir=llm_dir, prompts=prompts, persona=persona,
                            concurrency=8, progress=persona is None)
         asked += stats.questions
@@ -119,7 +119,7 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
     llm = profiles[(profiles["model"] == LLM_MODEL) & (profiles["family"] == "pvq")].set_index("dimension")["centered_mean"]
     true_llm = pd.Series(sim.truth.llm_profile)
     return {
-        "rule": "rho >= 0.3 and p < 0.05" + f"; fdr: also BH q < {alpha} within each family",
+        "rule": f"rho >= 0.3 and p < {alpha}; fdr: also BH q < {alpha} within each family",
         "selection_precision": rule["precision"],
         "selection_recall": rule["recall"],
         "fdr_selection_precision": rule_fdr["precision"],
