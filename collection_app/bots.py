@@ -146,30 +146,123 @@ def _responses_by_text(study_file: Path | None) -> dict[str, str]:
     return {i.response: i.value for i in study.items if i.value}
 
 
-class Bot:
-    def __init__(self, browser, base_url: str, behaviour: str, think: float, rng: random.Random,
-                 value_of_response: dict[str, str], timeout: float, participant_id: str | None = None):
-        self.browser, self.base_url, self.think, self.rng, self.timeout = browser, base_url, think, rng, timeout
+END_PAGES = ("full", "declined", "timed-out", "bad-link")
+
+
+class Participant:
+    """What every bot does, whatever drives the app: the flow through the pages, the answers
+    from its behaviour, the disruption, the recovery when the server goes away.
+
+    A driver (the browser :class:`Bot`, the websocket ``collection_app.wsbot.WsBot``) supplies
+    the hooks: ``_open(kind)``, ``_close()``, ``_where() -> (page, step, key)``,
+    ``_completion_code()``, ``_press(kind, label)``, ``_demographics()``,
+    ``_question(kind, step)`` and ``_disrupt(step)``; ``retryable`` names the errors that
+    mean "no new page" rather than a broken bot.
+    """
+
+    retryable: tuple[type[BaseException], ...] = (Exception,)
+
+    def __init__(self, behaviour: str, think: float, rng: random.Random, value_of_response: dict[str, str],
+                 timeout: float, participant_id: str | None = None):
+        self.think, self.rng, self.timeout = think, rng, timeout
+        # The same draws in the same order for every driver, so a seed makes the same person.
         self.profile = Profile(behaviour, rng, value_of_response)
         pid = participant_id or secrets.token_hex(12)
         self.result = BotResult(pid, behaviour)
-        query = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "5f0c" + "0" * 20, "SESSION_ID": secrets.token_hex(12)})
-        self.url = base_url.rstrip("/") + "/?" + query
-        self.context = self.page = None
-        self.state = ""
+        self.query = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "5f0c" + "0" * 20, "SESSION_ID": secrets.token_hex(12)})
         self.disruption_at = rng.randint(15, 40) if behaviour in ("refresher", "returner") else None
 
+    @property
+    def behaviour(self) -> str:
+        return self.result.behaviour
+
+    async def _think(self) -> None:
+        await asyncio.sleep(think_delay(self.behaviour, self.think, self.rng))
+
+    async def _rate(self, kind: str, step: int, text: str, n_options: int, choose) -> bool:
+        """Answer a statement or response shown as `text` on a 1..n_options scale: pick the
+        behaviour's answer, think, ``await choose(index)`` (True when a new page came), record it."""
+        answer = self.profile.answer(kind, text, 1, n_options)
+        await self._think()
+        ok = await choose(answer - 1)
+        if ok:
+            self.result.answers[step] = {"page": kind, "text": text, "answer": answer}
+        return ok
+
+    def _stuck_detail(self) -> str:
+        return ""
+
+    async def play(self) -> BotResult:
+        try:
+            await self._open("load")
+            stuck = 0
+            while True:
+                page_kind, step, _ = self._where()
+                if page_kind == "completion":
+                    self.result.completed = True
+                    self.result.code = await self._completion_code()
+                    break
+                if page_kind in END_PAGES:
+                    self.result.failures.append(f"ended on the {page_kind} page")
+                    break
+                if self.disruption_at is not None and step is not None and step >= self.disruption_at:
+                    await self._disrupt(step)
+                    continue
+                try:
+                    if page_kind == "consent":
+                        await self._think()
+                        ok = await self._press("consent", "I agree")
+                    elif page_kind == "platform":
+                        ok = await self._press("platform", "Start the study")
+                    elif page_kind == "demographics":
+                        ok = await self._demographics()
+                    elif page_kind in ("question", "rating"):
+                        ok = await self._question(page_kind, step)
+                    else:  # no marker: an error, or a page this bot does not know
+                        ok = False
+                except self.retryable:  # an element that never came
+                    ok = False
+                if ok:
+                    stuck = 0
+                    continue
+                # No new page in time: the server may have died. Open the link again, like a
+                # person would, and carry on from wherever the database says we are.
+                stuck += 1
+                where = self._where()[2] or "(no page)"
+                if stuck > 5:
+                    raise TimeoutError(f"no progress at {where}{self._stuck_detail()}")
+                self.result.recoveries.append(f"no new page at {where}; reopened")
+                await self._open("reload")
+        except Exception as exc:  # noqa: BLE001 - a bot reports, never crashes the run
+            self.result.failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        finally:
+            self.result.end_page = self._where()[2]
+            await self._close()
+        return self.result
+
+
+class Bot(Participant):
+    """A participant in a headless Chromium context."""
+
+    def __init__(self, browser, base_url: str, behaviour: str, think: float, rng: random.Random,
+                 value_of_response: dict[str, str], timeout: float, participant_id: str | None = None):
+        super().__init__(behaviour, think, rng, value_of_response, timeout, participant_id)
+        self.browser = browser
+        self.url = base_url.rstrip("/") + "/?" + self.query
+        self.context = self.page = None
+        self.state = ""
+
     # -- plumbing -------------------------------------------------------------------------
-    async def _open(self) -> None:
+    async def _open(self, kind: str = "load") -> None:
         if self.context is None:
             self.context = await self.browser.new_context()
             self.page = await self.context.new_page()
         for attempt in range(30):
             try:
                 await self.page.goto(self.url, timeout=self.timeout * 1000)
-                self.state = await self._settle("", "load")
+                self.state = await self._settle("", kind)
                 return
-            except Exception as exc:  # the server may be restarting: try again
+            except Exception:  # the server may be restarting: try again
                 if attempt == 29:
                     raise
                 await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
@@ -181,12 +274,20 @@ class Bot:
         self.result.latencies.append((kind, time.perf_counter() - t0))
         return key
 
-    async def _think(self) -> None:
-        await asyncio.sleep(think_delay(self.behaviour, self.think, self.rng))
+    async def _close(self) -> None:
+        if self.context is not None:
+            context, self.context = self.context, None
+            await context.close()
 
-    @property
-    def behaviour(self) -> str:
-        return self.result.behaviour
+    def _where(self) -> tuple[str, int | None, str]:
+        page_kind, _, step = self.state.partition(":")
+        return page_kind, int(step) if step else None, self.state
+
+    async def _completion_code(self) -> str:
+        return (await self.page.locator("[data-vp-role='completion-code']").inner_text()).strip()
+
+    async def _press(self, kind: str, label: str) -> bool:
+        return await self._submit(kind, label)
 
     async def _submit(self, kind: str, button: str = "Next") -> bool:
         """Press a button and wait for a new page; False if the page did not change in time."""
@@ -222,14 +323,12 @@ class Bot:
         n_options = await options.count()
         if n_options < 2:
             return False
-        scale_lo, scale_hi = 1, n_options
-        answer = self.profile.answer(kind, text, scale_lo, scale_hi)
-        await self._think()
-        await self._pick(None, answer - scale_lo)
-        ok = await self._submit(kind)
-        if ok:
-            self.result.answers[step] = {"page": kind, "text": text, "answer": answer}
-        return ok
+
+        async def choose(index: int) -> bool:
+            await self._pick(None, index)
+            return await self._submit(kind)
+
+        return await self._rate(kind, step, text, n_options, choose)
 
     async def _disrupt(self, step: int) -> None:
         """Refresh, or close the browser and come back later with the same link."""
@@ -246,53 +345,6 @@ class Bot:
             self.state = await self._settle("", "reload")
         seen = int(self.state.split(":")[1]) if self.state.split(":")[1:] and self.state.split(":")[1] else -1
         self.result.resume_checks.append((step, seen))
-
-    async def play(self) -> BotResult:
-        try:
-            await self._open()
-            stuck = 0
-            while True:
-                page_kind, _, step_s = self.state.partition(":")
-                step = int(step_s) if step_s else -1
-                if page_kind == "completion":
-                    self.result.completed = True
-                    self.result.code = (await self.page.locator("[data-vp-role='completion-code']").inner_text()).strip()
-                    break
-                if page_kind in ("full", "declined", "timed-out", "bad-link"):
-                    self.result.failures.append(f"ended on the {page_kind} page")
-                    break
-                if self.disruption_at is not None and step >= self.disruption_at:
-                    await self._disrupt(step)
-                    continue
-                try:
-                    if page_kind == "consent":
-                        await self._think()
-                        ok = await self._submit("consent", "I agree")
-                    elif page_kind == "platform":
-                        ok = await self._submit("platform", "Start the study")
-                    elif page_kind == "demographics":
-                        ok = await self._demographics()
-                    else:
-                        ok = await self._question(page_kind, step)
-                except Exception:  # noqa: BLE001 - an element that never came: reload, like a person would
-                    ok = False
-                if ok:
-                    stuck = 0
-                    continue
-                # No new page in time: the server may have died. Reload and carry on from
-                # wherever the database says we are.
-                stuck += 1
-                if stuck > 5:
-                    raise TimeoutError(f"no progress at {self.state}")
-                self.result.recoveries.append(f"no response at {self.state}; reloaded")
-                await self._open()
-        except Exception as exc:  # noqa: BLE001 - a bot reports, never crashes the run
-            self.result.failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        finally:
-            self.result.end_page = self.state
-            if self.context is not None:
-                await self.context.close()
-        return self.result
 
 
 async def schedule(n: int, play, *, concurrency: int | None, ramp: float | None, seed: int | None,

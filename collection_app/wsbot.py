@@ -27,11 +27,10 @@ import asyncio
 import html
 import random
 import re
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -39,13 +38,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from collection_app import bots
-from collection_app.bots import BotResult, Profile
+from collection_app.bots import BotResult, Participant
 
 _MARK_PAGE = re.compile(r'data-vp-page="([^"]*)"')
 _MARK_STEP = re.compile(r'data-vp-step="(\d+)"')
 _ROLE = re.compile(r'<div[^>]*\bdata-vp-role="([^"]+)"[^>]*>(.*?)</div>', re.S)
 _WIDGETS = ("radio", "selectbox", "number_input", "text_input", "button")
-_END_PAGES = ("full", "declined", "timed-out", "bad-link")
 
 
 class StuckError(Exception):
@@ -158,24 +156,17 @@ class Connection:
                 return View.from_run(by_path)
 
 
-class WsBot:
+class WsBot(Participant):
     """One simulated participant over the websocket protocol (see the module docstring)."""
+
+    retryable = (LookupError,)  # a widget missing from the page
 
     def __init__(self, base_url: str, behaviour: str, think: float, rng: random.Random,
                  value_of_response: dict[str, str], timeout: float, participant_id: str | None = None):
-        self.base_url, self.think, self.rng, self.timeout = base_url, think, rng, timeout
-        # Same draws in the same order as the browser bot, so a seed makes the same person.
-        self.profile = Profile(behaviour, rng, value_of_response)
-        pid = participant_id or secrets.token_hex(12)
-        self.result = BotResult(pid, behaviour)
-        self.query = urlencode({"PROLIFIC_PID": pid, "STUDY_ID": "5f0c" + "0" * 20, "SESSION_ID": secrets.token_hex(12)})
-        self.disruption_at = rng.randint(15, 40) if behaviour in ("refresher", "returner") else None
+        super().__init__(behaviour, think, rng, value_of_response, timeout, participant_id)
+        self.base_url = base_url
         self.conn: Connection | None = None
         self.view = View()
-
-    @property
-    def behaviour(self) -> str:
-        return self.result.behaviour
 
     # -- plumbing -------------------------------------------------------------------------
     async def _open(self, kind: str = "load") -> None:
@@ -202,8 +193,17 @@ class WsBot:
             except Exception:  # noqa: BLE001 - a dead connection is closed enough
                 pass
 
-    async def _think(self) -> None:
-        await asyncio.sleep(bots.think_delay(self.behaviour, self.think, self.rng))
+    def _where(self) -> tuple[str, int | None, str]:
+        return self.view.page, self.view.step, self.view.key
+
+    async def _completion_code(self) -> str | None:
+        return (self.view.roles.get("completion-code") or "").strip() or None
+
+    async def _press(self, kind: str, label: str) -> bool:
+        return await self._submit(kind, [(self._button(label).id, "trigger_value", True)])
+
+    def _stuck_detail(self) -> str:
+        return f": {self.view.error}" if self.view.error else ""
 
     async def _submit(self, kind: str, states: list[tuple[str, str, object]]) -> bool:
         """Send a rerun; True if a new page came back (the answer before it is stored)."""
@@ -238,14 +238,12 @@ class WsBot:
         if text is None or len(radios) != 1 or len(radios[0].options) < 2:
             return False
         radio = radios[0]
-        scale_lo, scale_hi = 1, len(radio.options)
-        answer = self.profile.answer(kind, text, scale_lo, scale_hi)
-        await self._think()
-        ok = await self._submit(kind, [(radio.id, "string_value", radio.options[answer - scale_lo]),
-                                       (self._button("Next").id, "trigger_value", True)])
-        if ok:
-            self.result.answers[step] = {"page": kind, "text": text, "answer": answer}
-        return ok
+
+        async def choose(index: int) -> bool:
+            return await self._submit(kind, [(radio.id, "string_value", radio.options[index]),
+                                             (self._button("Next").id, "trigger_value", True)])
+
+        return await self._rate(kind, step, text, len(radio.options), choose)
 
     async def _disrupt(self, step: int) -> None:
         """Reload (a new session on the same link), or leave and come back later."""
@@ -257,54 +255,6 @@ class WsBot:
         await self._open("reload" if self.behaviour == "refresher" else "load")
         seen = self.view.step if self.view.step is not None else -1
         self.result.resume_checks.append((step, seen))
-
-    async def play(self) -> BotResult:
-        try:
-            await self._open()
-            stuck = 0
-            while True:
-                page_kind, step = self.view.page, self.view.step
-                if page_kind == "completion":
-                    self.result.completed = True
-                    self.result.code = (self.view.roles.get("completion-code") or "").strip() or None
-                    break
-                if page_kind in _END_PAGES:
-                    self.result.failures.append(f"ended on the {page_kind} page")
-                    break
-                if self.disruption_at is not None and step is not None and step >= self.disruption_at:
-                    await self._disrupt(step)
-                    continue
-                try:
-                    if page_kind == "consent":
-                        await self._think()
-                        ok = await self._submit("consent", [(self._button("I agree").id, "trigger_value", True)])
-                    elif page_kind == "platform":
-                        ok = await self._submit("platform", [(self._button("Start the study").id, "trigger_value", True)])
-                    elif page_kind == "demographics":
-                        ok = await self._demographics()
-                    elif page_kind in ("question", "rating"):
-                        ok = await self._question(page_kind, step)
-                    else:  # no marker: an error, or a page this bot does not know
-                        ok = False
-                except LookupError:  # a widget missing from the page
-                    ok = False
-                if ok:
-                    stuck = 0
-                    continue
-                # No new page: the server may have died, or the page came back with an
-                # error. Open the link again and carry on from where the database says.
-                stuck += 1
-                if stuck > 5:
-                    raise TimeoutError(f"no progress at {self.view.key or '(no page)'}"
-                                       + (f": {self.view.error}" if self.view.error else ""))
-                self.result.recoveries.append(f"no new page at {self.view.key or '(no page)'}; reopened")
-                await self._open("reload")
-        except Exception as exc:  # noqa: BLE001 - a bot reports, never crashes the run
-            self.result.failures.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        finally:
-            self.result.end_page = self.view.key
-            await self._close()
-        return self.result
 
 
 async def run_bots(url: str, n: int, *, concurrency: int | None = None, think: float = 3.0,
