@@ -200,6 +200,18 @@ def step_circumplex(ctx: Context) -> None:
     ctx.write_csv("circumplex.csv", circumplex_table(ctx.correlations))
 
 
+def step_intended(ctx: Context) -> None:
+    from analysis.intended import intended_value_check, intended_values, summary
+
+    intended = intended_values(ctx.study.items)
+    if intended.empty:  # the release's items, say: nothing to check
+        ctx.counts["intended_values"] = {"items": 0}
+        return
+    check = intended_value_check(intended, ctx.correlations, ctx.selection)
+    ctx.write_csv("intended_values.csv", check)
+    ctx.counts["intended_values"] = summary(check)
+
+
 Step = tuple[str, Callable[[Context], None], bool]  # name, function, required
 
 #: The analysis, in order. Required steps stop the analysis on failure; the others record
@@ -216,11 +228,12 @@ STEPS: list[Step] = [
     ("cfa", step_cfa, False),
     ("replication", step_replication, False),
     ("circumplex", step_circumplex, False),
+    ("intended", step_intended, False),
 ]
 OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
 STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 #: Rough relative cost on the release, to start the longest optional steps first.
-STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0}
+STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0, "intended": 0}
 
 
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",

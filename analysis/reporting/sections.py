@@ -399,8 +399,33 @@ def selected_items(inp: Inputs) -> str:
     if rep_pairs is None:
         out.append(missing("No replication.csv: the split-half replication rate comes from vp analyze's "
                            "replication step."))
+    out.append(_intended(inp))
     out.append(_item_lists(merged, inp, ci_kind))
     return "".join(out)
+
+
+def _intended(inp: Inputs) -> str:
+    """How often an item's ratings confirmed the value its response was written for."""
+    check = inp.csv("intended_values.csv")
+    if check is None or check.empty:
+        return ""
+    n = len(check)
+    confirmed, points = int(check["confirmed"].sum()), int(check["points_to_intended"].sum())
+    per_value = (check.groupby("intended_value")
+                 .agg(items=("confirmed", "size"), confirmed=("confirmed", "mean"),
+                      points_to_intended=("points_to_intended", "mean"), median_rank=("intended_rank", "median"))
+                 .reset_index().rename(columns={"intended_value": "dimension"}))
+    per_value.insert(0, "family", "pvq")
+    return ("<h3>Intended values</h3>"
+            + para(f"{n:,} items record the value their response was written to express. The ratings keyed "
+                   f"{confirmed:,} of them ({confirmed / n:.0%}) to that value, and for {points:,} ({points / n:.0%}) "
+                   "it was the value they correlated with most (chance: 10%).")
+            + table(_order_dims(per_value), formats={"items": _int, "confirmed": _pct, "points_to_intended": _pct,
+                                                     "median_rank": _f(1)},
+                    headers={"confirmed": "keyed to it", "points_to_intended": "highest rho",
+                             "median_rank": "median rank of 10"},
+                    caption="Per intended value: the share of its items the analysis keyed to it, and the share "
+                            "whose highest correlation was with it."))
 
 
 def _ci_columns(frame: pd.DataFrame):
