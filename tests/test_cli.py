@@ -28,7 +28,7 @@ def test_unknown_command(capsys):
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["score-instruments"])
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_command_help(name, capsys):
     with pytest.raises(SystemExit) as exc:
         main([name, "--help"])
