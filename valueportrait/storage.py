@@ -25,6 +25,8 @@ from pathlib import Path
 import pandas as pd
 import sqlite_utils
 
+from valueportrait.errors import InputError
+
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 
@@ -335,11 +337,9 @@ class StudyDB:
         where = self.path or ":memory:"
         if study_id is not None:
             if study_id not in ids:
-                from valueportrait.errors import InputError
                 raise InputError(f"{where}: study_id: {study_id!r} is not in the database (it has {', '.join(ids) or 'none'})")
             return study_id
         if len(ids) != 1:
-            from valueportrait.errors import InputError
             raise InputError(f"{where}: studies: {'no study' if not ids else 'several studies (' + ', '.join(ids) + ')'}: name one with --study")
         return ids[0]
 
