@@ -27,7 +27,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store, wsbot
 from collection_app.study import load_study
-from collection_app.testing import Server
+from collection_app.testing import Server, stored_answers
 
 
 def _tree_rss_kb(root: int, exclude: set[int]) -> int:
@@ -84,18 +84,7 @@ def verify(db_path: Path, study, results) -> dict:
             prog = store.load_progress(db, study, r.participant_id)
             steps = pages.question_steps(study, prog)
             for index, given in r.answers.items():
-                step = steps[index][1]
-                if step["kind"] in ("pvq21", "bfi10"):
-                    rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
-                                    (r.participant_id, step["kind"], step["item_id"]))
-                elif step["kind"] == "check":
-                    rows = db.query("SELECT answer FROM attention_checks WHERE participant_id=? AND check_id=?",
-                                    (r.participant_id, step["check"]))
-                else:
-                    portrait, option = step["key"].split("-")
-                    rows = db.query("SELECT rating FROM ratings WHERE participant_id=? AND portrait_id=? AND option_id=?",
-                                    (r.participant_id, portrait, int(option)))
-                lost += [row[0] for row in rows] != [given["answer"]]
+                lost += stored_answers(db, r.participant_id, steps[index][1]) != [given["answer"]]
             if prog.group_id:
                 want = pages.expected_counts(study, prog.group_id)
                 got = db.query("SELECT COUNT(*) FROM ratings WHERE participant_id=?", (r.participant_id,))[0][0]

@@ -134,3 +134,20 @@ def kill_during(server: Server, db_path: Path, play, *, after_answers: int, wait
     finally:
         server.stop()
     return stored
+
+
+def stored_answers(db, participant_id: str, step: dict) -> list:
+    """Every answer stored for one question step of a participant (a PVQ/BFI item, an
+    attention check or an item rating): exactly one when nothing was lost or doubled."""
+    kind = step["kind"]
+    if kind in ("pvq21", "bfi10"):
+        rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
+                        (participant_id, kind, step["item_id"]))
+    elif kind == "check":
+        rows = db.query("SELECT answer FROM attention_checks WHERE participant_id=? AND check_id=?",
+                        (participant_id, step["check"]))
+    else:
+        portrait, option = step["key"].split("-")
+        rows = db.query("SELECT rating FROM ratings WHERE participant_id=? AND portrait_id=? AND option_id=?",
+                        (participant_id, portrait, int(option)))
+    return [row[0] for row in rows]

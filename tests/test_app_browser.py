@@ -17,7 +17,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store
 from collection_app.study import load_study
-from collection_app.testing import Server, kill_during, serve, write_small_study
+from collection_app.testing import Server, kill_during, serve, stored_answers, write_small_study
 
 pytestmark = pytest.mark.browser
 
@@ -160,18 +160,7 @@ def test_kill_minus_nine_mid_study_loses_no_acknowledged_answer(chromium, tmp_pa
             steps = pages.question_steps(study, prog)
             for index, given in r.answers.items():
                 step = steps[index][1]
-                kind = step["kind"]
-                if kind in ("pvq21", "bfi10"):
-                    rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
-                                    (r.participant_id, kind, step["item_id"]))
-                elif kind == "check":
-                    rows = db.query("SELECT answer FROM attention_checks WHERE participant_id=? AND check_id=?",
-                                    (r.participant_id, step["check"]))
-                else:
-                    pid_, opt = step["key"].split("-")
-                    rows = db.query("SELECT rating FROM ratings WHERE participant_id=? AND portrait_id=? AND option_id=?",
-                                    (r.participant_id, pid_, int(opt)))
-                assert [row[0] for row in rows] == [given["answer"]], (r.participant_id, index, step)
+                assert stored_answers(db, r.participant_id, step) == [given["answer"]], (r.participant_id, index, step)
             counts = pages.expected_counts(study, prog.group_id)
             assert db.query("SELECT COUNT(*) FROM ratings WHERE participant_id=?", (r.participant_id,))[0][0] == counts["rating"]
             assert db.query("SELECT COUNT(*) FROM instrument_answers WHERE participant_id=?", (r.participant_id,))[0][0] == 31

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import instruments as inst
 from analysis.intended import intended_value_check, intended_values, summary

@@ -12,7 +12,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store, wsbot
 from collection_app.study import load_study
-from collection_app.testing import Server, kill_during, serve, write_small_study
+from collection_app.testing import Server, kill_during, serve, stored_answers, write_small_study
 
 NASTY = ('<b>bold</b> **stars** $x^2$ :red[red] [link](https://example.com) '
          '<a href="https://evil.example">click</a> <img src=x onerror=alert(1)> &amp; "quoted" # not a heading')
@@ -32,20 +32,6 @@ def _study(tmp_path, target=50):
                              checks=[{"id": "ac_pvq", "after": 5}, {"id": "ac_item_1", "after": 1}])
 
 
-def _stored(db, study, pid, step):
-    kind = step["kind"]
-    if kind in ("pvq21", "bfi10"):
-        rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
-                        (pid, kind, step["item_id"]))
-    elif kind == "check":
-        rows = db.query("SELECT answer FROM attention_checks WHERE participant_id=? AND check_id=?", (pid, step["check"]))
-    else:
-        portrait, option = step["key"].split("-")
-        rows = db.query("SELECT rating FROM ratings WHERE participant_id=? AND portrait_id=? AND option_id=?",
-                        (pid, portrait, int(option)))
-    return [row[0] for row in rows]
-
-
 def _check_db(db_path, study_file, results, *, all_acknowledged=True):
     """Every acknowledged answer is in the database exactly once, with the value the bot gave."""
     study = load_study(study_file)
@@ -59,7 +45,7 @@ def _check_db(db_path, study_file, results, *, all_acknowledged=True):
                 # Every question step was acknowledged to the bot (the demographics form has no value).
                 assert sorted(r.answers) == list(range(1, len(steps))), (r.behaviour, sorted(r.answers))
             for index, given in r.answers.items():
-                assert _stored(db, study, r.participant_id, steps[index][1]) == [given["answer"]], (r.behaviour, index)
+                assert stored_answers(db, r.participant_id, steps[index][1]) == [given["answer"]], (r.behaviour, index)
             n = {t: db.query(f"SELECT COUNT(*) FROM {t} WHERE participant_id=?", (r.participant_id,))[0][0]
                  for t in ("ratings", "instrument_answers", "attention_checks")}
             assert n == {"ratings": counts["rating"], "instrument_answers": 31, "attention_checks": counts["check"]}
