@@ -31,10 +31,13 @@ true loadings are ``L_v = A cos(theta_v - phi)`` (an item written for value V lo
 less on V's neighbours, negatively on the opposite values). Kinds: ``none`` (A = 0),
 ``weak`` (small A, random angle), ``single`` (angle at one value) and ``double`` (angle
 midway between two adjacent values). Ratings:
-``r* = d_i + sum_v L_iv z_pv + s_p + e``, ``e ~ N(0, rating_noise_sd)``, where ``z`` is the
+``r* = d_i + sum_v L_iv z_pv + w_i s_p + e``, ``e ~ N(0, rating_noise_sd)``, where ``z`` is the
 person's standardised true centred value profile and ``s_p`` the person's rating style
 (acquiescence plus small links to Self-Enhancement and to Agreeableness,
-Conscientiousness and low Neuroticism, as seen in the release, plus noise). The five
+Conscientiousness and low Neuroticism, as seen in the release, plus noise). Items differ in
+how much they follow that style: ``w_i ~ Gamma`` with mean 1 and SD `style_item_sd`
+(the release's item-rest correlations spread more than equal weights allow: SD 0.166
+against 0.13; 0.35 reproduces it). The five
 thresholds are solved so that the expected rating distribution equals
 `SimulationConfig.rating_shares` (the release's).
 
@@ -192,10 +195,11 @@ class SimulationConfig:
     rating_noise_sd: float = 1.0
     rating_shares: tuple[float, ...] = (0.0646, 0.1202, 0.1405, 0.2289, 0.2774, 0.1683)  # the release's
     # rating style s_p (latent rating points): acquiescence weight, links, residual SD
-    style_acquiescence: float = 0.85
+    style_acquiescence: float = 0.95
     style_self_enhancement: float = 0.20   # per SD of the centred Self-Enhancement direction
     style_bfi: tuple[float, ...] = (0.02, 0.22, 0.0, 0.0, 0.0)  # per trait SD, TRAITS order
     style_sd: float = 0.10
+    style_item_sd: float = 0.35            # SD over items of their weight w_i on s_p (mean 1)
     # bad respondents (shares of unique participants) and the two-group participant
     straight_liner_share: float = 0.02
     speeder_share: float = 0.02
@@ -207,6 +211,7 @@ class SimulationConfig:
     # truth
     population_n: int = 100_000
     llm_seed: int | None = None         # None: the study seed
+    raters_seed: int | None = None      # None: the study seed; else fresh raters for the same items
     persona_gap_factor: float = 2.0
 
     def __post_init__(self):
@@ -454,6 +459,7 @@ def _draw_items(config: SimulationConfig, model: _Model, rng: np.random.Generato
     angle = np.mod(angle, 2 * np.pi)
     loadings = amp[:, None] * unit_direction(angle, th, model.z_cov)
     difficulty = rng.normal(0.0, config.difficulty_sd, n_items)
+    style_weight = _style_weights(config.style_item_sd, n_items, rng)
 
     q = np.repeat(np.arange(n_q), n_r)
     items = pd.DataFrame({
@@ -464,6 +470,7 @@ def _draw_items(config: SimulationConfig, model: _Model, rng: np.random.Generato
         "amplitude": amp,
         "angle_deg": np.where(kind == 0, np.nan, np.rad2deg(angle)),
         "difficulty": difficulty,
+        "style_weight": style_weight,
         # object columns: a missing value stays None (pandas 3 would turn it into NaN in a str column)
         "intended_value": pd.Series(np.where(kind >= 2, np.array(VALUES)[anchor], None), dtype=object),
         "second_value": pd.Series(np.where(kind == 3, np.array(VALUES)[neighbour], None), dtype=object),
@@ -471,6 +478,14 @@ def _draw_items(config: SimulationConfig, model: _Model, rng: np.random.Generato
     for j, v in enumerate(VALUES):
         items[f"L_{v}"] = loadings[:, j]
     return items
+
+
+def _style_weights(sd: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Each item's sensitivity to the rater's style: Gamma with mean 1 and SD `sd` (1 when 0)."""
+    if sd <= 0:
+        return np.ones(n)
+    shape = 1.0 / sd**2
+    return rng.gamma(shape, 1.0 / shape, n)
 
 
 def _loadings(items: pd.DataFrame) -> np.ndarray:
@@ -489,7 +504,7 @@ def _rating_thresholds(config: SimulationConfig, model: _Model, items: pd.DataFr
     zs = np.column_stack([people.z, people.style])
     cov = np.cov(zs, rowvar=False)
     mean = zs.mean(axis=0)
-    w = np.column_stack([_loadings(items), np.ones(len(items))])
+    w = np.column_stack([_loadings(items), items["style_weight"].to_numpy()])
     mu = items["difficulty"].to_numpy() + w @ mean
     sd = np.sqrt(np.einsum("ij,jk,ik->i", w, cov, w) + config.rating_noise_sd**2)
     target = np.cumsum(config.rating_shares)[:-1]
@@ -501,10 +516,10 @@ def _rating_thresholds(config: SimulationConfig, model: _Model, items: pd.DataFr
     return (lo + hi) / 2
 
 
-def _ratings(people: _People, loadings: np.ndarray, difficulty: np.ndarray, thresholds: np.ndarray,
-             config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
-    """Ratings 1..6 (people x items): ``r* = d + L z + s + e`` cut at the thresholds."""
-    latent = (difficulty[None, :] + people.z @ loadings.T + people.style[:, None]
+def _ratings(people: _People, loadings: np.ndarray, difficulty: np.ndarray, style_weight: np.ndarray,
+             thresholds: np.ndarray, config: SimulationConfig, rng: np.random.Generator) -> np.ndarray:
+    """Ratings 1..6 (people x items): ``r* = d + L z + w s + e`` cut at the thresholds."""
+    latent = (difficulty[None, :] + people.z @ loadings.T + people.style[:, None] * style_weight[None, :]
               + rng.normal(0.0, config.rating_noise_sd, (len(people.style), len(difficulty))))
     return (np.searchsorted(thresholds, latent) + 1).astype(np.int8)
 
@@ -575,13 +590,13 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _population_chunks(rho, z, style, loadings, difficulty, noise, thresholds, rank_scores, chunk) -> None:
+def _population_chunks(rho, z, style, loadings, difficulty, style_weight, noise, thresholds, rank_scores, chunk) -> None:
     n = len(style)
     for c, start in enumerate(range(0, len(rho), chunk)):
         sl = slice(start, min(start + chunk, len(rho)))
         m = sl.stop - sl.start
         e = noise[:, :m] if c == 0 else np.roll(noise[:, :m], (c * 7919) % n, axis=0)
-        latent = z @ loadings[sl].T + difficulty[sl] + style[:, None] + e
+        latent = z @ loadings[sl].T + difficulty[sl] + style[:, None] * style_weight[sl] + e
         rho[sl] = spearman_ordinal(latent, thresholds, rank_scores)
 
 
@@ -604,11 +619,12 @@ def _population(config: SimulationConfig, model: _Model, items: pd.DataFrame, th
     rank_scores = _standardised_ranks(scores.to_numpy()).astype(np.float32)
     loadings = _loadings(items).astype(np.float32)
     difficulty = items["difficulty"].to_numpy().astype(np.float32)
+    style_weight = items["style_weight"].to_numpy().astype(np.float32)
     z, style = people.z.astype(np.float32), people.style.astype(np.float32)
     noise = rng.standard_normal((n, min(chunk, len(items))), dtype=np.float32) * np.float32(config.rating_noise_sd)
     rho = np.empty((len(items), len(dims)))
     with _one_blas_thread():
-        _population_chunks(rho, z, style, loadings, difficulty, noise, thresholds, rank_scores, chunk)
+        _population_chunks(rho, z, style, loadings, difficulty, style_weight, noise, thresholds, rank_scores, chunk)
     long = pd.DataFrame(rho, columns=dims)
     long["portrait_id"], long["option_id"] = items["portrait_id"].to_numpy(), items["option_id"].to_numpy()
     long = long.melt(["portrait_id", "option_id"], var_name="dimension", value_name="rho")
@@ -739,7 +755,7 @@ class Truth:
         answer points; circle order) and the four higher-order values.
     traits : per participant_id the latent Big Five traits.
     items : per item: group_id, kind, amplitude, angle_deg (the loading angle; NaN for
-        kind none), difficulty, intended_value, second_value, ``L_<value>`` true loadings,
+        kind none), difficulty, style_weight (``w_i``), intended_value, second_value, ``L_<value>`` true loadings,
         and (with a population) ``rho_elevation, rho_amplitude, rho_angle_deg``: the
         cosine fit of its population rho with the ten values, the target for a
         structural-summary analysis of observed correlations.
@@ -807,7 +823,8 @@ class Simulation:
                 "portrait_id": rec["portrait_id"], "option_id": int(rec["option_id"]), "group_id": rec["group_id"],
                 "kind": rec["kind"], "amplitude": round(rec["amplitude"], 4),
                 "angle_deg": None if np.isnan(rec["angle_deg"]) else round(rec["angle_deg"], 2),
-                "difficulty": round(rec["difficulty"], 4), "intended_value": rec["intended_value"],
+                "difficulty": round(rec["difficulty"], 4), "style_weight": round(rec["style_weight"], 4),
+                "intended_value": rec["intended_value"],
                 "second_value": rec["second_value"],
                 "true_loadings": {v: round(rec[f"L_{v}"], 4) for v in VALUES},
                 "population_rho_circle": ({k: round(float(rec[k]), 4) for k in ("rho_elevation", "rho_amplitude", "rho_angle_deg")}
@@ -847,6 +864,11 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
     config = config or SimulationConfig()
     streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
     r_items, r_people, r_answers, r_bad, r_time, r_pop, r_cal, r_order = streams
+    if config.raters_seed is not None:
+        # Another sample of raters for the same items (same truth): only the streams of the
+        # people, their answers and their sessions change.
+        fresh = [np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, config.raters_seed]).spawn(5)]
+        r_people, r_answers, r_bad, r_time, r_order = fresh
     model = _model(config)
     items = _draw_items(config, model, r_items)
     thresholds = _rating_thresholds(config, model, items, r_cal)
@@ -892,7 +914,7 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
     bfi[random_] = r_bad.integers(1, 6, (random_.sum(), 10))
 
     # -- ratings, group by group (a group's people rate the group's items) ----------------
-    loadings, difficulty = _loadings(items), items["difficulty"].to_numpy()
+    loadings, difficulty, style_weight = _loadings(items), items["difficulty"].to_numpy(), items["style_weight"].to_numpy()
     n_slots, n_items = g * per, config.items_per_group
     item_of = np.arange(g * n_items).reshape(g, n_items)      # items are stored group by group
     slot_ratings = np.empty((n_slots, n_items), dtype=np.int8)  # in the group's item order
@@ -901,7 +923,8 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
         persons = person_of_slot[slots]
         sub = _People({k: v[persons] for k, v in people.demo.items()}, people.values[persons], people.traits[persons],
                       people.acquiescence[persons], people.style[persons], people.z[persons])
-        slot_ratings[slots] = _ratings(sub, loadings[item_of[gi]], difficulty[item_of[gi]], thresholds, config, r_answers)
+        slot_ratings[slots] = _ratings(sub, loadings[item_of[gi]], difficulty[item_of[gi]], style_weight[item_of[gi]],
+                                   thresholds, config, r_answers)
     slot_kind = kind[person_of_slot]
     straight_slots = slot_kind == STRAIGHT
     slot_ratings[straight_slots] = constant[person_of_slot[straight_slots], None]
@@ -1076,6 +1099,7 @@ def _item_rows(items: pd.DataFrame) -> pd.DataFrame:
             "angle_deg": None if np.isnan(rec["angle_deg"]) else round(float(rec["angle_deg"]), 3),
             "amplitude": round(float(rec["amplitude"]), 6),
             "difficulty": round(float(rec["difficulty"]), 6),
+            "style_weight": round(float(rec["style_weight"]), 6),
         }
         if "rho_angle_deg" in rec:
             meta["population_rho_angle_deg"] = round(float(rec["rho_angle_deg"]), 3)
