@@ -91,16 +91,62 @@ def score_llm(sim, processed: Path, llm_dir: Path, seed: int, personas: bool) ->
     return profiles
 
 
+def _fdr_pairs(processed: Path, alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study rule's keyed pairs, and those of them with BH q < alpha."""
+    corr = pd.read_csv(processed / "correlations.csv", dtype={"portrait_id": str})
+    selection = pd.read_csv(processed / "selection.csv", dtype={"portrait_id": str})
+    fdr = selection.merge(corr[["portrait_id", "option_id", "family", "dimension", "q_value"]],
+                          on=["portrait_id", "option_id", "family", "dimension"])
+    return selection, fdr[fdr["q_value"] < alpha]
+
+
+def _spread(rows: list[dict], key: str) -> dict:
+    """Mean, SD, range and pooled value (true positives / keyed over all runs) of a precision."""
+    values = pd.Series([r[key]["precision"] for r in rows], dtype=float)
+    keyed = sum(r[key]["keyed"] for r in rows)
+    return {"mean": float(values.mean()), "sd": float(values.std()), "min": float(values.min()),
+            "max": float(values.max()),
+            "pooled": sum(r[key]["true_positives"] for r in rows) / keyed if keyed else float("nan"),
+            "keyed_per_run": keyed / len(rows)}
+
+
+def rater_replicates(sim, out: Path, n: int, alpha: float) -> dict | None:
+    """The selection's precision over `n` fresh samples of raters for the same items.
+
+    One study keys a few dozen pairs under the FDR rule, so its precision moves by several
+    points from one sample of raters to the next; these replicates (same items, same truth,
+    new people; the same analysis with the psychometric steps left out) say how much.
+    """
+    if n <= 0:
+        return None
+    import dataclasses
+    import tempfile
+
+    from tqdm import tqdm
+
+    from analysis.pipeline import OPTIONAL_STEPS, analyze
+    from analysis.simulate import simulate_study, write_to_db
+
+    population = sim.truth.population.rename(columns={"rho": "population_rho"})
+    rows = []
+    with tempfile.TemporaryDirectory(dir=out, prefix="replicates-") as tmp:
+        for r in tqdm(range(1, n + 1), desc="rater replicates", unit="study", leave=False):
+            config = dataclasses.replace(sim.config, raters_seed=r, population_n=0)
+            db_path, processed = Path(tmp) / f"r{r}.db", Path(tmp) / f"r{r}"
+            write_to_db(simulate_study(config), db_path, study_id="demo")
+            analyze(db_path, processed, alpha=alpha, skip=tuple(OPTIONAL_STEPS), jobs=1, log=lambda line: None)
+            selection, fdr = _fdr_pairs(processed, alpha)
+            rows.append({"rule": selection_recovery(selection, population), "rule_fdr": selection_recovery(fdr, population)})
+    return {"n": n, "raters_seeds": list(range(1, n + 1)),
+            "selection_precision": _spread(rows, "rule"), "fdr_selection_precision": _spread(rows, "rule_fdr")}
+
+
 def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha: float) -> dict:
     from analysis.dataset import load_study
     from valueportrait.storage import open_db
 
     population = sim.truth.population.rename(columns={"rho": "population_rho"})
-    corr = pd.read_csv(processed / "correlations.csv", dtype={"portrait_id": str})
-    selection = pd.read_csv(processed / "selection.csv", dtype={"portrait_id": str})
-    fdr = selection.merge(corr[["portrait_id", "option_id", "family", "dimension", "q_value"]],
-                          on=["portrait_id", "option_id", "family", "dimension"])
-    fdr = fdr[fdr["q_value"] < alpha]
+    selection, fdr = _fdr_pairs(processed, alpha)
     rule = selection_recovery(selection, population)
     rule_fdr = selection_recovery(fdr, population)
     by_family = {}
@@ -127,6 +173,12 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
         "keyed_pairs": rule["keyed"],
         "fdr_keyed_pairs": rule_fdr["keyed"],
         "pairs_with_population_rho_at_least_0.3": rule["strong_pairs"],
+        # How the precisions depend on where "a real relation" starts: many pairs sit just
+        # under 0.1 (the rating style's pull towards Self-Enhancement reaches every item).
+        "precision_by_real_line": {
+            f"{line:g}": {"rule": selection_recovery(selection, population, min_real=line)["precision"],
+                          "rule_fdr": selection_recovery(fdr, population, min_real=line)["precision"]}
+            for line in (0.0, 0.05, 0.1)},
         "by_family": by_family,
         "participant_score_corr": float(score_r.mean()),
         "participant_score_corr_by_value": {k: float(v) for k, v in score_r.items()},
@@ -137,12 +189,14 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
             "selection_recall": "share of pairs with population correlation >= 0.3 that were keyed",
             "participant_score_corr": "mean over the ten values of Pearson r(estimated centred score, true latent centred value), planted bad respondents left out",
             "llm_profile_rank_corr": "Spearman between the recovered and the true simulated-LLM centred PVQ profile",
+            "rater_replicates": "the same items rated by fresh simulated samples of raters (same truth), analysed the same way: "
+                                "how much the precision of one study varies; pooled = true positives / keyed over all replicates",
         },
     }
 
 
 def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool = True, quick: bool = False,
-             alpha: float = 0.05) -> dict:
+             alpha: float = 0.05, replicates: int = 10) -> dict:
     from analysis.group_bias import run_group_bias, write_group_bias
     from analysis.pipeline import analyze
     from analysis.report import write_report
@@ -172,6 +226,7 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
     write_group_bias(tables, processed)
     step("measuring how much of the truth was recovered")
     rec = recovery(sim, processed, db_path, profiles, alpha)
+    rec["rater_replicates"] = rater_replicates(sim, out, replicates, alpha)
     rec["seconds"] = round(time.perf_counter() - start, 1)
     write_json_atomic(rec, out / "recovery.json")
     step("writing the validation report")
@@ -183,6 +238,12 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
          f"({rec['keyed_pairs']} pairs keyed; {rec['pairs_with_population_rho_at_least_0.3']} pairs truly >= 0.3)")
     _say(f"  rule + BH FDR: precision {_fmt(rec['fdr_selection_precision'])}, recall {_fmt(rec['fdr_selection_recall'])} "
          f"({rec['fdr_keyed_pairs']} pairs keyed)")
+    reps = rec["rater_replicates"]
+    if reps:
+        f, r = reps["fdr_selection_precision"], reps["selection_precision"]
+        _say(f"  the same items with {reps['n']} fresh samples of raters: precision {_fmt(r['mean'])} (study rule), "
+             f"{_fmt(f['mean'])} (rule + BH FDR; {_fmt(f['min'])} to {_fmt(f['max'])}, "
+             f"{f['keyed_per_run']:.0f} pairs keyed per study)")
     _say(f"  participant value scores vs truth: mean r = {rec['participant_score_corr']:.3f}")
     if rec["llm_profile_rank_corr"] is not None:
         _say(f"  simulated LLM profile vs truth: Spearman = {rec['llm_profile_rank_corr']:.3f}")
@@ -204,11 +265,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the selection rule and FDR")
     parser.add_argument("--no-personas", action="store_true", help="skip the persona runs of the group-bias analysis")
     parser.add_argument("--quick", action="store_true", help="a smaller study (4 groups), for a fast look")
+    parser.add_argument("--replicates", type=int, default=10,
+                        help="fresh samples of raters for the same items, to show how much the selection's precision varies (0: none)")
 
 
 def run(args) -> int:
     if args.bootstrap < 0:
         raise InputError(f"command line: --bootstrap: {args.bootstrap} is negative")
+    if args.replicates < 0:
+        raise InputError(f"command line: --replicates: {args.replicates} is negative")
     run_demo(args.out, seed=args.seed, bootstrap=args.bootstrap, personas=not args.no_personas, quick=args.quick,
-             alpha=args.alpha)
+             alpha=args.alpha, replicates=args.replicates)
     return 0

@@ -16,7 +16,7 @@ PSYCHOMETRICS = ("reliability", "power", "efa", "cfa", "replication", "circumple
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--bootstrap", "50"]) == 0
+    assert main(["demo", "--out", str(out), "--bootstrap", "50", "--replicates", "2"]) == 0
     printed = capsys.readouterr().out
     rec = json.loads((out / "recovery.json").read_text())
     # The simulated LLM's profile comes back through the bank (issue 3's target: >= 0.8).
@@ -31,6 +31,17 @@ def test_demo_end_to_end(tmp_path, capsys):
     truth = json.loads((out / "truth.json").read_text())
     strong = sum(rho >= 0.3 for item in truth["items"] for fam in item["population_rho"].values() for rho in fam.values())
     assert rec["pairs_with_population_rho_at_least_0.3"] == strong
+    # Precision against a lower "real relation" line can only be higher; 0.1 is the headline.
+    lines = rec["precision_by_real_line"]
+    assert lines["0.1"]["rule_fdr"] == rec["fdr_selection_precision"]
+    assert lines["0"]["rule"] >= lines["0.05"]["rule"] >= lines["0.1"]["rule"] == rec["selection_precision"]
+    # Fresh raters for the same items: their FDR rule keys pairs and is more precise than the plain rule.
+    reps = rec["rater_replicates"]
+    assert reps["n"] == 2 and reps["fdr_selection_precision"]["keyed_per_run"] > 0
+    f = reps["fdr_selection_precision"]
+    assert f["min"] <= f["mean"] <= f["max"] and f["min"] <= f["pooled"] <= f["max"]
+    assert f["mean"] > reps["selection_precision"]["mean"]
+    assert not list(out.glob("replicates-*"))  # their scratch databases are gone
     for name in ("study.db", "report.html", "processed/item_bank.json", "processed/llm_profiles.csv",
                  "processed/group_bias.csv", "processed/personas.json", "llm/simulated-llm.json"):
         assert (out / name).exists(), name
