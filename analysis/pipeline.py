@@ -231,6 +231,14 @@ STEPS: list[Step] = [
     ("intended", step_intended, False),
 ]
 OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
+#: The files each optional step may write: a run that does not write one (skipped, failed,
+#: nothing to compute) removes an earlier run's copy, so every table in the folder, and so
+#: in the report, comes from the run its manifest describes.
+STEP_FILES = {
+    "reliability": ("reliability.csv",), "power": ("power.csv",), "efa": ("efa_loadings.csv",),
+    "cfa": ("cfa_fit.csv",), "replication": ("replication.csv", "replication_shrinkage.csv"),
+    "circumplex": ("circumplex.csv",), "intended": ("intended_values.csv",),
+}
 STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 #: Rough relative cost on the release, to start the longest optional steps first.
 STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0, "intended": 0}
@@ -306,6 +314,12 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
             steps[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
     steps = {name: steps[name] for name, _, _ in STEPS}
     settings["jobs"] = jobs
+    written = set(ctx.files.values())
+    stale = [f for files in STEP_FILES.values() for f in files if f not in written and (ctx.out_dir / f).exists()]
+    for name in stale:
+        (ctx.out_dir / name).unlink()
+    if stale:
+        log(f"removed {', '.join(stale)}: left by an earlier run, not written by this one")
     included = ctx.included
     multi = study.participations.groupby("participant_id")["group_id"].agg(list)
     multi = multi[multi.str.len() > 1]

@@ -103,6 +103,27 @@ def test_planted_respondents_are_excluded_by_analyze(tmp_path):
     assert manifest["score_source"].startswith("raw")
 
 
+def test_a_rerun_removes_tables_it_did_not_write(tmp_path):
+    """A table left by an earlier run would be read as this run's (by the report, by people)."""
+    import analysis.pipeline as pipeline
+    from test_quality import make_study
+
+    assert set(pipeline.STEP_FILES) == set(pipeline.OPTIONAL_STEPS)
+    make_study(tmp_path / "q.db").close()
+    out = tmp_path / "out"
+    first = analyze(tmp_path / "q.db", out, skip=tuple(FAST.split(",")), jobs=1, log=lambda _: None)
+    assert (out / "power.csv").exists() and (out / "circumplex.csv").exists()
+    (out / "my_notes.txt").write_text("mine")
+    lines = []
+    second = analyze(tmp_path / "q.db", out, skip=tuple(FAST.split(",")) + ("power", "circumplex"), jobs=1,
+                     log=lines.append)
+    assert not (out / "power.csv").exists() and not (out / "circumplex.csv").exists()
+    assert (out / "my_notes.txt").read_text() == "mine"  # only the analysis's own tables go
+    assert any(line.startswith("removed power.csv, circumplex.csv") for line in lines), lines
+    assert set(second["files"]) == set(first["files"]) - {"power", "circumplex"}
+    assert all((out / name).exists() for name in second["files"].values())
+
+
 def test_a_failing_optional_step_is_recorded_and_the_rest_written(release_db, tmp_path, monkeypatch):
     import analysis.pipeline as pipeline
 
