@@ -65,9 +65,12 @@ class FakeLLM:
 
     def __init__(self, latency: float = 0.0, p429: float = 0.0, p500: float = 0.0, pslow: float = 0.0,
                  pgarbage: float = 0.0, pdead: float = 0.0, retry_after: str = "1", slow_seconds: float = 3.0,
-                 salt: str = "", force_status: int | None = None):
+                 salt: str = "", force_status: int | None = None, refuse: tuple[str, ...] = (),
+                 content_filter: bool = False):
         self.latency = latency
         self.force_status = force_status  # e.g. 401: every request refused
+        self.refuse = refuse  # body fields answered with a 400 naming them, as endpoints that do not take them
+        self.content_filter = content_filter  # every request: a 400 that is not about a parameter
         self.bands = []  # (upper bound of u, fault)
         edge = 0.0
         for fault, p in (("429", p429), ("500", p500), ("slow", pslow), ("garbage", pgarbage), ("dead", pdead)):
@@ -102,6 +105,15 @@ class FakeLLM:
         if self.force_status:
             self.total += 1
             return self.force_status, {"error": {"message": f"forced {self.force_status}"}}, {}
+        refused = [name for name in self.refuse if name in body]
+        if refused:
+            self.total += 1
+            return 400, {"error": {"message": f"This model does not support the '{refused[0]}' parameter.",
+                                   "type": "invalid_request_error", "param": None}}, {}
+        if self.content_filter:
+            self.total += 1
+            return 400, {"error": {"message": "The prompt was flagged by the content filter (seed of the policy: none).",
+                                   "type": "invalid_request_error", "param": None}}, {}
         messages = body.get("messages") or []
         key = question_key(messages)
         q = self.log.get(key)

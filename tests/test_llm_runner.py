@@ -142,6 +142,49 @@ def test_endpoint_refusing_the_run_is_one_line_error(tmp_path, capsys):
     assert status == 2 and "HTTP 401" in capsys.readouterr().err
 
 
+def test_which_400s_name_a_refused_parameter():
+    from analysis.llm.client import refused_parameter
+
+    sent = {"model": "m", "messages": [], "seed": 0, "temperature": 0}
+    as_json = lambda message, param=None: json.dumps({"error": {"message": message, "param": param}})  # noqa: E731
+    assert refused_parameter(as_json("bad request", "seed"), sent) == "seed"
+    assert refused_parameter(as_json("Unrecognized request argument: seed"), sent) == "seed"
+    assert refused_parameter(as_json("'temperature' is unsupported with this model: use the default"), sent) == "temperature"
+    assert refused_parameter("plain text: extra field 'seed' not permitted", sent) == "seed"
+    assert refused_parameter(as_json("flagged by the content filter; seedlings are fine"), sent) is None
+    assert refused_parameter(as_json("invalid messages"), sent) is None
+    assert refused_parameter(as_json("Unrecognized request argument: seed"), {"model": "m"}) is None  # not sent
+
+
+@pytest.mark.parametrize("param, option", [("seed", "--no-seed"), ("temperature", "--no-temperature")])
+def test_endpoint_refusing_a_parameter_stops_with_a_hint_and_the_option_leaves_it_out(tmp_path, capsys, param, option):
+    bank_path = tmp_path / "bank.json"
+    bank_path.write_text(json.dumps(make_bank(2, "param")))
+    args = ["run-llm", "--model", "m", "--item-bank", str(bank_path), "--out", str(tmp_path), "--no-progress"]
+    with LoopbackServer(refuse=(param,)) as server:
+        assert vp([*args, "--base-url", server.url]) == 2
+        assert server.fake.total <= 8  # stopped at once, not every question with retries
+        err = capsys.readouterr().err
+        assert f"does not accept `{param}`" in err and option in err and len(err.strip().splitlines()) == 1
+        assert vp([*args, "--base-url", server.url, option]) == 0
+        body = server.fake.last_body
+    assert param not in body and ("seed" in body) != ("temperature" in body)
+    records = json.loads((tmp_path / "m.json").read_text())
+    assert len(records) == len(parse_bank(make_bank(2, "param"))) and all(r["numeric_response"] is not None for r in records)
+
+
+def test_a_400_that_is_not_about_a_parameter_fails_only_its_question(tmp_path, capsys):
+    """A content filter's 400 mentioning "seed" in passing does not stop the run."""
+    bank_path = tmp_path / "bank.json"
+    bank_path.write_text(json.dumps(make_bank(1, "filter")))
+    with LoopbackServer(content_filter=True) as server:
+        status = vp(["run-llm", "--base-url", server.url, "--model", "m", "--item-bank", str(bank_path),
+                     "--out", str(tmp_path), "--no-progress"])
+        assert server.fake.total == 3 * 6  # every question asked once: a 400 is not retried, nor the run stopped
+    captured = capsys.readouterr()
+    assert status == 1 and "without an answer: 18" in captured.out and "does not accept" not in captured.err
+
+
 def test_request_shape_and_concurrency_bound(tmp_path, monkeypatch):
     items = parse_bank(make_bank(10, "shape"))  # 180 questions
     monkeypatch.setenv("MY_KEY", "sk-test-123")

@@ -11,7 +11,9 @@ llama.cpp's server, OpenRouter, ...) with temperature 0, a small ``max_tokens`` 
 exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date).
 401/403/404 mean the whole run is misconfigured (key, model name, URL): they stop the run.
 Other 4xx (e.g. a content filter's 400) fail that one question, which is not cached and
-is asked again by the next run.
+is asked again by the next run, except a 400 that names ``seed`` or ``temperature`` as
+unsupported (some endpoints and reasoning models refuse them): that stops the run with a
+hint to leave the parameter out (``--no-seed``, ``--no-temperature``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import email.utils
 import importlib.util
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -58,6 +61,44 @@ class Reply:
 
 class EndpointError(RuntimeError):
     """The endpoint refuses the whole run (bad key, unknown model, wrong URL)."""
+
+
+#: Sampling parameters the backend sends that an endpoint may refuse, and the option that leaves each out.
+OPTIONAL_PARAMETERS = {"seed": "--no-seed", "temperature": "--no-temperature"}
+_REFUSAL_WORDS = re.compile(r"unrecogni[sz]ed|unsupported|not support|unknown|not allowed|not permitted|extra|invalid|not accept")
+
+
+def refused_parameter(response_text: str, sent: dict) -> str | None:
+    """The optional parameter a 400 answer says the endpoint does not accept, if any.
+
+    Either the error's ``param`` field names it, or its message names it together with a
+    word of refusal ("unsupported", "unrecognized", ...): a content filter's 400 does not.
+    """
+    try:
+        error = httpx.Response(400, text=response_text).json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    param = error.get("param") if isinstance(error, dict) else None
+    message = (error.get("message") if isinstance(error, dict) else None) or response_text
+    for name in OPTIONAL_PARAMETERS:
+        if name not in sent:
+            continue
+        if param == name or (re.search(rf"\b{name}\b", message) and _REFUSAL_WORDS.search(message.lower())):
+            return name
+    return None
+
+
+def add_sampling_arguments(parser, seed_help: str) -> None:
+    """--seed, --no-seed and --no-temperature, shared by the commands that call an endpoint."""
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--no-seed", action="store_true", help="send no seed (for endpoints that refuse one)")
+    parser.add_argument("--no-temperature", action="store_true",
+                        help="send no temperature, so the endpoint's default applies (models that accept only their default); answers then vary more")
+
+
+def sampling_options(args) -> dict:
+    """The OpenAIBackend keywords the sampling arguments ask for."""
+    return {"seed": None if args.no_seed else args.seed, "temperature": None if args.no_temperature else 0.0}
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -110,6 +151,7 @@ class OpenAIBackend:
         max_retries: int = 6,
         max_tokens: int = 24,
         seed: int | None = 0,
+        temperature: float | None = 0.0,
         concurrency: int = 8,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -121,6 +163,7 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.max_tokens = max_tokens
         self.seed = seed
+        self.temperature = temperature
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
@@ -159,10 +202,15 @@ class OpenAIBackend:
 
     def settings(self) -> dict:
         """What shapes an answer besides the messages (part of the cache key's prompt hash)."""
-        return {"temperature": 0, "max_tokens": self.max_tokens, "seed": self.seed}
+        # A temperature of 0 is recorded as the int 0, as before this became an option, so
+        # the answers cached by earlier runs keep their keys.
+        temperature = 0 if self.temperature == 0 else self.temperature
+        return {"temperature": temperature, "max_tokens": self.max_tokens, "seed": self.seed}
 
     def _body(self, question: Question) -> dict:
-        body = {"model": self.model, "messages": question.messages, "temperature": 0, "max_tokens": self.max_tokens}
+        body = {"model": self.model, "messages": question.messages, "max_tokens": self.max_tokens}
+        if self.temperature is not None:
+            body["temperature"] = 0 if self.temperature == 0 else self.temperature
         if self.seed is not None:
             body["seed"] = self.seed
         return body
@@ -201,6 +249,10 @@ class OpenAIBackend:
                     last_error = f"HTTP {status}"
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
                 else:
+                    refused = refused_parameter(response.text, body) if status == 400 else None
+                    if refused:
+                        raise EndpointError(f"{self.url}: HTTP 400: the endpoint does not accept `{refused}` "
+                                            f"({response.text[:200]}); run again with {OPTIONAL_PARAMETERS[refused]}")
                     return Reply(None, attempt + 1, latency, error=f"HTTP {status}: {response.text[:200]}")
             if attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
