@@ -179,7 +179,7 @@ class SimulationConfig:
     responses_per_query: int = 5
     # people
     circle: str = "equal"               # 'equal' (36 degrees apart) or 'wedge' (Tradition+Conformity share one)
-    circumplex_a: float = 0.45          # corr(v_i, v_j) = a cos(dtheta) + b
+    circumplex_a: float = 0.35          # corr(v_i, v_j) = a cos(dtheta) + b
     circumplex_b: float = 0.15
     value_sd: float = 0.75              # latent value SD, PVQ answer points
     bfi_sd: float = 0.85

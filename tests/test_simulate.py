@@ -352,6 +352,30 @@ def test_calibrated_to_release(release_dir, sim):
 
 
 # -- the simulated LLM and personas ----------------------------------------------------------------
+def _circle_pattern(scores):
+    """Mean correlation (pandas) of the centred value scores one step and five steps apart on the circle."""
+    c = scores[VALUES].corr().to_numpy()
+    return np.mean([c[i, (i + 1) % 10] for i in range(10)]), np.mean([c[i, (i + 5) % 10] for i in range(5)])
+
+
+def test_value_structure_calibrated_to_release(release_dir, sim):
+    """Neighbours and opposites on the circle correlate about as much as in the release
+    (published centred scores, 569 people: adjacent 0.179, opposite -0.354). Seeds 0..5 of
+    the default give adjacent 0.14-0.19, opposite -0.35 to -0.40; the earlier amplitude
+    (circumplex_a 0.45) gave opposites of -0.42 to -0.44 and fails here. The release's
+    Power-Achievement 0.45 stands out from its other neighbours; an equally spaced circle
+    cannot give one pair more than the rest, so that is not asked.
+    """
+    value = json.loads((release_dir / "data/prolific/value/main/value.json").read_text())
+    rel = pd.DataFrame({pid: rec["pvq"] for pid, rec in value.items()}).T.astype(float)
+    rel_adj, rel_opp = _circle_pattern(rel)
+    assert rel_adj == pytest.approx(0.179, abs=0.001) and rel_opp == pytest.approx(-0.354, abs=0.001)
+    _, scores = _scores(sim)
+    good = sim.truth.participants.index[sim.truth.participants["kind"] == "good"]
+    adj, opp = _circle_pattern(scores.loc[scores.index.intersection(good)])
+    assert abs(adj - rel_adj) < 0.04 and abs(opp - rel_opp) < 0.06, (adj, opp)
+
+
 def _item_rest(ratings):
     """Per item, Pearson r (scipy) of its rating with the rater's mean rating on the group's other items."""
     out = []
