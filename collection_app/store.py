@@ -10,6 +10,7 @@ once acknowledged is never silently changed. Each answer also refreshes the part
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -128,14 +129,21 @@ def assign_group(db: StudyDB, study: Study, participant_id: str, *, test_mode: b
         return Assignment(group, new=True)
 
 
+def decline_token(study: Study, participant_id: str) -> str:
+    """What a decline stores instead of the platform id: a one-way hash, enough to know the
+    same link again, not to read who it was."""
+    digest = hashlib.sha256(f"{study.study_id}\0{participant_id}".encode()).hexdigest()
+    return f"declined-{digest[:32]}"
+
+
 def record_decline(db: StudyDB, study: Study, participant_id: str, test_mode: bool) -> None:
-    """Declining keeps only this event: no participant row, no answers."""
-    db.log_event("declined", study.study_id, participant_id, test_mode=bool(test_mode))
+    """Declining keeps only this event, under `decline_token`: no participant row, no answers, no id."""
+    db.log_event("declined", study.study_id, decline_token(study, participant_id), test_mode=bool(test_mode))
 
 
 def has_declined(db: StudyDB, study: Study, participant_id: str) -> bool:
     return bool(db.query("SELECT 1 FROM events WHERE study_id = ? AND participant_id = ? AND kind = 'declined' LIMIT 1",
-                         (study.study_id, participant_id)))
+                         (study.study_id, decline_token(study, participant_id))))
 
 
 @dataclass

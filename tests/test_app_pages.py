@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -189,8 +190,14 @@ def test_decline_keeps_only_the_decline(db_path):
     assert step_of(at)[0] == "declined"
     with open_db(db_path) as db:
         assert db.count("participants") == 0 and db.count("participations") == 0
-        assert [r["kind"] for r in db.query("SELECT kind FROM events")] == ["declined"]
+        events = db.query("SELECT kind, study_id, participant_id FROM events")
+    assert [r["kind"] for r in events] == ["declined"]
+    # Not the Prolific id, but its SHA-256 with the study id (hashlib here, by hand).
+    study_id = events[0]["study_id"]
+    assert PID not in events[0]["participant_id"]
+    assert events[0]["participant_id"] == "declined-" + hashlib.sha256(f"{study_id}\0{PID}".encode()).hexdigest()[:32]
     assert step_of(visit())[0] == "declined"  # coming back does not reopen the study
+    assert step_of(visit(pid="5f0e1d2c3b4a59687766aabb"))[0] == "consent"  # someone else may still take part
 
 
 def test_completed_participant_cannot_start_again(db_path, tmp_path, monkeypatch):
