@@ -218,6 +218,8 @@ class SimulationConfig:
         for name in ("n_groups", "participants_per_group", "queries_per_group", "responses_per_query"):
             if getattr(self, name) < 1:
                 raise InputError(f"simulation config: {name}: {getattr(self, name)!r} must be at least 1")
+        if self.style_item_sd < 0:
+            raise InputError(f"simulation config: style_item_sd: {self.style_item_sd!r} must be >= 0")
         if self.circle not in ("equal", "wedge"):
             raise InputError(f"simulation config: circle: {self.circle!r} is not 'equal' or 'wedge'")
         if len(self.rating_shares) != 6 or abs(sum(self.rating_shares) - 1) > 1e-3 or min(self.rating_shares) <= 0:

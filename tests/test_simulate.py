@@ -514,6 +514,8 @@ def test_config_is_validated():
         SimulationConfig(rating_shares=(0.5, 0.5))
     with pytest.raises(InputError, match="n_groups"):
         SimulationConfig(n_groups=0)
+    with pytest.raises(InputError, match="style_item_sd: -0.1"):
+        SimulationConfig(style_item_sd=-0.1)
 
 
 def test_wedge_circle():
