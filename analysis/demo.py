@@ -137,8 +137,12 @@ def rater_replicates(sim, out: Path, n: int, alpha: float) -> dict | None:
             analyze(db_path, processed, alpha=alpha, skip=tuple(OPTIONAL_STEPS), jobs=1, log=lambda line: None)
             selection, fdr = _fdr_pairs(processed, alpha)
             rows.append({"rule": selection_recovery(selection, population), "rule_fdr": selection_recovery(fdr, population)})
+    per = [{"raters_seed": r, "selection_precision": row["rule"]["precision"], "keyed_pairs": row["rule"]["keyed"],
+            "fdr_selection_precision": row["rule_fdr"]["precision"], "fdr_keyed_pairs": row["rule_fdr"]["keyed"]}
+           for r, row in enumerate(rows, 1)]
     return {"n": n, "raters_seeds": list(range(1, n + 1)),
-            "selection_precision": _spread(rows, "rule"), "fdr_selection_precision": _spread(rows, "rule_fdr")}
+            "selection_precision": _spread(rows, "rule"), "fdr_selection_precision": _spread(rows, "rule_fdr"),
+            "per_replicate": per}
 
 
 def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha: float) -> dict:

@@ -1,7 +1,8 @@
 """Write the validation report: one self-contained HTML file from an analysis' output folder.
 
-Sections: participants, instruments, item-value correlations, selected items, factor
-analyses, LLM profiles, group bias, methods. Each section reads the files it needs from
+Sections: participants, instruments, item-value correlations, selected items, (for a
+simulated study with `vp demo`'s recovery.json) the known truth, factor analyses, LLM
+profiles, group bias, methods. Each section reads the files it needs from
 the processed folder (``vp analyze``, ``vp score-llm``) and, with ``--db`` or the database
 named in ``manifest.json``, the study database (scores, demographics, times); what is
 missing is said in the report. Figures are embedded (SVG, PNG for large heat maps), CSS
@@ -21,11 +22,14 @@ from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
 #: (anchor, heading, section function name in analysis.reporting.sections), in the issue's order.
+#: A section function that returns None does not apply to this study (no heading, no entry
+#: in the contents): the known-truth section exists only for `vp demo`'s simulated studies.
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("participants", "Participants", "participants"),
     ("instruments", "Instruments", "instruments_section"),
     ("correlations", "Item-value correlations", "correlations_section"),
     ("selected-items", "Selected items", "selected_items"),
+    ("known-truth", "Known truth (simulated study)", "truth_section"),
     ("factor-analyses", "Factor analyses", "factor_analyses"),
     ("llm-profiles", "LLM profiles", "llm_section"),
     ("group-bias", "Group bias", "group_bias_section"),
@@ -45,17 +49,20 @@ def build_report(processed: str | Path, db: str | Path | None = None, demographi
     if not processed.is_dir():
         raise InputError(f"{processed}: --processed: not a folder (run vp analyze --out {processed} first)")
     inp = Inputs(processed, Path(db) if db else None, Path(demographics_csv) if demographics_csv else None)
-    body = []
+    body, toc = [], []
     for anchor, heading, fn in SECTIONS:
         try:
             content = getattr(sections, fn)(inp)
         except Exception as exc:  # one broken table must not cost the reader the whole report
             content = missing(f"This section could not be built: {type(exc).__name__}: {exc}")
+        if content is None:
+            continue
         body.append(f'<section id="{anchor}"><h2>{esc(heading)}</h2>{content}</section>')
+        toc.append((anchor, heading))
     header = _header(inp, title)
     if inp.notes:
         body.insert(0, "".join(missing(n) for n in dict.fromkeys(inp.notes)))
-    return page(title, header, [(a, h) for a, h, _ in SECTIONS], "".join(body))
+    return page(title, header, toc, "".join(body))
 
 
 def _header(inp, title: str) -> str:

@@ -133,13 +133,14 @@ def open_in_browser(browser, path: Path, name: str) -> dict:
             "text": text, "bold": bold}
 
 
-def check_page(result: dict) -> None:
+def check_page(result: dict, simulated: bool = True) -> None:
     assert result["errors"] == []
     assert result["attempts"] == [], f"network requests attempted: {result['attempts'][:5]}"
     assert result["images"], "no figure at all"
     broken = [alt for alt, complete, width in result["images"] if not complete or width <= 0]
     assert broken == [], f"images that did not load: {broken}"
-    assert result["headings"] == [h for _, h, _ in SECTIONS]
+    # Every section, in order; the known truth only for a simulated study.
+    assert result["headings"] == [h for a, h, _ in SECTIONS if simulated or a != "known-truth"]
     assert result["scripts"] == 0
 
 
@@ -239,6 +240,15 @@ def synthetic_processed(root: Path) -> Path:
         "counts": {"included_participants": 38, "groups": 2, "items": 10,
                    "keyed": {"pvq": {"keyed_pairs": 9}}, "item_bank": {"items": 7, "queries": 2}},
         "versions": {"numpy": "9.9.9", "semopy": "2.3.11"}}), encoding="utf-8")
+    (out / "recovery.json").write_text(json.dumps({
+        "selection_precision": 0.52, "selection_recall": 0.61, "fdr_selection_precision": 0.875,
+        "fdr_selection_recall": 0.2, "keyed_pairs": 40, "fdr_keyed_pairs": 8,
+        "precision_by_real_line": {"0": {"rule": 0.9, "rule_fdr": 1.0}, "0.05": {"rule": 0.7, "rule_fdr": 0.875},
+                                   "0.1": {"rule": 0.52, "rule_fdr": 0.875}},
+        "participant_score_corr": 0.81, "llm_profile_rank_corr": 0.93,
+        "rater_replicates": {"n": 3, "fdr_selection_precision": {"mean": 0.8, "min": 0.6, "max": 1.0, "keyed_per_run": 7.0},
+                             "per_replicate": [{"selection_precision": p, "fdr_selection_precision": q}
+                                               for p, q in ((0.5, 0.6), (0.55, 0.8), (0.6, 1.0))]}}), encoding="utf-8")
     return out
 
 
@@ -266,8 +276,24 @@ def test_synthetic_report_content(tmp_path):
     gbias = text[text.index('id="group-bias"'):text.index('id="methods"')]
     assert "model-a" in gbias and "Paired radar charts for model-a" in gbias
     assert "No LLM profiles" not in text
-    sel = text[text.index('id="selected-items"'):text.index('id="factor-analyses"')]
+    sel = text[text.index('id="selected-items"'):text.index('id="known-truth"')]
     assert "60%" in sel and "replicated in 60% of splits" in sel
+    # the simulated study's known truth: recovery.json's figures, and the replicates' figure
+    truth = html.unescape(text[text.index('id="known-truth"'):text.index('id="factor-analyses"')])
+    assert re.search(r"rule \+ BH FDR</td><td class=\"num\">8</td><td class=\"num\">0\.88</td><td class=\"num\">0\.20</td>"
+                     r"<td class=\"num\">0\.88</td><td class=\"num\">1\.00</td>", truth), truth[:2000]
+    assert "3 fresh simulated samples of raters" in truth and "mean 0.80, range 0.60 to 1.00" in truth
+    assert truth.count("<img") == 1 and "mean r = 0.81" in truth and "Spearman = 0.93" in truth
+
+
+def test_known_truth_only_for_a_simulated_study(tmp_path):
+    processed = synthetic_processed(tmp_path)
+    manifest = json.loads((processed / "manifest.json").read_text())
+    manifest["study_source"] = "prolific"
+    (processed / "manifest.json").write_text(json.dumps(manifest))
+    text = build_report(processed)
+    assert 'id="known-truth"' not in text and "Known truth" not in text  # neither the section nor its contents entry
+    assert 'id="selected-items"' in text and 'href="#selected-items"' in text
 
 
 def test_empty_folder_says_what_is_missing(tmp_path):
@@ -338,7 +364,7 @@ def test_release_report(release_processed, tmp_path):
 def test_release_report_in_chromium(release_processed, tmp_path, browser):
     out, db = release_processed
     path = write_report(out, tmp_path / "release.html", db=db)
-    check_page(open_in_browser(browser, path, "release"))
+    check_page(open_in_browser(browser, path, "release"), simulated=False)
 
 
 # --------------------------------------------------------------------------- (c) the demo / a simulated study
@@ -402,6 +428,9 @@ def test_demo_report(demo_processed, tmp_path):
     gbias = text[text.index('id="group-bias"'):text.index('id="methods"')]
     assert "LLM personas against the real groups" in gbias and "Paired radar charts" in gbias
     assert "Time taken" in text and "No timings" not in text
+    if (out.parent / "recovery.json").exists():  # made by vp demo: the known truth is reported
+        truth = text[text.index('id="known-truth"'):text.index('id="factor-analyses"')]
+        assert "fresh simulated samples of raters" in truth and "<img" in truth
 
 
 @pytest.mark.slow

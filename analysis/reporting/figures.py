@@ -209,3 +209,26 @@ def gap_scatter(gaps: pd.DataFrame, summary: pd.DataFrame):
         ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+def replicate_precision(per_replicate: pd.DataFrame, study: dict[str, float]):
+    """Precision of each rater replicate (dots) and of the study itself (diamond), per rule.
+
+    ``per_replicate``: columns ``selection_precision, fdr_selection_precision``;
+    ``study``: the same two keys for the analysed study.
+    """
+    rules = [("selection_precision", "study rule"), ("fdr_selection_precision", "rule + BH FDR")]
+    fig, ax = plt.subplots(figsize=(6.2, 1.5))
+    rng = np.random.default_rng(0)  # a little vertical jitter, the same every time
+    for y, (col, label) in enumerate(rules):
+        x = per_replicate[col].dropna().to_numpy(float)
+        ax.scatter(x, y + rng.uniform(-0.12, 0.12, len(x)), s=16, color="#2a5d9f", alpha=0.7,
+                   label="fresh raters" if y == 0 else None)
+        if study.get(col) is not None and np.isfinite(study[col]):
+            ax.scatter([study[col]], [y], marker="D", s=40, color="#c0392b", label="this study" if y == 0 else None)
+    ax.set_yticks(range(len(rules)), [label for _, label in rules])
+    ax.set_ylim(-0.6, len(rules) - 0.4)
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel("precision: share of keyed pairs with population rho >= 0.1")
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False, fontsize=8)
+    return fig

@@ -81,6 +81,21 @@ class Inputs:
         return m if isinstance(m, dict) else None
 
     @cached_property
+    def recovery(self) -> dict | None:
+        """`vp demo`'s recovery.json (in the processed folder or the one above it), for a simulated study only."""
+        if (self.manifest or {}).get("study_source") != "simulation":
+            return None
+        for p in (self.processed / "recovery.json", self.processed.parent / "recovery.json"):
+            if p.is_file():
+                try:
+                    data = json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    self.notes.append(f"{p}: could not be read ({exc}); left out")
+                    return None
+                return data if isinstance(data, dict) else None
+        return None
+
+    @cached_property
     def item_bank(self) -> list | None:
         b = self.json("item_bank.json")
         return b if isinstance(b, list) else None

@@ -404,6 +404,49 @@ def selected_items(inp: Inputs) -> str:
     return "".join(out)
 
 
+def truth_section(inp: Inputs) -> str | None:
+    """For `vp demo`'s simulated study: how much of the known truth the analysis recovered."""
+    rec = inp.recovery
+    if rec is None:
+        return None
+    out = [sources([("recovery.json", True)])]
+    out.append(para("This study was simulated, so which items really measure which values is known. Precision is the "
+                    "share of keyed pairs whose population correlation under the simulation is at least 0.1; recall the "
+                    "share of pairs with population correlation of at least 0.3 that were keyed."))
+    lines = rec.get("precision_by_real_line") or {}
+    rows = []
+    for key, label, keyed in (("selection", "study rule", "keyed_pairs"), ("fdr_selection", "rule + BH FDR", "fdr_keyed_pairs")):
+        rule = "rule" if key == "selection" else "rule_fdr"
+        rows.append({"rule": label, "pairs keyed": rec.get(keyed), "precision": rec.get(f"{key}_precision"),
+                     "recall": rec.get(f"{key}_recall"),
+                     "precision, line 0.05": (lines.get("0.05") or {}).get(rule),
+                     "precision, line 0": (lines.get("0") or {}).get(rule)})
+    out.append(table(pd.DataFrame(rows), formats={"pairs keyed": _int},
+                     caption="Keyed pairs against the truth; the last two columns count a keyed pair as real from a "
+                             "population correlation of 0.05, or of anything above 0."))
+    reps = rec.get("rater_replicates") or {}
+    per = pd.DataFrame(reps.get("per_replicate") or [])
+    if not per.empty and {"selection_precision", "fdr_selection_precision"} <= set(per.columns):
+        f = reps.get("fdr_selection_precision") or {}
+        out.append(figure(F.replicate_precision(per, {k: rec.get(k) for k in ("selection_precision", "fdr_selection_precision")}),
+                          alt="Precision of the study and of each fresh sample of raters, for both rules",
+                          caption=f"The same items rated by {len(per)} fresh simulated samples of raters, analysed the "
+                                  f"same way. With the FDR rule: mean {fmt_num(f.get('mean'))}, range "
+                                  f"{fmt_num(f.get('min'))} to {fmt_num(f.get('max'))}, about "
+                                  f"{fmt_num(f.get('keyed_per_run'), 0)} pairs keyed per study: one study's precision "
+                                  "rests on few pairs."))
+    facts = []
+    if rec.get("participant_score_corr") is not None:
+        facts.append(f"participants' estimated value scores against their true values: mean r = "
+                     f"{fmt_num(rec['participant_score_corr'])}")
+    if rec.get("llm_profile_rank_corr") is not None:
+        facts.append(f"the simulated LLM's recovered profile against its true one: Spearman = "
+                     f"{fmt_num(rec['llm_profile_rank_corr'])}")
+    if facts:
+        out.append(para("Also recovered: " + "; ".join(facts) + "."))
+    return "".join(out)
+
+
 def _intended(inp: Inputs) -> str:
     """How often an item's ratings confirmed the value its response was written for."""
     check = inp.csv("intended_values.csv")
