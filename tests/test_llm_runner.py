@@ -154,9 +154,21 @@ def test_which_400s_name_a_refused_parameter():
     assert refused_parameter(as_json("flagged by the content filter; seedlings are fine"), sent) is None
     assert refused_parameter(as_json("invalid messages"), sent) is None
     assert refused_parameter(as_json("Unrecognized request argument: seed"), {"model": "m"}) is None  # not sent
+    with_tokens = {**sent, "max_tokens": 24}
+    assert refused_parameter(as_json("'max_tokens' is unsupported by this model: use 'max_completion_tokens'"),
+                             with_tokens) == "max_tokens"
+    assert refused_parameter(as_json("max_tokens must be at least 1, got 0"), with_tokens) is None
 
 
-@pytest.mark.parametrize("param, option", [("seed", "--no-seed"), ("temperature", "--no-temperature")])
+def test_default_request_settings_keep_the_cache_keys_of_earlier_runs():
+    """The prompt hash of cached answers includes these settings: the defaults must not change them."""
+    assert OpenAIBackend("http://127.0.0.1:1/v1", "m").settings() == {"temperature": 0, "max_tokens": 24, "seed": 0}
+    other = OpenAIBackend("http://127.0.0.1:1/v1", "m", seed=None, temperature=None, token_field="max_completion_tokens")
+    assert other.settings() == {"temperature": None, "max_tokens": 24, "seed": None, "token_field": "max_completion_tokens"}
+
+
+@pytest.mark.parametrize("param, option", [("seed", ["--no-seed"]), ("temperature", ["--no-temperature"]),
+                                           ("max_tokens", ["--max-tokens-field", "max_completion_tokens"])])
 def test_endpoint_refusing_a_parameter_stops_with_a_hint_and_the_option_leaves_it_out(tmp_path, capsys, param, option):
     bank_path = tmp_path / "bank.json"
     bank_path.write_text(json.dumps(make_bank(2, "param")))
@@ -165,10 +177,13 @@ def test_endpoint_refusing_a_parameter_stops_with_a_hint_and_the_option_leaves_i
         assert vp([*args, "--base-url", server.url]) == 2
         assert server.fake.total <= 8  # stopped at once, not every question with retries
         err = capsys.readouterr().err
-        assert f"does not accept `{param}`" in err and option in err and len(err.strip().splitlines()) == 1
-        assert vp([*args, "--base-url", server.url, option]) == 0
+        assert f"does not accept `{param}`" in err and " ".join(option) in err and len(err.strip().splitlines()) == 1
+        assert vp([*args, "--base-url", server.url, *option]) == 0
         body = server.fake.last_body
-    assert param not in body and ("seed" in body) != ("temperature" in body)
+    assert param not in body
+    sent = {"seed", "temperature", "max_tokens", "max_completion_tokens"} & set(body)
+    assert sent == {"seed", "temperature", "max_tokens", "max_completion_tokens"} - {param} - (
+        {"max_completion_tokens"} if param != "max_tokens" else set())
     records = json.loads((tmp_path / "m.json").read_text())
     assert len(records) == len(parse_bank(make_bank(2, "param"))) and all(r["numeric_response"] is not None for r in records)
 

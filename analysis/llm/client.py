@@ -11,9 +11,10 @@ llama.cpp's server, OpenRouter, ...) with temperature 0, a small ``max_tokens`` 
 exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date).
 401/403/404 mean the whole run is misconfigured (key, model name, URL): they stop the run.
 Other 4xx (e.g. a content filter's 400) fail that one question, which is not cached and
-is asked again by the next run, except a 400 that names ``seed`` or ``temperature`` as
-unsupported (some endpoints and reasoning models refuse them): that stops the run with a
-hint to leave the parameter out (``--no-seed``, ``--no-temperature``).
+is asked again by the next run, except a 400 that names ``seed``, ``temperature`` or
+``max_tokens`` as unsupported (some endpoints and reasoning models refuse them): that stops
+the run with a hint to leave the parameter out or rename it (``--no-seed``,
+``--no-temperature``, ``--max-tokens-field max_completion_tokens``).
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ class EndpointError(RuntimeError):
     """The endpoint refuses the whole run (bad key, unknown model, wrong URL)."""
 
 
-#: Sampling parameters the backend sends that an endpoint may refuse, and the option that leaves each out.
-OPTIONAL_PARAMETERS = {"seed": "--no-seed", "temperature": "--no-temperature"}
+#: Parameters the backend sends that an endpoint may refuse, and the option that changes each.
+OPTIONAL_PARAMETERS = {"seed": "--no-seed", "temperature": "--no-temperature",
+                       "max_tokens": "--max-tokens-field max_completion_tokens (reasoning models also need a larger --max-tokens)"}
+TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
 _REFUSAL_WORDS = re.compile(r"unrecogni[sz]ed|unsupported|not support|unknown|not allowed|not permitted|extra|invalid|not accept")
 
 
@@ -88,17 +91,20 @@ def refused_parameter(response_text: str, sent: dict) -> str | None:
     return None
 
 
-def add_sampling_arguments(parser, seed_help: str) -> None:
-    """--seed, --no-seed and --no-temperature, shared by the commands that call an endpoint."""
+def add_request_arguments(parser, seed_help: str) -> None:
+    """--seed, --no-seed, --no-temperature and --max-tokens-field, shared by the commands that call an endpoint."""
     parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--no-seed", action="store_true", help="send no seed (for endpoints that refuse one)")
     parser.add_argument("--no-temperature", action="store_true",
                         help="send no temperature, so the endpoint's default applies (models that accept only their default); answers then vary more")
+    parser.add_argument("--max-tokens-field", choices=TOKEN_FIELDS, default="max_tokens",
+                        help="the request field that carries --max-tokens (OpenAI's reasoning models take max_completion_tokens)")
 
 
-def sampling_options(args) -> dict:
-    """The OpenAIBackend keywords the sampling arguments ask for."""
-    return {"seed": None if args.no_seed else args.seed, "temperature": None if args.no_temperature else 0.0}
+def request_options(args) -> dict:
+    """The OpenAIBackend keywords `add_request_arguments` asks for."""
+    return {"seed": None if args.no_seed else args.seed, "temperature": None if args.no_temperature else 0.0,
+            "token_field": args.max_tokens_field}
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -152,6 +158,7 @@ class OpenAIBackend:
         max_tokens: int = 24,
         seed: int | None = 0,
         temperature: float | None = 0.0,
+        token_field: str = "max_tokens",
         concurrency: int = 8,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -164,6 +171,9 @@ class OpenAIBackend:
         self.max_tokens = max_tokens
         self.seed = seed
         self.temperature = temperature
+        if token_field not in TOKEN_FIELDS:
+            raise ValueError(f"token_field: {token_field!r} is not one of {', '.join(TOKEN_FIELDS)}")
+        self.token_field = token_field
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.retry_after_cap = retry_after_cap
@@ -205,10 +215,13 @@ class OpenAIBackend:
         # A temperature of 0 is recorded as the int 0, as before this became an option, so
         # the answers cached by earlier runs keep their keys.
         temperature = 0 if self.temperature == 0 else self.temperature
-        return {"temperature": temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+        settings = {"temperature": temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+        if self.token_field != "max_tokens":
+            settings["token_field"] = self.token_field
+        return settings
 
     def _body(self, question: Question) -> dict:
-        body = {"model": self.model, "messages": question.messages, "max_tokens": self.max_tokens}
+        body = {"model": self.model, "messages": question.messages, self.token_field: self.max_tokens}
         if self.temperature is not None:
             body["temperature"] = 0 if self.temperature == 0 else self.temperature
         if self.seed is not None:

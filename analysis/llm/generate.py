@@ -54,7 +54,7 @@ from tqdm import tqdm
 import instruments
 from analysis.llm.cache import AnswerCache
 from analysis.llm.candidate_checks import CheckSettings, check_candidates, flag_kind
-from analysis.llm.client import EndpointError, OpenAIBackend, Reply, add_sampling_arguments, sampling_options
+from analysis.llm.client import EndpointError, OpenAIBackend, Reply, add_request_arguments, request_options
 from analysis.llm.prompts import prompt_hash
 from valueportrait import DEFAULT_PROCESSED
 from valueportrait.atomic import write_text_atomic
@@ -572,7 +572,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: offline template responses")
     parser.add_argument("--concurrency", type=int, default=4, help="queries in flight at once")
     parser.add_argument("--cache", type=Path, help="answer cache (SQLite); default: generate_cache.sqlite beside --out")
-    add_sampling_arguments(parser, "sampling seed sent to the endpoint (a new seed asks everything afresh)")
+    add_request_arguments(parser, "sampling seed sent to the endpoint (a new seed asks everything afresh)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (none needed for a local server)")
     parser.add_argument("--prompts", type=Path, help="YAML templates replacing analysis/llm/generate_prompts.yaml")
     parser.add_argument("--first-id", type=int, default=201, help="portrait ids start at <digit><first-id>, e.g. 1201 and 3201")
@@ -603,7 +603,7 @@ def make_backend(args, prompts: GeneratePrompts):
         raise InputError("command line: --model: required with --backend openai")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     return OpenAIBackend(args.base_url, args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
-                         max_tokens=args.max_tokens, concurrency=args.concurrency, **sampling_options(args))
+                         max_tokens=args.max_tokens, concurrency=args.concurrency, **request_options(args))
 
 
 def run(args) -> int:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from analysis.llm.bank import Item, load_bank
 from analysis.llm.cache import AnswerCache
-from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply, add_sampling_arguments, sampling_options
+from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply, add_request_arguments, request_options
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import PromptSet, load_prompts, prompt_hash
 from valueportrait import DEFAULT_PROCESSED
@@ -303,7 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: an offline respondent with --profile")
     parser.add_argument("--profile", type=Path, help='simulated backend: JSON centred PVQ profile, e.g. {"Benevolence": 0.8, "Power": -1.0}')
     parser.add_argument("--persona-profile", type=Path, help="simulated backend: profile to use instead of --profile when --persona is given")
-    add_sampling_arguments(parser, "sampling seed sent to the endpoint; the simulated backend's noise seed")
+    add_request_arguments(parser, "sampling seed sent to the endpoint; the simulated backend's noise seed")
     parser.add_argument("--noise", type=float, default=0.3, help="simulated backend: SD of the answer noise (latent scale)")
     parser.add_argument("--variants", type=Path, help="YAML prompt templates replacing analysis/llm/prompts.yaml")
     parser.add_argument("--limit", type=int, help="ask at most this many new questions (e.g. to try a model cheaply)")
@@ -334,7 +334,7 @@ def make_backend(args, prompts: PromptSet):
         raise InputError("command line: --profile: only used with --backend simulated")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     return OpenAIBackend(args.base_url, args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
-                         max_tokens=args.max_tokens, concurrency=args.concurrency, **sampling_options(args))
+                         max_tokens=args.max_tokens, concurrency=args.concurrency, **request_options(args))
 
 
 def run(args) -> int:
