@@ -38,7 +38,7 @@ def password_ok(given: str | None, expected: str | None) -> bool:
 def participants_overview(db: StudyDB, study: Study, include_tests: bool = False) -> pd.DataFrame:
     """One row per participation: status, minutes taken, attention-check failures, straight-lining."""
     df = db.frame(
-        """SELECT p.participant_id, p.group_id, p.status, p.test_mode, p.started_at, p.completed_at,
+        """SELECT p.participant_id, p.group_id, p.status, p.test_mode, p.started_at, p.completed_at, p.completion_code,
                   p.last_seen_at, p.platform_study_id, p.platform_session_id,
                   q.age, q.gender, q.education, q.politics, q.country,
                   (SELECT COUNT(*) FROM attention_checks a WHERE a.study_id = p.study_id
@@ -69,6 +69,7 @@ def summary(db: StudyDB, study: Study, include_tests: bool = False) -> dict:
                 timed_out=int((df["status"] == "timed_out").sum()), declined=declined,
                 excluded=int(done["excluded"].sum()),
                 failed_attention=int((df["checks_failed"] > 0).sum()),
+                codes={str(k): int(v) for k, v in done["completion_code"].value_counts().items()},
                 median_minutes=float(done["minutes"].median()) if len(done) else float("nan"))
 
 
@@ -111,6 +112,8 @@ def render(study: Study, db_path: str) -> None:
         cols[3].metric("Median minutes", "-" if pd.isna(s["median_minutes"]) else f"{s['median_minutes']:.1f}")
         st.caption(f"Started {s['started']}, declined {s['declined']}, timed out {s['timed_out']}, "
                    f"failed an attention check {s['failed_attention']}.")
+        if study.spec.completion.failed_checks_code is not None:
+            st.caption("Completion codes handed out: " + ", ".join(f"{c} {n}" for c, n in s["codes"].items()) + ".")
         st.subheader("Groups")
         st.dataframe(pd.DataFrame(group_load(db, study)), hide_index=True)
         st.subheader("Attention checks")

@@ -374,7 +374,7 @@ def show_completion(ctx: Ctx, code: str, total: int) -> None:
     st.success("All your answers are saved.")
     st.write("Your completion code:")
     plain(code, "completion-code", size="1.6rem", weight="700", box=True)
-    url = ctx.study.completion_url()
+    url = ctx.study.completion_url(code)
     if url and not ctx.entry.test_mode:
         st.link_button("Return to Prolific to finish", url, type="primary")
     elif url:

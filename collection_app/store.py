@@ -267,11 +267,21 @@ def complete(db: StudyDB, study: Study, participant_id: str, expected_counts: di
         }
         if any(have[k] < n for k, n in expected_counts.items()):
             return None
-        code = study.spec.completion.code
+        code = completion_code(db, study, participant_id)
         stamp = now()
         db.conn.execute("UPDATE participations SET status='completed', completed_at=?, last_seen_at=?, completion_code=? "
                         "WHERE study_id=? AND participant_id=? AND status='active'", (stamp, stamp, code, sid, participant_id))
         return code
+
+
+def completion_code(db: StudyDB, study: Study, participant_id: str) -> str:
+    """The study's code, or its failed-checks code for someone who failed enough attention checks."""
+    done = study.spec.completion
+    if done.failed_checks_code is None:
+        return done.code
+    failed = db.query("SELECT COUNT(*) FROM attention_checks WHERE study_id=? AND participant_id=? AND passed=0",
+                      (study.study_id, participant_id))[0][0]
+    return done.failed_checks_code if failed >= done.failed_checks_min else done.code
 
 
 def time_out(db: StudyDB, study: Study, participant_id: str) -> None:

@@ -58,6 +58,17 @@ class Completion(_Strict):
     code: str = Field(pattern=r"^[A-Za-z0-9_\-]{4,40}$")
     # {code} is replaced by the code. Prolific's own return link by default.
     url: str | None = "https://app.prolific.com/submissions/complete?cc={code}"
+    # A second code for those who failed at least `failed_checks_min` attention checks, so
+    # their submissions can be told apart on the platform (Prolific's own rules decide what
+    # may be done with them). None: everyone gets `code`.
+    failed_checks_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{4,40}$")
+    failed_checks_min: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _codes_differ(self):
+        if self.failed_checks_code is not None and self.failed_checks_code == self.code:
+            raise ValueError(f"failed_checks_code: {self.failed_checks_code!r} is the same as code")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -188,9 +199,10 @@ class Study:
         return sorted((c.after, c.id) for c in self.spec.attention_checks
                       if BLOCK_OF_SCALE[self.checks[c.id].scale] == block)
 
-    def completion_url(self) -> str | None:
+    def completion_url(self, code: str | None = None) -> str | None:
+        """The link back to the platform for `code` (default: the study's completion code)."""
         url = self.spec.completion.url
-        return url.replace("{code}", self.spec.completion.code) if url else None
+        return url.replace("{code}", code or self.spec.completion.code) if url else None
 
     @cached_property
     def fingerprint(self) -> str:
@@ -270,6 +282,10 @@ def load_study(path: Path | str | None = None) -> Study:
         if placement.after > limit:
             raise InputError(f"{path}: attention_checks.{ci}.after: {placement.after} is beyond the "
                              f"{limit} questions of block {block}")
+    done = spec.completion
+    if done.failed_checks_code is not None and done.failed_checks_min > len(spec.attention_checks):
+        raise InputError(f"{path}: completion.failed_checks_min: {done.failed_checks_min} is more than the "
+                         f"{len(spec.attention_checks)} attention checks placed: nobody would get failed_checks_code")
     for key in spec.texts:
         if key not in instruments.Texts.model_fields:
             raise InputError(f"{path}: texts.{key}: unknown text (known: {', '.join(instruments.Texts.model_fields)})")

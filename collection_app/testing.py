@@ -91,7 +91,7 @@ def serve(db: Path, study: Path | None = None, **kw) -> Iterator[Server]:
 
 
 def write_small_study(folder: Path, *, items: list[dict], target: int = 50, groups: int = 1,
-                      checks: list[dict] | None = None) -> Path:
+                      checks: list[dict] | None = None, completion: dict | None = None) -> Path:
     """A study file over the given queries (tagged shape), split into `groups` groups."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "items.json").write_text(json.dumps(items))
@@ -100,7 +100,7 @@ def write_small_study(folder: Path, *, items: list[dict], target: int = 50, grou
         "study_id": "test-study", "title": "A test study", "items_file": "items.json",
         "groups": [{"id": f"G{g + 1}", "portraits": ids[g::groups], "target": target} for g in range(groups)],
         "attention_checks": checks if checks is not None else [{"id": "ac_pvq", "after": 3}, {"id": "ac_item_1", "after": 1}],
-        "completion": {"code": "TESTCODE1"},
+        "completion": completion or {"code": "TESTCODE1"},
     }
     path = folder / "study.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML

@@ -247,6 +247,44 @@ def test_assignment_is_balanced_and_atomic_under_concurrency(tmp_path):
         assert not again.new and db.count("participations") == 21
 
 
+SMALL_ITEMS = [{"portrait_id": 3001, "content": {"title": None, "text": "Q?"},
+                "outputs": [{"id": 1, "content": "R1"}, {"id": 2, "content": "R2"}]}]
+
+
+@pytest.mark.parametrize("failed, code", [((), "TESTCODE1"), (("ac_pvq",), "TESTCODE1"),
+                                          (("ac_pvq", "ac_item_1"), "CHECKFAIL1")])
+def test_failed_checks_get_their_own_code(db_path, tmp_path, monkeypatch, failed, code):
+    """With failed_checks_code, someone who failed at least failed_checks_min (2) checks gets it."""
+    import instruments
+
+    path = write_small_study(tmp_path / "s", items=SMALL_ITEMS, completion={
+        "code": "TESTCODE1", "failed_checks_code": "CHECKFAIL1", "failed_checks_min": 2})
+    monkeypatch.setenv("VP_STUDY", str(path))
+    expected = {c.id: c.expected for c in instruments.load_attention_checks()}
+    at = fill_demographics(start(visit()))
+    while step_of(at)[0] in ("question", "rating"):
+        radio = next(r for r in at.radio if r.key and r.key.startswith("q-"))
+        check = radio.key.removeprefix("q-check:") if radio.key.startswith("q-check:") else None
+        radio.set_value(4 if check is None else expected[check] % 5 + 1 if check in failed else expected[check])
+        at = at.button[0].click().run()
+    assert shown_code(at) == [code]
+    assert any(b.proto.url.endswith(f"cc={code}") for b in at.get("link_button"))
+    study = load_study(path)
+    with open_db(db_path) as db:
+        assert db.query("SELECT SUM(passed = 0) FROM attention_checks")[0][0] == len(failed)
+        assert admin.summary(db, study)["codes"] == {code: 1}
+    assert step_of(visit())[0] == "completion" and shown_code(visit()) == [code]  # coming back: the same code
+
+
+def test_failed_checks_code_is_validated(tmp_path):
+    for completion, field in (({"code": "SAMECODE", "failed_checks_code": "SAMECODE"}, "failed_checks_code"),
+                              ({"code": "TESTCODE1", "failed_checks_code": "CHECKFAIL1", "failed_checks_min": 3},
+                               "completion.failed_checks_min: 3")):
+        path = write_small_study(tmp_path / field[:12], items=SMALL_ITEMS, completion=completion)
+        with pytest.raises(InputError, match=field):
+            load_study(path)
+
+
 def test_answers_are_first_write_wins(tmp_path):
     study = load_study(DEFAULT_STUDY)
     with open_db(tmp_path / "s.db") as db:
