@@ -407,8 +407,8 @@ def test_rating_style_calibrated_to_release(release_dir, sim):
     rel_ratings = rel_rho.attrs["ratings"]
     value = json.loads((release_dir / "data/prolific/value/main/value.json").read_text())
     rel_scores = pd.DataFrame({pid: rec["higher_pvq"] for pid, rec in value.items()}).T
-    rel, ours = _item_rest(rel_ratings), _item_rest(
-        sim.ratings[sim.ratings["participant_id"].map(sim.truth.participants["kind"]).eq("good")])
+    good = sim.ratings[sim.ratings["participant_id"].map(sim.truth.participants["kind"]).eq("good")]
+    rel, ours = _item_rest(rel_ratings), _item_rest(good)
     assert rel.mean() == pytest.approx(0.397, abs=0.002) and rel.std() == pytest.approx(0.166, abs=0.002)
     assert abs(ours.mean() - rel.mean()) < 0.03
     assert abs(ours.std() / rel.std() - 1) < 0.12
@@ -416,7 +416,6 @@ def test_rating_style_calibrated_to_release(release_dir, sim):
                                np.quantile(rel, [0.05, 0.25, 0.5, 0.75, 0.95]), atol=0.05)
 
     _, scores = _scores(sim)
-    good = sim.ratings[sim.ratings["participant_id"].map(sim.truth.participants["kind"]).eq("good")]
     rel_links, our_links = _mean_rating_links(rel_ratings, rel_scores), _mean_rating_links(good, scores)
     assert rel_links["Self_Enhancement"] == pytest.approx(0.21, abs=0.01)
     for d, r in rel_links.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import importlib.util
+import json
 import random
 import re
 import sys
@@ -78,8 +79,8 @@ def refused_parameter(response_text: str, sent: dict) -> str | None:
     word of refusal ("unsupported", "unrecognized", ...): a content filter's 400 does not.
     """
     try:
-        error = httpx.Response(400, text=response_text).json().get("error")
-    except (ValueError, AttributeError):
+        error = json.loads(response_text).get("error")
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         error = None
     param = error.get("param") if isinstance(error, dict) else None
     message = (error.get("message") if isinstance(error, dict) else None) or response_text

@@ -15,10 +15,12 @@ import pandas as pd
 
 from analysis import group_bias as gb
 
-# Where a file may sit, relative to the processed folder (score-llm's default is processed/llm/).
+# Where a file may sit, relative to the processed folder (score-llm's default is processed/llm/;
+# vp demo writes recovery.json beside processed/).
 LOCATIONS = {"llm_profiles.csv": ("llm_profiles.csv", "llm/llm_profiles.csv"),
              "llm_consistency.csv": ("llm_consistency.csv", "llm/llm_consistency.csv"),
-             "personas.json": ("personas.json", "llm/personas.json")}  # fmt: skip
+             "personas.json": ("personas.json", "llm/personas.json"),
+             "recovery.json": ("recovery.json", "../recovery.json")}  # fmt: skip
 STR_COLUMNS = {"participant_id": str, "group_id": str, "portrait_id": str, "scope": str, "model": str}
 
 
@@ -85,15 +87,8 @@ class Inputs:
         """`vp demo`'s recovery.json (in the processed folder or the one above it), for a simulated study only."""
         if (self.manifest or {}).get("study_source") != "simulation":
             return None
-        for p in (self.processed / "recovery.json", self.processed.parent / "recovery.json"):
-            if p.is_file():
-                try:
-                    data = json.loads(p.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    self.notes.append(f"{p}: could not be read ({exc}); left out")
-                    return None
-                return data if isinstance(data, dict) else None
-        return None
+        data = self.json("recovery.json")
+        return data if isinstance(data, dict) else None
 
     @cached_property
     def item_bank(self) -> list | None:
