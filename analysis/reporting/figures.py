@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from instruments import dimension_label  # noqa: E402
+
 plt.rcParams.update({
     "svg.fonttype": "none",     # text stays text: smaller files, crisp at any zoom
     "svg.hashsalt": "valueportrait",  # stable ids, so the same data gives the same file
@@ -26,9 +28,8 @@ FAMILY_COLOURS = {"pvq": "#2a5d9f", "higher_pvq": "#7b4fa0", "bfi": "#2f8f5b"}
 SERIES = ["#2a5d9f", "#c0392b", "#2f8f5b", "#8e5ea2", "#d98c1f", "#3a9ca6", "#7f7f7f", "#b5651d"]
 
 
-def short(name: str) -> str:
-    """Axis label for a dimension: ``Self_Direction`` -> ``Self-Direction``."""
-    return str(name).replace("_", "-")
+#: Axis label for a dimension (``Self_Direction`` -> ``Self-Direction``): the report's one label helper.
+short = dimension_label
 
 
 def bar_groups(counts: pd.DataFrame):

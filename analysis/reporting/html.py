@@ -16,6 +16,41 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from instruments import DIMENSION_LABELS, FAMILY_LABELS, dimension_label
+
+#: The one helper for drawing a dimension's name (``Self_Direction`` -> ``Self-Direction``).
+label = dimension_label
+
+#: Column names -> words for table headers; other names get their underscores as spaces.
+#: A table's own ``headers`` win over these.
+HEADER_WORDS: dict[str, str] = {
+    "group_id": "group", "portrait_id": "query", "option_id": "response", "n_items": "items",
+    "p_value": "p", "q_value": "q (BH)", "ci_low": "CI low", "ci_high": "CI high", "rho": "rho",
+    "chi2": "chi²", "cfi": "CFI", "tli": "TLI", "rmsea": "RMSEA", "srmr": "SRMR", "kmo": "KMO",
+    "kmo_item": "item KMO", "bartlett_chi2": "Bartlett chi²", "bartlett_df": "Bartlett df", "bartlett_p": "Bartlett p",
+    "n_indicators": "indicators", "r_squared": "R²", "icc": "ICC", "icc_type": "ICC type",
+    "spearman_brown": "Spearman-Brown", "alpha_ci_low": "alpha CI low", "alpha_ci_high": "alpha CI high",
+    "eta_squared": "eta²", "kruskal_h": "Kruskal-Wallis H", "kruskal_p": "Kruskal-Wallis p",
+    "kruskal_q": "Kruskal-Wallis q", "n_groups": "groups", "n_humans": "participants", "n_values": "values",
+    "spearman_rho": "rank correlation", "spearman_p": "rank correlation p", "heldout_rho_mean": "held-out rho",
+}  # fmt: skip
+
+
+def header_words(column) -> str:
+    """A column name as a table header in words (``n_items`` -> ``items``, ``order_bias_t`` -> ``order bias t``)."""
+    text = str(column)
+    return HEADER_WORDS.get(text, text.replace("_", " "))
+
+
+def cell_label(column, value) -> str | None:
+    """Words for a cell that holds a code: a dimension name anywhere, a family code in a ``family`` column."""
+    if isinstance(value, str):
+        if column == "family" and value in FAMILY_LABELS:
+            return FAMILY_LABELS[value]
+        if value in DIMENSION_LABELS:
+            return DIMENSION_LABELS[value]
+    return None
+
 
 def esc(value) -> str:
     """Plain text -> HTML text (quotes too, so it is safe inside attributes)."""
@@ -75,7 +110,9 @@ def table(
     """A DataFrame as an HTML table; every cell escaped, numbers right-aligned.
 
     ``formats[col](value) -> str`` formats a column (default: 2 decimals for floats);
-    ``cell_style[col](value) -> str`` gives an inline style for a cell.
+    ``cell_style[col](value) -> str`` gives an inline style for a cell. Headers are in words
+    (``headers``, else :func:`header_words`); cells holding a dimension name or a family code
+    show its label (:func:`cell_label`), so the page spells each value one way.
     """
     formats = formats or {}
     headers = headers or {}
@@ -84,12 +121,14 @@ def table(
     out = [f'<div class="table-wrap"><table class="{esc(css_class)}">']
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, c))}</th>" for c in cols) + "</tr></thead><tbody>")
+    out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, header_words(c)))}</th>" for c in cols)
+               + "</tr></thead><tbody>")
     numeric = {c: pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in cols}
     for row in frame.itertuples(index=False, name=None):
         cells = []
         for c, v in zip(cols, row):
-            text = formats[c](v) if c in formats else (fmt_num(v) if numeric[c] else ("" if _isna(v) else str(v)))
+            text = (formats[c](v) if c in formats else fmt_num(v) if numeric[c]
+                    else "" if _isna(v) else cell_label(c, v) or str(v))
             style = cell_style[c](v) if c in cell_style else ""
             attrs = (' class="num"' if numeric[c] or c in formats else "") + (f' style="{esc(style)}"' if style else "")
             cells.append(f"<td{attrs}>{esc(text)}</td>")

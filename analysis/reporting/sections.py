@@ -25,7 +25,7 @@ from analysis.reporting.inputs import Inputs
 
 VALUES = list(inst.PVQ_VALUES)
 ORDER: list[tuple[str, str]] = [(f, d) for f, dims in inst.FAMILIES.items() for d in dims]
-FAMILY_NAMES = {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}
+FAMILY_NAMES = inst.FAMILY_LABELS
 
 
 def _f(d: int = 2):
