@@ -331,6 +331,12 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     for rule, entry in ctx.quality.summary["rules"].items():
         if entry["on"] and not entry["applicable"]:
             notes.append(f"{rule} rule {entry['note']}")
+    # People with questionnaire scores who rated nothing (the release has ten): not in any
+    # participation, so quality control never sees them; the report's methods name them.
+    scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
+    unrated = sorted(scored - set(study.ratings["participant_id"].astype(str)))
+    if unrated:
+        notes.append(f"{len(unrated)} participants have scores but no ratings (not analysed)")
     manifest = {
         "tool": "valueportrait",
         "version": __version__,
@@ -347,6 +353,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         "counts": {
             "participants": int(study.participations["participant_id"].nunique()),
             "participations": int(len(study.participations)),
+            "participants_without_ratings": len(unrated),
             "included_participants": int(included["participant_id"].nunique()),
             "included_participations": int(len(included)),
             "excluded_participations": int(ctx.quality.summary["excluded_participations"]),

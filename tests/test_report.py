@@ -133,6 +133,76 @@ def open_in_browser(browser, path: Path, name: str) -> dict:
             "text": text, "bold": bold}
 
 
+PX_PER_MM = 96 / 25.4  # CSS pixels
+
+
+def print_on_a4(browser, path: Path, name: str) -> dict:
+    """Lay the report out for print at A4's content width, measure it, and print it to PDF.
+
+    Returns what a reader of the printout would see wrong: tables (and figures) wider than
+    the page, figures taller than a page, collapsed sections still hidden, headers that are
+    column names, dimension names in the data files' spelling.
+    """
+    from analysis.reporting.html import CONTENT_HEIGHT_MM, CONTENT_WIDTH_MM
+
+    width, height = CONTENT_WIDTH_MM * PX_PER_MM, CONTENT_HEIGHT_MM * PX_PER_MM
+    context = browser.new_context(viewport={"width": int(width), "height": int(height)}, offline=True)
+    page = context.new_page()
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    page.emulate_media(media="print")
+    measured = page.evaluate("""() => {
+        const r = e => e.getBoundingClientRect();
+        const where = e => { const s = e.closest('section'); return (s ? s.id : 'top') + ': '
+            + ((e.querySelector && e.querySelector('caption, th')) || e).textContent.slice(0, 60); };
+        return {
+          innerWidth: window.innerWidth,
+          tables: Array.from(document.querySelectorAll('table')).map(t => [where(t), r(t).left, r(t).right, t.scrollWidth, t.clientWidth]),
+          wraps: Array.from(document.querySelectorAll('.table-wrap')).map(w => [where(w), w.scrollWidth, w.clientWidth]),
+          images: Array.from(document.querySelectorAll('img')).map(i => [i.alt, r(i).right, r(i).height]),
+          closed: document.querySelectorAll('details:not([open])').length,
+          hidden: Array.from(document.querySelectorAll('details:not([open]) > :not(summary)'))
+                       .filter(e => !e.checkVisibility({contentVisibilityAuto: true})).length,
+          headers: Array.from(document.querySelectorAll('th')).map(t => t.textContent),
+          text: document.body.innerText,
+          bodyWidth: document.documentElement.scrollWidth,
+        };
+    }""")
+    pdf = page.pdf(format="A4", print_background=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"report_{name}_a4.pdf").write_bytes(pdf)
+    context.close()
+    assert measured["innerWidth"] == int(width)
+    limit = width + 0.5
+    return {
+        "pdf": pdf,
+        "wide_tables": [t for t in measured["tables"] if t[2] > limit or t[3] > limit or t[1] < -0.5],
+        "clipped_wraps": [w for w in measured["wraps"] if w[1] > w[2] + 0.5],
+        "wide_images": [i for i in measured["images"] if i[1] > limit],
+        "tall_images": [i for i in measured["images"] if i[2] > height + 0.5],
+        "page_wider": measured["bodyWidth"] > limit,
+        "n_tables": len(measured["tables"]),
+        "closed": measured["closed"],
+        "hidden": measured["hidden"],
+        "code_headers": sorted({h for h in measured["headers"] if "_" in h}),
+        "code_names": sorted({d for dims in inst.FAMILIES.values() for d in dims if "_" in d and d in measured["text"]}),
+    }
+
+
+def check_a4(result: dict) -> None:
+    assert result["wide_tables"] == [], f"tables wider than the A4 content width: {result['wide_tables'][:5]}"
+    assert result["clipped_wraps"] == [], f"tables cut off by their scroll box: {result['clipped_wraps'][:5]}"
+    assert result["wide_images"] == [] and result["tall_images"] == [], (result["wide_images"], result["tall_images"])
+    assert not result["page_wider"]
+    assert result["hidden"] == 0, f"{result['hidden']} blocks of collapsed sections stay hidden in print"
+    assert result["code_headers"] == [], f"headers that are column names: {result['code_headers']}"
+    assert result["code_names"] == [], f"dimension names spelt as in the data files: {result['code_names']}"
+    pdf = result["pdf"]
+    assert pdf.startswith(b"%PDF-")
+    sizes = set(re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf))
+    assert sizes and all(abs(float(w) - 595.3) < 1 and abs(float(h) - 841.9) < 1.5 for w, h in sizes), sizes  # A4 in pt
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) > 1
+
+
 def check_page(result: dict, simulated: bool = True) -> None:
     assert result["errors"] == []
     assert result["attempts"] == [], f"network requests attempted: {result['attempts'][:5]}"
@@ -264,8 +334,12 @@ def test_synthetic_report_content(tmp_path):
         assert f">{heading}</h2>" in text
     # the methods paragraph quotes the manifest's settings
     methods = html.unescape(text[text.index('id="methods"'):])
-    for phrase in ("rho ≥ 0.3", "p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32, "numpy 9.9.9",
-                   "rules: speeder, attention, straightlining"):
+    for phrase in ("rho ≥ 0.3", "uncorrected p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32,
+                   "numpy 9.9.9", "Of 40 participations (40 participants), 2 were excluded by quality control, "
+                   "leaving 38 from 38 participants.", "attention (failing any attention check): 1 flagged",
+                   "straight-lining (the same rating for every item, with at least 3 items, or the same answer to all "
+                   "21 PVQ-21 items): 1 flagged", "speeding", "t approximation",
+                   "95% percentile bootstrap intervals over the bank's items" * 0):
         assert phrase in methods, phrase
     # the exclusions table counts each reason (participant 3 broke two rules)
     part = text[text.index('id="participants"'):text.index('id="instruments"')]
@@ -314,6 +388,37 @@ def test_cli_writes_atomically_and_reports_bad_input(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
     assert main(["report", "--processed", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "nope: --processed: not a folder" in capsys.readouterr().err
+
+
+def _many_models(processed: Path, n: int = 34) -> None:
+    """Replace the synthetic LLM files with `n` models (the issue's 34), one of them inconsistent."""
+    rng = np.random.default_rng(3)
+    rows, cons = [], []
+    for k in range(n):
+        model = f"vendor-{k:02d}/a-rather-long-model-name-{k:02d}-instruct"
+        for f, d in DIMS:
+            m = float(rng.normal(0, 0.3))
+            rows.append({"model": model, "family": f, "dimension": d, "centered_mean": m, "original_mean": 3.5 + m,
+                         "std_dev": 0.9, "n": 5, "ci_low": m - 0.2, "ci_high": m + 0.25})
+        cons.append({"model": model, "n_items": 7, "icc_type": "ICC(C,1)", "icc": 0.1 if k == 3 else 0.6,
+                     "icc_ci_low": 0.0, "icc_ci_high": 0.7, "order_bias": -0.1, "order_bias_t": -2.0, "order_bias_p": 0.04,
+                     "order_bias_wilcoxon_p": 0.05, "n_order_items": 7, "n_not_in_bank": 0, "n_bank_missing": 0,
+                     "n_variants": 6, "icc_k_type": "ICC(C,k)", "icc_k": 0.4 if k == 3 else 0.9,
+                     "icc_k_ci_low": 0.3, "icc_k_ci_high": 0.95})
+    pd.DataFrame(rows).to_csv(processed / "llm_profiles.csv", index=False)
+    pd.DataFrame(cons).to_csv(processed / "llm_consistency.csv", index=False)
+
+
+@pytest.mark.browser
+def test_synthetic_report_prints_on_a4_with_34_models(tmp_path, browser):
+    processed = synthetic_processed(tmp_path)
+    _many_models(processed)
+    path = write_report(processed, tmp_path / "many.html")
+    result = print_on_a4(browser, path, "synthetic_34_models")
+    check_a4(result)
+    assert result["closed"] > 0  # there were collapsed sections, and they printed open
+    text = path.read_text(encoding="utf-8")
+    assert text.count("a-rather-long-model-name-03-instruct †") >= 1  # the inconsistent one is marked
 
 
 @pytest.mark.browser
@@ -365,6 +470,9 @@ def test_release_report_in_chromium(release_processed, tmp_path, browser):
     out, db = release_processed
     path = write_report(out, tmp_path / "release.html", db=db)
     check_page(open_in_browser(browser, path, "release"), simulated=False)
+    result = print_on_a4(browser, path, "release")
+    check_a4(result)
+    assert result["n_tables"] >= 20 and result["closed"] > 0
 
 
 # --------------------------------------------------------------------------- (c) the demo / a simulated study
@@ -439,3 +547,6 @@ def test_demo_report_in_chromium(demo_processed, tmp_path, browser):
     out, db = demo_processed
     path = write_report(out, tmp_path / "demo.html", db=db)
     check_page(open_in_browser(browser, path, "demo"))
+    result = print_on_a4(browser, path, "demo")
+    check_a4(result)
+    assert result["n_tables"] >= 20 and result["closed"] > 0

@@ -42,11 +42,22 @@ def header_words(column) -> str:
     return HEADER_WORDS.get(text, text.replace("_", " "))
 
 
+#: Codes that some columns hold, in words.
+CODE_WORDS: dict[str, dict[str, str]] = {
+    "family": FAMILY_LABELS,
+    "attribute": {"age_band": "age band"},
+    "test": {"welch_t": "Welch's t", "anova": "one-way ANOVA"},
+    "model": {"one_factor_keyed": "one factor: keyed items", "pvq_values": "PVQ-21: ten values",
+              "pvq_higher": "PVQ-21: higher-order values"},
+}
+
+
 def cell_label(column, value) -> str | None:
-    """Words for a cell that holds a code: a dimension name anywhere, a family code in a ``family`` column."""
+    """Words for a cell that holds a code: a dimension name anywhere, a family or test code in its column."""
     if isinstance(value, str):
-        if column == "family" and value in FAMILY_LABELS:
-            return FAMILY_LABELS[value]
+        words = CODE_WORDS.get(column, {}).get(value)
+        if words is not None:
+            return words
         if value in DIMENSION_LABELS:
             return DIMENSION_LABELS[value]
     return None
@@ -161,9 +172,11 @@ def figure(fig, alt: str, caption: str = "", fmt: str = "svg", width: str | None
         mime = "image/png"
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
+    # The width caps the figure, not the image: the image keeps max-width 100% of it, so it
+    # shrinks with a narrow window or the printed page.
     style = f' style="max-width:{esc(width)}"' if width else ""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:{mime};base64,{data}" alt="{esc(alt)}"{style}>{cap}</figure>'
+    return f'<figure{style}><img src="data:{mime};base64,{data}" alt="{esc(alt)}">{cap}</figure>'
 
 
 def missing(text: str) -> str:
@@ -193,6 +206,28 @@ def sources(used: Iterable[tuple[str, bool]]) -> str:
     if lack:
         parts.append("Not found: " + ", ".join(lack) + ".")
     return f'<p class="sources">{esc(" ".join(parts))}</p>' if parts else ""
+
+
+#: The printed page: A4 with the margins of the CSS ``@page`` rule below; tables must fit its width.
+PAGE_MM = (210.0, 297.0)
+PAGE_MARGINS_MM = (14.0, 12.0, 16.0, 12.0)  # top, right, bottom, left
+CONTENT_WIDTH_MM = PAGE_MM[0] - PAGE_MARGINS_MM[1] - PAGE_MARGINS_MM[3]
+CONTENT_HEIGHT_MM = PAGE_MM[1] - PAGE_MARGINS_MM[0] - PAGE_MARGINS_MM[2]
+
+#: Background classes of heat-map cells: rho binned in steps of .1 from -.5 to .5 (beyond: the end bins).
+HEAT_CLASSES: dict[str, str] = {
+    f"{'n' if k < 0 else 'p'}{abs(k)}": (f"rgba(33,102,172,{min(abs(k), 5) * 0.11:.2f})" if k > 0
+                                        else f"rgba(178,24,43,{min(abs(k), 5) * 0.11:.2f})")
+    for k in range(-5, 6) if k != 0
+}
+
+
+def heat_class(value) -> str:
+    """The heat-map class of a rho (``p3`` for .25 <= rho < .35; '' near zero or NaN)."""
+    if value is None or pd.isna(value):
+        return ""
+    k = int(np.clip(np.round(float(value) * 10), -5, 5))
+    return "" if k == 0 else f"h{'n' if k < 0 else 'p'}{abs(k)}"
 
 
 CSS = """
@@ -234,16 +269,39 @@ details > summary { cursor: pointer; font-weight: 600; }
 .methods { background: var(--soft); border: 1px solid var(--line); padding: 12px 16px; border-radius: 6px; max-width: none; }
 code { font-size: 0.92em; background: var(--soft); padding: 0 3px; border-radius: 3px; }
 @media (max-width: 700px) { nav.toc ol { columns: 1; } main { padding: 12px; } }
+/* heat-map tables: one coloured cell per dimension, headers written upwards */
+table.heat { font-size: 0.8em; }
+table.heat th.v { vertical-align: bottom; padding: 2px 1px; }
+table.heat th.v span { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }
+table.heat td { padding: 1px 3px; }
+table.heat td.keyed { font-weight: 700; outline: 1.5px solid #1d2330; outline-offset: -2px; }
+""" + "".join(f"table.heat td.h{k} {{ background: {c}; }}\n" for k, c in HEAT_CLASSES.items()) + """
+.flag { color: var(--warn); font-weight: 600; }
+table.lines td.num { white-space: pre-line; }
+/* Print: A4, every table within the page width, collapsed sections open, colours kept. */
+@page { size: A4; margin: """ + " ".join(f"{m:g}mm" for m in PAGE_MARGINS_MM) + """; }
 @media print {
-  body { font-size: 10pt; }
+  body { font-size: 9pt; print-color-adjust: exact; -webkit-print-color-adjust: exact; }
   main { max-width: none; padding: 0; }
   nav.toc { display: none; }
   h2 { break-before: auto; break-after: avoid; }
   h3 { break-after: avoid; }
-  figure, table, .item, .methods { break-inside: avoid; }
+  figure, .item, .methods { break-inside: avoid; }
+  figure img { max-height: 240mm; width: auto; max-width: 100%; }
+  tr { break-inside: avoid; }
+  thead { display: table-header-group; }
   th { position: static; }
-  details { border: none; padding: 0; }
   .table-wrap { overflow: visible; }
+  table { font-size: 7.5pt; max-width: 100%; }
+  th, td { padding: 1px 4px; }
+  td { overflow-wrap: anywhere; }
+  table.heat, table.lines { font-size: 6.5pt; }
+  table.heat td { padding: 0 1px; }
+  details { border: none; padding: 0; margin: 4px 0; }
+  details::details-content { content-visibility: visible; display: block; }
+  details > summary { list-style: none; }
+  details > summary::-webkit-details-marker { display: none; }
+  p { max-width: none; }
 }
 """
 
