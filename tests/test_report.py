@@ -9,6 +9,7 @@ Chromium at /usr/bin/chromium: they skip without it locally and fail under CI=tr
 
 from __future__ import annotations
 
+import html
 import html.parser
 import importlib.util
 import json
@@ -341,6 +342,19 @@ def test_synthetic_report_content(tmp_path):
                    "21 PVQ-21 items): 1 flagged", "speeding", "t approximation",
                    "95% percentile bootstrap intervals over the bank's items" * 0):
         assert phrase in methods, phrase
+    assert "chance" not in methods  # no chance.csv: nothing said about chance
+    assert "Python (version not recorded)" in methods  # an older manifest without Python's version
+    assert methods.count("numpy") == 1 and methods.count("valueportrait 0.1.0") == 1  # versions once each
+    # the heat map of the bank: per dimension, its items by id, keyed cells framed
+    corr = html.unescape(text[text.index('id="correlations"'):text.index('id="selected-items"')])
+    heat = corr[corr.index("Heat map per dimension, with item ids"):]
+    assert '<table class="heat">' in heat and "<td>1001/1</td>" in heat and "keyed" in heat
+    assert "<span>Self-Direction</span>" in heat and "Self_Direction" not in corr
+    # the LLM section: ICC(C,k) missing from this older llm_consistency.csv is said, not invented
+    llm = html.unescape(text[text.index('id="llm-profiles"'):text.index('id="group-bias"')])
+    assert "Each model's centred score on each value" in llm and "no ICC(C,k) column" in llm
+    # group bias on one scale, with its tolerance stated
+    assert "Gaps smaller than 0.2 on this scale count as near zero" in html.unescape(text)
     # the exclusions table counts each reason (participant 3 broke two rules)
     part = text[text.index('id="participants"'):text.index('id="instruments"')]
     assert re.search(r"<td>speeder</td><td class=\"num\">1</td>", part)
@@ -358,6 +372,40 @@ def test_synthetic_report_content(tmp_path):
                      r"<td class=\"num\">0\.88</td><td class=\"num\">1\.00</td>", truth), truth[:2000]
     assert "3 fresh simulated samples of raters" in truth and "mean 0.80, range 0.60 to 1.00" in truth
     assert truth.count("<img") == 1 and "mean r = 0.81" in truth and "Spearman = 0.93" in truth
+
+
+def test_methods_with_chance_baseline_and_unrated_people(tmp_path):
+    processed = synthetic_processed(tmp_path)
+    manifest = json.loads((processed / "manifest.json").read_text())
+    manifest["counts"].update(participants_without_ratings=3, participations=40, participants=40,
+                              keyed={"pvq": {"pairs": 100, "keyed_pairs": 9}})
+    manifest["settings"]["permutations"] = 200
+    manifest["versions"] = {"python": "3.11.2", "valueportrait": "0.1.0", "numpy": "9.9.9"}
+    (processed / "manifest.json").write_text(json.dumps(manifest))
+    # chance.csv as vp analyze's chance step writes it: one row per dimension, totals as "all"
+    pd.DataFrame([
+        {"family": "pvq", "dimension": "Power", "pairs": 10, "observed": 2, "expected_mean": 0.6, "expected_low": 0,
+         "expected_high": 2, "false_key_share": 0.3},
+        {"family": "pvq", "dimension": "all", "pairs": 100, "observed": 9, "expected_mean": 3.2, "expected_low": 1,
+         "expected_high": 6, "false_key_share": 3.2 / 9},
+    ]).to_csv(processed / "chance.csv", index=False)
+    cons = pd.read_csv(processed / "llm_consistency.csv")
+    cons = cons.assign(n_variants=6, icc_k_type="ICC(C,k)", icc_k=[0.96, 0.5], icc_k_ci_low=[0.9, 0.3],
+                       icc_k_ci_high=[0.98, 0.6])
+    cons.to_csv(processed / "llm_consistency.csv", index=False)
+    text = html.unescape(build_report(processed))
+    methods = text[text.index('id="methods"'):]
+    assert "uncorrected p < 0.05 (no correction for the 100 pairs tested)" in methods
+    assert "This keyed 9 of 100 item-value pairs (chance alone: 3 [1-6], an estimated 36% of the keys)" in methods
+    assert "200 permutations of the scores among the raters of each group" in methods
+    assert "A further 3 people had questionnaire scores but rated no items and were not analysed." in methods
+    assert "Software: Python 3.11.2, valueportrait 0.1.0, numpy 9.9.9." in methods
+    assert "ICC(C,1) and ICC(C,k)" in methods
+    part = text[text.index('id="participants"'):text.index('id="instruments"')]
+    assert "Another 3 people have questionnaire scores but rated no items" in part
+    llm = text[text.index('id="llm-profiles"'):text.index('id="group-bias"')]
+    assert "1 of them (model-b) answer too inconsistently" in llm and "model-b †" in llm
+    assert re.search(r"<td>model-b</td>.*?<td[^>]*>low</td>", llm)
 
 
 def test_known_truth_only_for_a_simulated_study(tmp_path):
@@ -462,6 +510,18 @@ def test_release_report(release_processed, tmp_path):
     assert "No demographics" in text and "No timings" in text
     for model in ("claude-3-5-sonnet-20241022", "gpt-4o-2024-11-20", "llama-3.1-8b-instruct"):
         assert model in text
+    # the methods paragraph, accurate to this run: the release's duplicate, its ten people with
+    # scores but no ratings (vp import-release reports them), the two rules it cannot support
+    methods = html.unescape(text[text.index('id="methods"'):])
+    assert "Of 560 participations (559 participants), 1 was excluded by quality control, leaving 559" in methods
+    assert "duplicates (a later participation of someone already counted in another group): 1 flagged" in methods
+    assert "The data has no attention checks or completion times, so those rules could not be applied." in methods
+    assert "A further 10 people had questionnaire scores but rated no items" in methods
+    assert "attention (failing" not in methods and "speeding (" not in methods  # rules that did not apply
+    assert "287 of 5,200 item-value pairs" in methods and "Python 3." in methods
+    # llama's six-variant average is unreliable (ICC(C,1) .10, so ICC(C,k) = 6 * .1 / (1 + 5 * .1) = .40)
+    llm = html.unescape(text[text.index('id="llm-profiles"'):text.index('id="group-bias"')])
+    assert "1 of them (llama-3.1-8b-instruct) answer too inconsistently" in llm
     assert text.count("<img ") >= 6
 
 

@@ -216,7 +216,9 @@ def profile_dots(frame: pd.DataFrame, values: list[str], flagged: set[str] | fro
     """
     models = list(dict.fromkeys(frame["model"]))
     n = len(models)
+    frame = frame.assign(**{c: np.nan for c in ("ci_low", "ci_high") if c not in frame.columns})  # no intervals: dots only
     wide = {c: frame.pivot_table(index="model", columns="dimension", values=c).reindex(index=models, columns=values)
+            if frame[c].notna().any() else pd.DataFrame(np.nan, index=models, columns=values)
             for c in ("centered_mean", "ci_low", "ci_high")}
     finite = np.concatenate([w.to_numpy(float).ravel() for w in wide.values()])
     finite = finite[np.isfinite(finite)]

@@ -1126,8 +1126,9 @@ def methods(inp: Inputs) -> str:
         f"confidence intervals from {ci}.")
     rule = (f"rho ≥ {threshold}" if keying == "pos"
             else f"|rho| ≥ {threshold} (negative correlations keyed as reversed)")
-    validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha}; keying does "
-                      "not correct for the number of pairs tested, so some keys are expected by chance alone.")
+    tested = sum(v.get("pairs", 0) for v in keyed.values() if isinstance(v.get("pairs"), int))
+    validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha} (no correction "
+                      f"for the {f'{tested:,} ' if tested else ''}pairs tested).")
     chance = _chance_totals(inp)
     if keyed:
         parts = []
