@@ -295,6 +295,7 @@ table.lines td.num { white-space: pre-line; }
   table { font-size: 7.5pt; max-width: 100%; }
   th, td { padding: 1px 4px; }
   td { overflow-wrap: anywhere; }
+  td:first-child { min-width: 6em; }  /* names stay readable when a table is squeezed to the page */
   table.heat, table.lines { font-size: 6.5pt; }
   table.heat td { padding: 0 1px; }
   details { border: none; padding: 0; margin: 4px 0; }

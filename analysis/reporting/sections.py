@@ -800,23 +800,29 @@ def _profile_tables(base: pd.DataFrame, plain: list[str], low: set[str]) -> str:
 def _consistency_table(cons: pd.DataFrame, low: set[str]) -> str:
     from analysis.llm.profile import LOW_CONSISTENCY
 
+    def with_ci(value, lo, hi) -> str:
+        return "" if pd.isna(value) else f"{value:.2f}" + (f"\n{fmt_ci(lo, hi)}" if fmt_ci(lo, hi) else "")
+
     c = cons.copy()
-    c["icc_1"] = [fmt_ci(a, b) for a, b in zip(c.get("icc_ci_low", np.nan), c.get("icc_ci_high", np.nan))]
+    c["icc_1"] = [with_ci(v, a, b) for v, a, b in zip(c["icc"], c.get("icc_ci_low", np.nan), c.get("icc_ci_high", np.nan))]
+    cols = ["model", "n_items", "n_variants", "icc_1"]
     if "icc_k" in c.columns:
-        c["icc_k_ci"] = [fmt_ci(a, b) for a, b in zip(c["icc_k_ci_low"], c["icc_k_ci_high"])]
+        c["icc_k_"] = [with_ci(v, a, b) for v, a, b in zip(c["icc_k"], c["icc_k_ci_low"], c["icc_k_ci_high"])]
         c["verdict"] = ["" if pd.isna(v) else "low" if m in low else "adequate" for m, v in zip(c["model"], c["icc_k"])]
-    cols = [x for x in ("model", "n_items", "n_variants", "icc", "icc_1", "icc_k", "icc_k_ci", "verdict", "order_bias",
-                        "order_bias_t", "order_bias_p", "order_bias_wilcoxon_p") if x in c.columns]
+        cols += ["icc_k_", "verdict"]
+    c["order_bias_"] = [with_ci(v, np.nan, np.nan) + (f"\nt = {t:.1f}" if pd.notna(t) else "")
+                        for v, t in zip(c.get("order_bias", np.nan), c.get("order_bias_t", np.nan))]
+    cols += ["order_bias_", "order_bias_p", "order_bias_wilcoxon_p"]
+    cols = [x for x in cols if x in c.columns]
     line = f"{LOW_CONSISTENCY:.2f}".lstrip("0")
-    body = table(c[cols], formats={"n_items": _int, "n_variants": _int, "icc_1": str, "icc_k_ci": str,
-                                   "order_bias_p": fmt_p, "order_bias_wilcoxon_p": fmt_p, "icc": _f(2), "icc_k": _f(2),
-                                   "order_bias": _f(2), "order_bias_t": _f(1)},
-                 headers={"n_items": "items with every variant", "n_variants": "variants", "icc": "ICC(C,1)",
-                          "icc_1": "ICC(C,1) 95% CI", "icc_k": "ICC(C,k)", "icc_k_ci": "ICC(C,k) 95% CI",
-                          "verdict": "consistency", "order_bias": "order bias (given - reversed)",
-                          "order_bias_t": "order bias t", "order_bias_p": "order bias p (paired t)",
-                          "order_bias_wilcoxon_p": "order bias p (Wilcoxon)"},
+    body = table(c[cols], formats={"n_items": _int, "n_variants": _int, "icc_1": str, "icc_k_": str, "order_bias_": str,
+                                   "order_bias_p": fmt_p, "order_bias_wilcoxon_p": fmt_p},
+                 headers={"n_items": "items with every variant", "n_variants": "variants",
+                          "icc_1": "ICC(C,1) one variant [95% CI]", "icc_k_": "ICC(C,k) their mean [95% CI]",
+                          "verdict": "consistency", "order_bias_": "order bias (given - reversed)",
+                          "order_bias_p": "order bias p (paired t)", "order_bias_wilcoxon_p": "order bias p (Wilcoxon)"},
                  cell_style={"verdict": lambda v: "color:#8a4b00;font-weight:600" if v == "low" else ""},
+                 css_class="lines",
                  caption="Agreement between the prompt variants, items as targets and variants as raters (two-way "
                          "mixed, consistency; Shrout & Fleiss ICC(3,1) and ICC(3,k)). ICC(C,1) is one variant's "
                          "reliability (below .5 is poor, Koo & Li 2016); ICC(C,k) is the reliability of the mean over "
