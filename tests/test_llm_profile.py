@@ -319,3 +319,18 @@ def test_bootstrap_interval_against_scipy():
         assert ours.loc[value, "ci_high"] == pytest.approx(ci.high, abs=0.02), value
         point = centred(np.arange(n), d)
         assert ours.loc[value, "ci_low"] < point < ours.loc[value, "ci_high"]
+
+
+def test_negative_bootstrap_is_refused_in_one_line(tmp_path, capsys):
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps(HAND_BANK))
+    answers = tmp_path / "hand.json"
+    answers.write_text(json.dumps(HAND_ANSWERS))
+    out = tmp_path / "p.csv"
+    assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
+               "--bootstrap", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--bootstrap: -1 is negative") and "\n" not in err and not out.exists()
+    assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
+               "--bootstrap", "0"]) == 0
+    assert pd.read_csv(out)[["ci_low", "ci_high"]].isna().all().all()  # 0 switches the intervals off

@@ -401,6 +401,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    if args.bootstrap < 0:
+        raise InputError(f"command line: --bootstrap: {args.bootstrap} is negative")
     items = load_bank(args.item_bank)
     notes: list[str] = []
     responses = load_responses(args.responses, notes)
@@ -409,8 +411,6 @@ def run(args) -> int:
     dropped = sum(len(dims) for it in items for dims in it.reversed.values()) if args.keying == "pos" else 0
     if dropped:
         print(f"--keying pos: left out {dropped} reversed keys of the bank (use --keying abs to score them)")
-    if args.bootstrap < 0:
-        raise InputError(f"command line: --bootstrap: {args.bootstrap} is negative")
     profiles, consistency = score_models(items, responses, args.keying, bootstrap=args.bootstrap, seed=args.seed)
     cons_path = write_profiles(profiles, consistency, args.out)
     for row in consistency.itertuples():
