@@ -110,6 +110,10 @@ def diverging_bg(value, scale: float) -> str:
     return f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.2f})"
 
 
+#: Tables with at least this many columns print in a smaller font (``table.dense``).
+DENSE_COLUMNS = 11
+
+
 def table(
     frame: pd.DataFrame,
     formats: dict[str, Callable] | None = None,
@@ -129,6 +133,8 @@ def table(
     headers = headers or {}
     cell_style = cell_style or {}
     cols = list(frame.columns)
+    if len(cols) >= DENSE_COLUMNS:  # many columns: a smaller print font, so the table still fits A4
+        css_class = f"{css_class} dense".strip()
     out = [f'<div class="table-wrap"><table class="{esc(css_class)}">']
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
@@ -295,8 +301,9 @@ table.lines td.num { white-space: pre-line; }
   table { font-size: 7.5pt; max-width: 100%; }
   th, td { padding: 1px 4px; }
   td { overflow-wrap: anywhere; }
-  td:first-child { min-width: 6em; }  /* names stay readable when a table is squeezed to the page */
-  table.heat, table.lines { font-size: 6.5pt; }
+  td:not(.num) { min-width: 3.5em; } /* text stays readable when a table is squeezed to the page */
+  td:first-child { min-width: 5em; }
+  table.heat, table.lines, table.dense { font-size: 6.5pt; }
   table.heat td { padding: 0 1px; }
   details { border: none; padding: 0; margin: 4px 0; }
   details::details-content { content-visibility: visible; display: block; }
