@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.correlations import add_fisher_z_ci, correlation_table
-from analysis.dataset import Study, input_hash, load_study
+from analysis.dataset import Study, input_hash, load_study, participants_without_ratings
 from analysis.item_bank import build_item_bank
 from analysis.quality import QualityOptions, QualityResult, add_quality_arguments, options_from_args, quality_control, summary_lines
 from valueportrait.atomic import write_csv_atomic, write_json_atomic
@@ -331,10 +331,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     for rule, entry in ctx.quality.summary["rules"].items():
         if entry["on"] and not entry["applicable"]:
             notes.append(f"{rule} rule {entry['note']}")
-    # People with questionnaire scores who rated nothing (the release has ten): not in any
-    # participation, so quality control never sees them; the report's methods name them.
-    scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
-    unrated = sorted(scored - set(study.ratings["participant_id"].astype(str)))
+    unrated = participants_without_ratings(study)
     if unrated:
         notes.append(f"{len(unrated)} participants have scores but no ratings (not analysed)")
     manifest = {

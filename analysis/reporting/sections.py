@@ -148,11 +148,11 @@ def _unrated(inp: Inputs) -> int | None:
     n = ((inp.manifest or {}).get("counts") or {}).get("participants_without_ratings")
     if n is not None:
         return int(n)
-    study = inp.study
-    if study is None:
+    if inp.study is None:
         return None
-    scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
-    return len(scored - set(study.ratings["participant_id"].astype(str)))
+    from analysis.dataset import participants_without_ratings
+
+    return len(participants_without_ratings(inp.study))
 
 
 # --------------------------------------------------------------------------- instruments
