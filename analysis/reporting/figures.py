@@ -161,7 +161,7 @@ def _radar_axes(ax, values: list[str], lim: float):
     ax.set_xticks(angles, [short(v) for v in values], fontsize=7)
     ax.set_ylim(-lim, lim)
     rings = _ring_ticks(lim)
-    ax.set_yticks(rings, [f"{r:+.2g}".replace("+0", "0") if r else "0" for r in rings], fontsize=6, color="#555")
+    ax.set_yticks(rings, [f"{r:.2g}" if r else "0" for r in rings], fontsize=6, color="#555")
     ax.set_rlabel_position(90 - 18)  # between the first two values, clear of the polygons' labels
     ring = np.linspace(0, 2 * np.pi, 200)
     ax.plot(ring, np.zeros_like(ring), color="#222", lw=1.1, ls="--", zorder=1)  # the zero ring
