@@ -405,7 +405,7 @@ def test_methods_with_chance_baseline_and_unrated_people(tmp_path):
     assert "Another 3 people have questionnaire scores but rated no items" in part
     llm = text[text.index('id="llm-profiles"'):text.index('id="group-bias"')]
     assert "1 of them (model-b) answer too inconsistently" in llm and "model-b †" in llm
-    assert re.search(r"<td>model-b</td>.*?<td[^>]*>low</td>", llm)
+    assert re.search(r"<td>model-b</td>.*?<td[^>]*>low</td>", llm, re.S)
 
 
 def test_known_truth_only_for_a_simulated_study(tmp_path):
