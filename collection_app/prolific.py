@@ -244,27 +244,37 @@ def _none(value):
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def _per_participant(ours: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
-    """One row per participant id: their participations folded together."""
+PEOPLE_COLUMNS = ["groups", "n_participations", "app_status", "app_code", "session_ids", "answers", "failed_checks",
+                  "checks", "quality"]
+
+
+def participants_view(ours: pd.DataFrame, quality: pd.DataFrame) -> dict[str, dict]:
+    """participant id -> their participations folded together (groups, status, the code the app
+    showed, session ids, answers, failed checks, the quality rules they broke)."""
     if ours.empty:
-        return pd.DataFrame(columns=["participant_id", "groups", "n_participations", "app_status", "app_code",
-                                     "session_ids", "answers", "failed_checks", "checks", "quality"]).set_index("participant_id")
+        return {}
     q = ours.merge(quality, on=["participant_id", "group_id"], how="left")
     q["reasons"] = q["reasons"].fillna("")
+    g = q.groupby("participant_id", sort=True)
+    people = pd.DataFrame({"groups": g["group_id"].agg(";".join), "n_participations": g.size(),
+                           "answers": g["answers"].sum(), "failed_checks": g["failed_checks"].sum(),
+                           "checks": g["checks"].sum(), "first_status": g["status"].first()})
+    done = q[q["status"] == "completed"].drop_duplicates("participant_id").set_index("participant_id")
+    people["app_status"] = people["first_status"].where(~people.index.isin(done.index), "completed")
+    people["app_code"] = done["completion_code"].reindex(people.index)
+    sessions = q.dropna(subset=["platform_session_id"]).groupby("participant_id")["platform_session_id"].unique()
+    sessions = sessions.to_dict()
+    people["session_ids"] = [sorted(sessions.get(p, ())) for p in people.index]
+    broken = q[["participant_id"]].assign(rule=q["reasons"].str.split(";")).explode("rule")
+    broken = broken[broken["rule"].fillna("") != ""].groupby("participant_id")["rule"].unique().to_dict()
+    people["quality"] = [";".join(sorted(broken.get(p, ()))) for p in people.index]
+    out = people[PEOPLE_COLUMNS].astype(object)
+    return out.where(out.notna(), None).to_dict("index")  # a missing code is None, not NaN (which is truthy)
 
-    def fold(g: pd.DataFrame) -> pd.Series:
-        done = g[g["status"] == "completed"]
-        return pd.Series({
-            "groups": ";".join(g["group_id"]), "n_participations": len(g),
-            "app_status": "completed" if len(done) else g["status"].iloc[0],
-            "app_code": _none(done["completion_code"].iloc[0]) if len(done) else None,
-            "session_ids": sorted(set(g["platform_session_id"].dropna())),
-            "answers": int(g["answers"].sum()), "failed_checks": int(g["failed_checks"].sum()),
-            "checks": int(g["checks"].sum()), "quality": ";".join(sorted({r for x in g["reasons"] for r in x.split(";") if r})),
-        })
 
-    people = q.groupby("participant_id", sort=True).apply(fold, include_groups=False).astype(object)
-    return people.where(people.notna(), None)  # a missing code is None, not NaN (which is truthy)
+def _joined(subs: pd.DataFrame, people: dict[str, dict]) -> list[tuple[dict, dict | None]]:
+    """(submission, its participant's view or None) for every submission."""
+    return [(s, people.get(s["participant_id"])) for s in subs.to_dict("records")]
 
 
 # -- reconciliation ----------------------------------------------------------------------------
@@ -280,45 +290,42 @@ KINDS = {
 }
 
 
-def reconcile(subs: pd.DataFrame, ours: pd.DataFrame, quality: pd.DataFrame, declined_ids: set[str]) -> pd.DataFrame:
+def reconcile(subs: pd.DataFrame, people: dict[str, dict], declined_ids: set[str]) -> pd.DataFrame:
     """Every disagreement between Prolific's submissions and the database, one row each."""
-    people = _per_participant(ours, quality)
     rows = []
 
     def add(kind, pid, sid, status, detail):
         rows.append(dict(kind=kind, participant_id=pid, submission_id=sid, prolific_status=status, detail=detail))
 
-    for s in subs.itertuples(index=False):
-        me = people.loc[s.participant_id] if s.participant_id in people.index else None
+    for s, me in _joined(subs, people):
+        pid, sid, status, code = s["participant_id"], s["submission_id"], s["status"], _none(s["study_code"])
         answers = 0 if me is None else me["answers"]
         if answers == 0:
-            why = ("declined consent in the app" if s.participant_id in declined_ids else
+            why = ("declined consent in the app" if pid in declined_ids else
                    "never reached the app" if me is None else "reached the app but gave no answer")
-            add("no_data", s.participant_id, s.submission_id, s.status, why)
-        if s.status == "RETURNED":
-            add("returned", s.participant_id, s.submission_id, s.status, f"{answers} answers stored")
-        elif s.status == "TIMED-OUT":
-            add("timed_out", s.participant_id, s.submission_id, s.status, f"{answers} answers stored")
+            add("no_data", pid, sid, status, why)
+        if status == "RETURNED":
+            add("returned", pid, sid, status, f"{answers} answers stored")
+        elif status == "TIMED-OUT":
+            add("timed_out", pid, sid, status, f"{answers} answers stored")
         if me is None:
             continue
-        code = s.study_code
         if code is not None and code != me["app_code"]:
             shown = f"the app showed {me['app_code']!r}" if me["app_code"] else "the app showed no code (not completed)"
-            add("code_mismatch", s.participant_id, s.submission_id, s.status, f"entered {code!r}; {shown}")
-        elif code is None and me["app_code"] and s.status in (AWAITING, "APPROVED", "REJECTED"):
-            add("code_mismatch", s.participant_id, s.submission_id, s.status,
-                f"no code entered; the app showed {me['app_code']!r}")
-        if me["session_ids"] and s.submission_id not in me["session_ids"]:
-            add("session_mismatch", s.participant_id, s.submission_id, s.status,
-                f"the app received session {', '.join(me['session_ids'])}")
+            add("code_mismatch", pid, sid, status, f"entered {code!r}; {shown}")
+        elif code is None and me["app_code"] and status in (AWAITING, "APPROVED", "REJECTED"):
+            add("code_mismatch", pid, sid, status, f"no code entered; the app showed {me['app_code']!r}")
+        if me["session_ids"] and sid not in me["session_ids"]:
+            add("session_mismatch", pid, sid, status, f"the app received session {', '.join(me['session_ids'])}")
     counts = subs["participant_id"].value_counts()
     for pid, n in counts[counts > 1].items():
         add("duplicate", pid, ";".join(subs.loc[subs["participant_id"] == pid, "submission_id"]), "",
             f"{n} submissions from one participant")
-    for pid, me in people.iterrows():
+    submitted = set(subs["participant_id"])
+    for pid, me in people.items():
         if me["n_participations"] > 1:
             add("duplicate", pid, "", "", f"in {me['n_participations']} groups here ({me['groups']})")
-        if pid not in set(subs["participant_id"]):
+        if pid not in submitted:
             add("no_submission", pid, ";".join(me["session_ids"]), "",
                 f"{me['answers']} answers stored, status {me['app_status']}")
     table = pd.DataFrame(rows, columns=RECONCILIATION_COLUMNS)
@@ -332,7 +339,8 @@ PLAN_COLUMNS = ["submission_id", "participant_id", "prolific_status", "decision"
                 "state", "groups", "entered_code", "app_code", "failed_checks", "checks", "quality"]
 
 
-def decide(s, me, is_declined: bool, n_submissions: int, review: ProlificReview) -> tuple[str, str | None, str]:
+def decide(s: dict, me: dict | None, is_declined: bool, n_submissions: int,
+           review: ProlificReview) -> tuple[str, str | None, str]:
     """(decision, rejection category, reason) for one submission awaiting review."""
     answers = 0 if me is None else me["answers"]
     if is_declined and answers == 0:
@@ -350,10 +358,11 @@ def decide(s, me, is_declined: bool, n_submissions: int, review: ProlificReview)
     if me["app_status"] != "completed":
         return "manual", None, (f"data cut short: {answers} answers stored, status {me['app_status']} here "
                                 "(ask them to return the submission, or approve)")
-    if s.study_code != me["app_code"]:
-        entered = "no code" if s.study_code is None else f"code {s.study_code!r}"
+    code = _none(s["study_code"])
+    if code != me["app_code"]:
+        entered = "no code" if code is None else f"code {code!r}"
         return "manual", None, f"entered {entered}, the app showed {me['app_code']!r}"
-    if me["session_ids"] and s.submission_id not in me["session_ids"]:
+    if me["session_ids"] and s["submission_id"] not in me["session_ids"]:
         return "manual", None, "the session id differs from the one the app received"
     excluded = [r for r in me["quality"].split(";") if r]
     if excluded:
@@ -361,39 +370,35 @@ def decide(s, me, is_declined: bool, n_submissions: int, review: ProlificReview)
     return "approve", None, "completed with data"
 
 
-def review_plan(subs: pd.DataFrame, ours: pd.DataFrame, quality: pd.DataFrame, declined_ids: set[str],
-                actions: pd.DataFrame, review: ProlificReview) -> pd.DataFrame:
+def review_plan(subs: pd.DataFrame, people: dict[str, dict], declined_ids: set[str], actions: pd.DataFrame,
+                review: ProlificReview) -> pd.DataFrame:
     """Per submission: approve, reject (with Prolific's category), manual or none, and why.
 
     ``state`` says where an earlier decision stands: ``new`` (nothing sent yet), ``intended``
     (recorded, not known to have reached Prolific: sent again), ``sent`` (Prolific took it,
     not yet processed), ``confirmed`` (Prolific shows it), ``superseded`` (decided elsewhere).
     """
-    people = _per_participant(ours, quality)
-    n_subs = subs["participant_id"].value_counts()
-    acted = actions.set_index("submission_id") if not actions.empty else pd.DataFrame()
+    n_subs = subs["participant_id"].value_counts().to_dict()
+    acted = {a["submission_id"]: a for a in actions.to_dict("records")}
     rows = []
-    for s in subs.itertuples(index=False):
-        me = people.loc[s.participant_id] if s.participant_id in people.index else None
-        row = dict(submission_id=s.submission_id, participant_id=s.participant_id, prolific_status=s.status,
-                   decision="none", rejection_category=None, reason="", state="",
-                   groups=None if me is None else me["groups"], entered_code=s.study_code,
-                   app_code=None if me is None else me["app_code"],
-                   failed_checks=None if me is None else me["failed_checks"],
-                   checks=None if me is None else me["checks"], quality=None if me is None else me["quality"])
-        prior = acted.loc[s.submission_id] if s.submission_id in acted.index else None
+    for s, me in _joined(subs, people):
+        pid, sid, status = s["participant_id"], s["submission_id"], s["status"]
+        row = dict(submission_id=sid, participant_id=pid, prolific_status=status, decision="none",
+                   rejection_category=None, reason="", state="", entered_code=_none(s["study_code"]),
+                   **{k: None if me is None else me[k] for k in ("groups", "app_code", "failed_checks", "checks",
+                                                               "quality")})
+        prior = acted.get(sid)
         if prior is not None and prior["state"] in ("intended", "sent", "confirmed", "superseded"):
             row.update(decision=prior["action"].lower(), rejection_category=prior["rejection_category"],
                        reason=prior["reason"], state=prior["state"])
             if prior["state"] == "superseded":
                 row.update(decision="none", reason=f"decided elsewhere: {prior['detail']}")
-        elif s.status == AWAITING:
-            decision, category, reason = decide(s, me, s.participant_id in declined_ids, int(n_subs[s.participant_id]),
-                                                review)
+        elif status == AWAITING:
+            decision, category, reason = decide(s, me, pid in declined_ids, n_subs[pid], review)
             row.update(decision=decision, rejection_category=category, reason=reason,
                        state="new" if decision in ("approve", "reject") else "")
         else:
-            row.update(reason=f"not awaiting review ({s.status})")
+            row.update(reason=f"not awaiting review ({status})")
         rows.append(row)
     plan = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     order = {"reject": 0, "manual": 1, "approve": 2, "none": 3}
@@ -488,16 +493,17 @@ def sync_and_plan(args, client: ProlificClient, db: StudyDB):
               "check the id")
     quality = quality_reasons(db, study_id, review)
     gone = declined(db, study_id, set(subs["participant_id"]))
+    people = participants_view(ours, quality)
     with db.transaction():
         store_pull(db, pid, subs, demo)
         changed = refresh_actions(db, pid, subs)
-        reconciliation = reconcile(subs, ours, quality, gone)
-        plan = review_plan(subs, ours, quality, gone, load_actions(db, pid), review)
+        reconciliation = reconcile(subs, people, gone)
+        plan = review_plan(subs, people, gone, load_actions(db, pid), review)
         save_sync(db, pid, study_id, subs, reconciliation, plan)
     if changed["confirmed"] or changed["superseded"]:
         _say(f"earlier decisions now shown by Prolific: {changed['confirmed']} confirmed, "
              f"{changed['superseded']} decided otherwise on Prolific")
-    return study_id, subs, reconciliation, plan, review, len(demo)
+    return study_id, subs, reconciliation, plan, review, len(demo), people, gone
 
 
 def _table(frame: pd.DataFrame, columns: list[str], width: int = 90) -> str:
@@ -528,7 +534,7 @@ def print_plan(plan: pd.DataFrame) -> None:
 
 def cmd_sync(args) -> int:
     with make_client(args) as client, open_db(args.db) as db:
-        study_id, subs, reconciliation, plan, _, n_demo = sync_and_plan(args, client, db)
+        study_id, subs, reconciliation, plan, _, n_demo, _, _ = sync_and_plan(args, client, db)
     print_reconciliation(subs, reconciliation, n_demo, args.prolific_study, study_id)
     print_plan(plan)
     _say(f"stored in {args.db}; the admin page shows the reconciliation and the plan")
@@ -628,7 +634,7 @@ def apply_plan(client: ProlificClient, db: StudyDB, pid: str, plan: pd.DataFrame
 def cmd_review(args) -> int:
     out = args.out or DEFAULT_OUT / f"prolific_review_{args.prolific_study}.csv"
     with make_client(args) as client, open_db(args.db) as db:
-        study_id, subs, reconciliation, plan, review, _ = sync_and_plan(args, client, db)
+        study_id, subs, reconciliation, plan, review, _, people, gone = sync_and_plan(args, client, db)
         write_csv_atomic(spreadsheet_safe(plan), out, index=False)
         print_plan(plan)
         _say(f"plan written to {out}")
@@ -643,11 +649,9 @@ def cmd_review(args) -> int:
             store_pull(db, args.prolific_study, after, [])
             refresh_actions(db, args.prolific_study, after)
             actions = load_actions(db, args.prolific_study)
-            ours = our_participations(db, study_id, args.prolific_study)
-            quality = quality_reasons(db, study_id, review)
-            gone = declined(db, study_id, set(after["participant_id"]))
-            final = review_plan(after, ours, quality, gone, actions, review)
-            save_sync(db, args.prolific_study, study_id, after, reconcile(after, ours, quality, gone), final)
+            # Our side has not changed since the plan: only Prolific's statuses and our actions have.
+            final = review_plan(after, people, gone, actions, review)
+            save_sync(db, args.prolific_study, study_id, after, reconcile(after, people, gone), final)
     states = actions["state"].value_counts()
     if sent["approvals"] or sent["rejections"]:
         _say(f"sent now: {sent['approvals']} approvals in one bulk request, {sent['rejections']} rejections")
