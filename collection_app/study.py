@@ -97,6 +97,15 @@ class ProlificReview(_Strict):
     message_failed_checks: str | None = Field(default=None, min_length=100)
     message_no_data: str | None = Field(default=None, min_length=100)
 
+    @field_validator("message_failed_checks")
+    @classmethod
+    def _placeholders(cls, value):
+        try:
+            value is None or value.format(failed=2, checks=3)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may use only {{failed}} and {{checks}} in braces ({type(exc).__name__}: {exc})") from None
+        return value
+
 
 class ProlificSettings(_Strict):
     """The study on Prolific (`vp prolific create`); every field has a default or a command-line option."""

@@ -374,6 +374,10 @@ def test_study_file_refuses_rejecting_for_one_check_in_a_long_study(tmp_path):
     assert load_study(small_study(tmp_path / "b", prolific_section={"minutes": 4, "review": {"reject_failed_checks": 1}}))
     with pytest.raises(InputError, match="more than the 3 attention checks"):
         load_study(small_study(tmp_path / "c", prolific_section={"review": {"reject_failed_checks": 4}}))
+    with pytest.raises(InputError, match=r"message_failed_checks: may use only \{failed\} and \{checks\}"):
+        load_study(small_study(tmp_path / "d", prolific_section={"review": {"message_failed_checks": "x" * 99 + "{who}"}}))
+    with pytest.raises(InputError, match="message_no_data: String should have at least 100 characters"):
+        load_study(small_study(tmp_path / "e", prolific_section={"review": {"message_no_data": "Sorry."}}))
 
 
 def test_the_token_is_in_no_output_log_or_database_file(scenario, capsys, caplog):
