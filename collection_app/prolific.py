@@ -118,8 +118,11 @@ def make_client(args) -> ProlificClient:
     def on_wait(seconds: float, why: str) -> None:
         print(f"vp prolific: {why}; waiting {seconds:.1f} s", file=sys.stderr, flush=True)
 
-    return ProlificClient(args.base_url, token_from_env(), timeout=args.timeout, max_retries=args.max_retries,
-                          backoff_base=args.backoff, on_wait=on_wait)
+    try:
+        return ProlificClient(args.base_url, token_from_env(), timeout=args.timeout, max_retries=args.max_retries,
+                              backoff_base=args.backoff, on_wait=on_wait)
+    except ValueError as exc:
+        raise InputError(f"--base-url: {exc}") from None
 
 
 def settings_from_db(db: StudyDB, study_id: str) -> ProlificSettings:

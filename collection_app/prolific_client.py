@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
@@ -105,6 +106,9 @@ class ProlificClient:
         self.on_wait = on_wait
         self.requests_sent = 0
         self._origin = urlsplit(self.base_url)[:2]
+        if self._origin[0] != "https" and urlsplit(self.base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"{self.base_url}: the token would travel unencrypted: use https (plain http is "
+                             "accepted for loopback test servers only)")
         self._http = httpx.Client(headers={"Authorization": f"Token {token}", "Accept": "application/json",
                                            "User-Agent": "valueportrait"},
                                   timeout=httpx.Timeout(timeout), follow_redirects=False)
@@ -180,6 +184,13 @@ class ProlificClient:
                 self.wait(attempt, retry_after, f"{where}: {last}")
         raise ProlificError(f"{where}: gave up after {self.max_retries + 1} attempts: {last}")
 
+    @staticmethod
+    def _id(value: str) -> str:
+        """An id that goes into a URL path: letters and digits only (Prolific's are 24 hex digits)."""
+        if not re.fullmatch(r"[A-Za-z0-9]{1,64}", str(value)):
+            raise ProlificError(f"{value!r} is not an id Prolific would give")
+        return str(value)
+
     # -- reading ---------------------------------------------------------------------------
     def get_json(self, path: str, params: dict | None = None) -> dict:
         return self.request("GET", path, params=params).json()
@@ -205,10 +216,10 @@ class ProlificClient:
         return list(self.pages("/api/v1/submissions/", {"study": prolific_study_id, "page_size": page_size}))
 
     def submission(self, submission_id: str) -> dict:
-        return self.get_json(f"/api/v1/submissions/{submission_id}/")
+        return self.get_json(f"/api/v1/submissions/{self._id(submission_id)}/")
 
     def study(self, prolific_study_id: str) -> dict:
-        return self.get_json(f"/api/v1/studies/{prolific_study_id}/")
+        return self.get_json(f"/api/v1/studies/{self._id(prolific_study_id)}/")
 
     def studies(self) -> list[dict]:
         return list(self.pages("/api/v1/studies/"))
@@ -216,20 +227,19 @@ class ProlificClient:
     def demographic_export(self, prolific_study_id: str) -> str:
         """The study's demographic export as CSV text (``POST /api/v1/studies/{id}/demographic-export/``,
         no filters: the base fields only). Creating the same export again is allowed, so it is retried."""
-        response = self.request("POST", f"/api/v1/studies/{prolific_study_id}/demographic-export/", json_body={},
-                                safe_to_repeat=True)
-        return response.text
+        path = f"/api/v1/studies/{self._id(prolific_study_id)}/demographic-export/"
+        return self.request("POST", path, json_body={}, safe_to_repeat=True).text
 
     # -- changing --------------------------------------------------------------------------
     def create_study(self, body: dict) -> dict:
         return self.request("POST", "/api/v1/studies/", json_body=body, safe_to_repeat=False).json()
 
     def transition_study(self, prolific_study_id: str, action: str) -> dict:
-        return self.request("POST", f"/api/v1/studies/{prolific_study_id}/transition/", json_body={"action": action},
-                            safe_to_repeat=False).json()
+        path = f"/api/v1/studies/{self._id(prolific_study_id)}/transition/"
+        return self.request("POST", path, json_body={"action": action}, safe_to_repeat=False).json()
 
     def transition_submission(self, submission_id: str, body: dict) -> dict:
-        return self.request("POST", f"/api/v1/submissions/{submission_id}/transition/", json_body=body,
+        return self.request("POST", f"/api/v1/submissions/{self._id(submission_id)}/transition/", json_body=body,
                             safe_to_repeat=False).json()
 
     def bulk_approve(self, submission_ids: list[str]) -> None:
@@ -243,4 +253,4 @@ class ProlificClient:
                             safe_to_repeat=True).json()
 
     def pay_bonuses(self, bulk_id: str) -> None:
-        self.request("POST", f"/api/v1/bulk-bonus-payments/{bulk_id}/pay/", safe_to_repeat=False)
+        self.request("POST", f"/api/v1/bulk-bonus-payments/{self._id(bulk_id)}/pay/", safe_to_repeat=False)

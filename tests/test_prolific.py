@@ -232,6 +232,14 @@ def test_a_refused_or_missing_token_is_one_line_and_never_shown(scenario, capsys
     assert err.count("\n") == 1 and "PROLIFIC_TOKEN: not set" in err
 
 
+def test_the_token_is_never_sent_unencrypted(scenario, capsys):
+    assert vp("sync", "--db", str(scenario["db"]), "--prolific-study", PSTUDY,
+              base_url="http://api.example.org") == 2
+    err = capsys.readouterr().err
+    assert "--base-url: http://api.example.org: the token would travel unencrypted" in err and TOKEN not in err
+    assert scenario["fake"].requests == []
+
+
 # -- reconciliation and the review policy -----------------------------------------------------
 def test_sync_reconciles_every_anomaly(scenario, capsys):
     fake, server = scenario["fake"], scenario["server"]
