@@ -59,7 +59,7 @@ import os
 import re
 import secrets
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -426,8 +426,9 @@ def refresh_actions(db: StudyDB, prolific_study_id: str, subs: pd.DataFrame) -> 
     status = dict(zip(subs["submission_id"], subs["status"]))
     changed = {"confirmed": 0, "superseded": 0}
     stamp = now()
-    for a in db.query("SELECT * FROM prolific_actions WHERE prolific_study_id = ? AND state IN ('intended', 'sent')",
-                      (prolific_study_id,)):
+    # A refused decision counts too: once the submission is decided by hand, it is not left over.
+    for a in db.query("SELECT * FROM prolific_actions WHERE prolific_study_id = ? "
+                      "AND state IN ('intended', 'sent', 'refused')", (prolific_study_id,)):
         st = status.get(a["submission_id"])
         target = "APPROVED" if a["action"] == "APPROVE" else "REJECTED"
         if st == target:
@@ -484,8 +485,28 @@ def _review_settings(args, db: StudyDB, study_id: str) -> ProlificReview:
     return settings_from_db(db, study_id).review
 
 
-def sync_and_plan(args, client: ProlificClient, db: StudyDB):
-    """Pull, store, reconcile and plan in one transaction; returns (study_id, subs, reconciliation, plan, review)."""
+@dataclass
+class Synced:
+    """What one pull from Prolific gave, and what was made of it."""
+
+    study_id: str
+    subs: pd.DataFrame
+    reconciliation: pd.DataFrame
+    plan: pd.DataFrame
+    review: ProlificReview
+    n_demographics: int
+    people: dict[str, dict]
+    declined: set[str]
+
+
+def _existing_db(path: Path) -> Path:
+    if not path.exists():
+        raise InputError(f"--db: {path}: no such database (give the one `vp app --db` writes)")
+    return path
+
+
+def sync_and_plan(args, client: ProlificClient, db: StudyDB) -> Synced:
+    """Pull from Prolific, then store, reconcile and plan in one transaction."""
     pid = args.prolific_study
     study_id = resolve_our_study(db, pid, args.study_id)
     review = _review_settings(args, db, study_id)
@@ -494,9 +515,8 @@ def sync_and_plan(args, client: ProlificClient, db: StudyDB):
     if ours.empty:
         _warn(f"no participation in {args.db} came through Prolific study {pid} (the STUDY_ID in the app's link): "
               "check the id")
-    quality = quality_reasons(db, study_id, review)
     gone = declined(db, study_id, set(subs["participant_id"]))
-    people = participants_view(ours, quality)
+    people = participants_view(ours, quality_reasons(db, study_id, review))
     with db.transaction():
         store_pull(db, pid, subs, demo)
         changed = refresh_actions(db, pid, subs)
@@ -506,7 +526,7 @@ def sync_and_plan(args, client: ProlificClient, db: StudyDB):
     if changed["confirmed"] or changed["superseded"]:
         _say(f"earlier decisions now shown by Prolific: {changed['confirmed']} confirmed, "
              f"{changed['superseded']} decided otherwise on Prolific")
-    return study_id, subs, reconciliation, plan, review, len(demo), people, gone
+    return Synced(study_id, subs, reconciliation, plan, review, len(demo), people, gone)
 
 
 def _table(frame: pd.DataFrame, columns: list[str], width: int = 90) -> str:
@@ -536,10 +556,10 @@ def print_plan(plan: pd.DataFrame) -> None:
 
 
 def cmd_sync(args) -> int:
-    with make_client(args) as client, open_db(args.db) as db:
-        study_id, subs, reconciliation, plan, _, n_demo, _, _ = sync_and_plan(args, client, db)
-    print_reconciliation(subs, reconciliation, n_demo, args.prolific_study, study_id)
-    print_plan(plan)
+    with make_client(args) as client, open_db(_existing_db(args.db)) as db:
+        got = sync_and_plan(args, client, db)
+    print_reconciliation(got.subs, got.reconciliation, got.n_demographics, args.prolific_study, got.study_id)
+    print_plan(got.plan)
     _say(f"stored in {args.db}; the admin page shows the reconciliation and the plan")
     return 0
 
@@ -636,8 +656,9 @@ def apply_plan(client: ProlificClient, db: StudyDB, pid: str, plan: pd.DataFrame
 
 def cmd_review(args) -> int:
     out = args.out or DEFAULT_OUT / f"prolific_review_{args.prolific_study}.csv"
-    with make_client(args) as client, open_db(args.db) as db:
-        study_id, subs, reconciliation, plan, review, _, people, gone = sync_and_plan(args, client, db)
+    with make_client(args) as client, open_db(_existing_db(args.db)) as db:
+        got = sync_and_plan(args, client, db)
+        plan = got.plan
         write_csv_atomic(spreadsheet_safe(plan), out, index=False)
         print_plan(plan)
         _say(f"plan written to {out}")
@@ -645,7 +666,7 @@ def cmd_review(args) -> int:
         if not args.apply:
             _say(f"dry run: nothing sent ({int(waiting.sum())} decisions would be); run again with --apply to send them")
             return 0
-        sent, problems = apply_plan(client, db, args.prolific_study, plan, review)
+        sent, problems = apply_plan(client, db, args.prolific_study, plan, got.review)
         # Reconcile after: read Prolific's state back and mark what it now shows.
         after, _ = pull(client, args.prolific_study, demographics=False)
         with db.transaction():
@@ -653,8 +674,8 @@ def cmd_review(args) -> int:
             refresh_actions(db, args.prolific_study, after)
             actions = load_actions(db, args.prolific_study)
             # Our side has not changed since the plan: only Prolific's statuses and our actions have.
-            final = review_plan(after, people, gone, actions, review)
-            save_sync(db, args.prolific_study, study_id, after, reconcile(after, people, gone), final)
+            final = review_plan(after, got.people, got.declined, actions, got.review)
+            save_sync(db, args.prolific_study, got.study_id, after, reconcile(after, got.people, got.declined), final)
     states = actions["state"].value_counts()
     if sent["approvals"] or sent["rejections"]:
         _say(f"sent now: {sent['approvals']} approvals in one bulk request, {sent['rejections']} rejections")
@@ -866,7 +887,7 @@ def cmd_bonus(args) -> int:
     csv_bonuses = "".join(f"{p},{a}\n" for p, a in sorted(rows))
     key = hashlib.sha256(csv_bonuses.encode()).hexdigest()[:16]
     total = sum(a for _, a in rows)
-    with make_client(args) as client, open_db(args.db) as db:
+    with make_client(args) as client, open_db(_existing_db(args.db)) as db:
         subs, _ = pull(client, pid, demographics=False)
         statuses = dict(zip(subs["participant_id"], subs["status"]))
         for line, (p, _) in rows_lines:

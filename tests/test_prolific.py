@@ -232,6 +232,12 @@ def test_a_refused_or_missing_token_is_one_line_and_never_shown(scenario, capsys
     assert err.count("\n") == 1 and "PROLIFIC_TOKEN: not set" in err
 
 
+def test_a_missing_database_is_one_line_and_not_created(scenario, capsys):
+    missing = scenario["tmp"] / "typo.db"
+    assert vp("review", "--db", str(missing), "--prolific-study", PSTUDY, base_url=scenario["server"].url) == 2
+    assert "--db: " in capsys.readouterr().err and not missing.exists()
+
+
 def test_the_token_is_never_sent_unencrypted(scenario, capsys):
     assert vp("sync", "--db", str(scenario["db"]), "--prolific-study", PSTUDY,
               base_url="http://api.example.org") == 2
@@ -331,6 +337,20 @@ def test_a_500_midway_and_a_rerun_make_no_double_transition(scenario, capsys):
         assert len(moves) == 1, (sid, moves)
     assert {fake.submissions[s]["participant_id"] for s in fake.transitions_applied} == \
         {pid(t) for t in APPROVE + list(REJECT)}
+
+
+def test_a_refused_rejection_is_reported_and_settled_when_decided_by_hand(scenario, capsys):
+    fake, server, db = scenario["fake"], scenario["server"], str(scenario["db"])
+    c3 = sub_of(fake, "C3-three")[0]
+    refusal = Fault("POST", f"/api/v1/submissions/{c3}/transition/", status=400)
+    fake.faults.append(refusal)
+    args = ("review", "--db", db, "--prolific-study", PSTUDY, "--apply", "--out", str(scenario["tmp"] / "p.csv"))
+    assert vp(*args, base_url=server.url) == 1
+    assert "refused by Prolific: POST" in capsys.readouterr().out
+    fake.submissions[c3]["status"] = "APPROVED"  # the researcher decided on Prolific's website
+    assert vp(*args, base_url=server.url) == 0
+    assert "1 decided elsewhere" in capsys.readouterr().out
+    assert refusal.seen == 1  # the refused rejection was sent once, and not again after the hand decision
 
 
 def test_a_crash_halfway_resumes_without_double_transitions(scenario):
