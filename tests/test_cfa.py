@@ -322,3 +322,29 @@ def test_cli_prints_and_writes_the_solution(tmp_path, hs, capsys):
     assert round(payload["r2"]["x9"], 3) == 0.442
     se = {(r["lhs"], r["rhs"]): r["se"] for r in payload["parameters"]}
     assert round(se[("speed", "x8")], 3) == 0.165 and se[("visual", "x1")] is None  # fixed: no SE
+
+
+def test_structural_model_matches_lavaan_in_any_units():
+    # lavaan's SEM tutorial, PoliticalDemocracy (N = 75): measurement model, regressions and
+    # residual covariances: "Test statistic 38.125, Degrees of freedom 35", and the
+    # regressions' estimates and standard errors printed below. The rescaling
+    # that carries estimates back to the data's units must also hold for regressions
+    # between latent variables.
+    from semopy.examples import political_democracy
+
+    data = political_democracy.get_data()
+    model = political_democracy.get_model()
+    fit = cfa.fit_cfa(data, model)
+    assert round(fit["chi2"], 3) == 38.125 and fit["df"] == 35 and fit["note"] == ""
+    # Regressions: dem60 ~ ind60 1.483 (0.399); dem65 ~ ind60 0.572 (0.221); dem65 ~ dem60 0.837 (0.098).
+    table = {(r["lhs"], r["op"], r["rhs"]): (round(r["est"], 3), round(r["se"], 3)) for r in fit["parameters"]}
+    assert table[("dem60", "~", "ind60")] == (1.483, 0.399)
+    assert table[("dem65", "~", "ind60")] == (0.572, 0.221)
+    assert table[("dem65", "~", "dem60")] == (0.837, 0.098)
+    rng = np.random.default_rng(5)
+    moved = cfa.fit_cfa(data * 10.0 ** rng.uniform(-3, 3, data.shape[1]), model)
+    assert moved["chi2"] == pytest.approx(fit["chi2"], abs=1e-6)
+    std = {(r["lhs"], r["op"], r["rhs"]): r["std_all"] for r in fit["parameters"]}
+    std_moved = {(r["lhs"], r["op"], r["rhs"]): r["std_all"] for r in moved["parameters"]}
+    assert std.keys() == std_moved.keys() and ("dem65", "~", "dem60") in std
+    assert all(std[k] == pytest.approx(std_moved[k], abs=1e-6) for k in std)
