@@ -1,4 +1,4 @@
-"""Exploratory factor analysis, the counterpart of psych's ``fa`` and ``fa.parallel``.
+"""Exploratory factor analysis, the counterpart of psych's fa and fa.parallel.
 
 ``vp efa --data FILE.csv`` picks the number of factors by Horn's parallel analysis (or
 takes ``--factors``), extracts them by minimum residual or maximum likelihood, rotates
