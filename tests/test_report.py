@@ -185,7 +185,9 @@ def print_on_a4(browser, path: Path, name: str) -> dict:
         "closed": measured["closed"],
         "hidden": measured["hidden"],
         "code_headers": sorted({h for h in measured["headers"] if "_" in h}),
-        "code_names": sorted({d for dims in inst.FAMILIES.values() for d in dims if "_" in d and d in measured["text"]}),
+        # lavaan syntax quoted in a CFA note ("Self_Transcendence =~ i2038_1") is code, not a label
+        "code_names": sorted({d for dims in inst.FAMILIES.values() for d in dims
+                              if "_" in d and d in re.sub(r"\w+ =~ \w+", "", measured["text"])}),
     }
 
 

@@ -1169,8 +1169,10 @@ def _chance_totals(inp: Inputs) -> dict[str, dict]:
 
 def _efa_method(inp: Inputs) -> tuple[str, str]:
     efa = inp.csv("efa_loadings.csv")
-    if efa is not None and {"method", "rotation"} <= set(efa.columns) and len(efa):
-        return str(efa["method"].iloc[0]), str(efa["rotation"].iloc[0])
+    if efa is not None and {"method", "rotation"} <= set(efa.columns) and efa["method"].notna().any():
+        fitted = efa.dropna(subset=["method"])  # groups that were not factored have no method
+        return (" / ".join(map(str, fitted["method"].unique())),
+                " / ".join(map(str, fitted["rotation"].fillna("no").unique())))
     import inspect
 
     from analysis.efa import efa as run_efa
@@ -1267,10 +1269,21 @@ def methods(inp: Inputs) -> str:
     if inp.has("cfa_fit.csv"):
         checks.append("confirmatory factor analyses estimated by maximum likelihood (semopy, Wishart likelihood; fit "
                       "indices as lavaan reports them)")
-    if inp.has("efa_loadings.csv"):
+    efa = inp.csv("efa_loadings.csv")
+    if efa is not None and len(efa):
         method, rotation = _efa_method(inp)
-        checks.append(f"exploratory factor analyses of each group's ratings ({method} extraction, {rotation} "
-                      "rotation, factors retained by Horn's parallel analysis)")
+        groups = efa["group_id"].nunique() if "group_id" in efa.columns else 0
+        fitted = (efa.loc[efa["status"].astype(str) == "fitted", "group_id"].nunique()
+                  if {"status", "group_id"} <= set(efa.columns) else groups)
+        how = f"{method} extraction, {rotation} rotation, factors retained by Horn's parallel analysis"
+        if fitted == groups:
+            checks.append(f"exploratory factor analyses of each group's ratings ({how})")
+        elif fitted:
+            checks.append(f"exploratory factor analyses of the ratings of {fitted} of the {groups} groups ({how}; "
+                          "the others could not be factored, see Factor analyses)")
+        else:
+            checks.append(f"an exploratory factor analysis, which none of the {groups} groups' ratings allowed (see "
+                          "Factor analyses)")
     if inp.has("circumplex.csv"):
         checks.append("a structural-summary (cosine) fit of each item's correlations with the ten values around the "
                       "value circle")
