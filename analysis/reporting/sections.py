@@ -1267,8 +1267,9 @@ def methods(inp: Inputs) -> str:
     if inp.has("reliability.csv"):
         checks.append("Cronbach's alpha and McDonald's omega of each dimension's keyed items within a group")
     if inp.has("cfa_fit.csv"):
-        checks.append("confirmatory factor analyses estimated by maximum likelihood (semopy, Wishart likelihood; fit "
-                      "indices as lavaan reports them)")
+        checks.append("confirmatory factor analyses by maximum likelihood as lavaan's defaults fit them (models "
+                      "specified with semopy; covariances with divisor N; variances unbounded, so improper "
+                      "solutions show and are named; fit indices as lavaan reports them)")
     efa = inp.csv("efa_loadings.csv")
     if efa is not None and len(efa):
         method, rotation = _efa_method(inp)
