@@ -37,6 +37,31 @@ def value_angles(shared_wedge: bool = False) -> pd.Series:
     return pd.Series(np.array(slots) * 40.0, index=list(CIRCLE))
 
 
+def cosine_r_squared(r: np.ndarray, angles_deg) -> np.ndarray:
+    """R^2 of the cosine fit e + a cos(theta - delta) to correlations `r` (..., values), vectorised.
+
+    The fit is linear in (e, b1, b2) with the design [1, cos theta, sin theta], so the fitted
+    values are ``r @ H`` with H the design's projection matrix, and
+    R^2 = 1 - SS_res / SS_tot over the last axis. Works on any leading shape (items,
+    permutations x items, ...); NaN where a row has a missing value or no variation.
+
+    Examples
+    --------
+    >>> theta = np.arange(10) * 36.0
+    >>> round(float(cosine_r_squared(0.2 * np.cos(np.deg2rad(theta - 72.0)), theta)), 6)
+    1.0
+    """
+    theta = np.deg2rad(np.asarray(angles_deg, dtype=float))
+    design = np.column_stack([np.ones_like(theta), np.cos(theta), np.sin(theta)])
+    hat = design @ np.linalg.pinv(design)          # values x values, symmetric
+    r = np.asarray(r, dtype=float)
+    resid = r - r @ hat
+    dev = r - r.mean(axis=-1, keepdims=True)
+    ss_res, ss_tot = (resid * resid).sum(axis=-1), (dev * dev).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+
+
 def structural_summary(
     correlations: pd.DataFrame,
     angles: pd.Series | None = None,
