@@ -22,7 +22,9 @@ from analysis.chance import (
 )  # fmt: skip
 from analysis.circumplex import CIRCLE, cosine_r_squared, structural_summary, value_angles
 from analysis.quality import quality_control
+from analysis.correlations import correlation_table
 from analysis.replication import split_half_replication
+from analysis.selection import item_verdicts, select
 
 DIMS = pd.MultiIndex.from_tuples([("pvq", "Power"), ("pvq", "Benevolence"), ("bfi", "Openness")],
                                  names=["family", "dimension"])
@@ -196,3 +198,7 @@ def test_release_with_scores_shuffled_within_groups(release, shuffle):
     pairs = rep["pairs"]
     keyed = pairs[(pairs["family"] == "pvq") & pairs["keyed_full"]]
     assert keyed["heldout_rho_mean"].mean() > 0.15
+    # Every key is false here: few are called "replicates" (2-3 %; 8 % on the real release), hardly any survive FDR.
+    corr = correlation_table(fake, included)
+    verdicts = item_verdicts(select(corr), corr, pairs)
+    assert len(verdicts) > 150 and verdicts["replicates"].mean() < 0.05 and verdicts["survives_fdr"].sum() <= 2
