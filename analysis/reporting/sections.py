@@ -491,6 +491,7 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
     parts = []
     if "expected_mean" in rows:
         table_["keyed by chance alone"] = [_expected_text(r) for _, r in rows.iterrows()]
+        table_["beyond chance"] = np.where(rows["keyed"] > rows["expected_high"], "yes", "no")
         table_["false-key share"] = rows["false_key_share"]
     else:
         parts.append(missing("No chance.csv: vp analyze --permutations N (default 200) counts the keys chance alone gives."))
@@ -506,7 +507,8 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
                                            "replicated": _pct, f"q < {alpha:g}": _int, "held-out rho": _f(3),
                                            "rho where keyed": _f(3), "median rho (all raters)": _f(2)},
                           caption="Keyed by chance alone: the same rule on scores permuted among each group's raters "
-                                  "(mean [95% range]); false-key share: that mean over the keys observed, at most 100%. "
+                                  "(mean [95% range]); beyond chance: more keys than the top of that range; false-key "
+                                  "share: that mean over the keys observed, at most 100%. "
                                   "Held-out rho: the mean rho, on the other half, of the pairs one half of the raters "
                                   "keyed (pooled over all splits both ways); it describes keys chosen with half the "
                                   "raters, so for the keys chosen with all of them it errs low. Rho where keyed: the "
