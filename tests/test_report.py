@@ -505,7 +505,7 @@ def test_release_report_honest_selection(release_processed, tmp_path):
     selected = text[text.index('id="selected-items"'):text.index('id="known-truth"') if 'id="known-truth"' in text
                     else text.index('id="factor-analyses"')]
     (dims,) = tables_in(selected, "Keyed by chance alone")
-    row = dims[(dims["family"] == "PVQ values") & (dims["dimension"] == "all")].iloc[0]
+    row = dims[(dims["family"] == "PVQ") & (dims["dimension"] == "all")].iloc[0]
     assert row["keyed pairs"] == "287" and row["keyed by chance alone"] == said
     assert row["held-out rho"] == f"{shrink.loc[('pvq', 'all'), 'heldout_rho_mean']:.3f}"
     assert row["false-key share"] == f"{100 * pvq.false_key_share:.0f}%"
@@ -514,7 +514,7 @@ def test_release_report_honest_selection(release_processed, tmp_path):
     rep = pd.read_csv(out / "replication.csv")
     circular = rep[rep["keyed_full"]].groupby(["family", "dimension"])["heldout_rho_mean"].mean()
     assert circular.loc[("pvq", "Power")] > 0.2
-    names = {v: k for k, v in {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}.items()}
+    names = {"PVQ": "pvq", "higher-order": "higher_pvq", "Big Five": "bfi"}
     for _, r in dims.iterrows():
         key = (names[r["family"]], r["dimension"].replace("-", "_"))
         assert r["held-out rho"] == f"{shrink.loc[key, 'heldout_rho_mean']:.3f}", key

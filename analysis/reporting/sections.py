@@ -467,10 +467,9 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
     chance = inp.csv("chance.csv")
     shrink = inp.csv("replication_shrinkage.csv")
     keys = ["family", "dimension"]
-    per = merged.groupby(keys, sort=False).agg(keyed=("rho", "size"), fdr=("survives_fdr", "sum"),
-                                               median_rho=("rho", "median")).reset_index()
-    fam = merged.groupby("family", sort=False).agg(keyed=("rho", "size"), fdr=("survives_fdr", "sum"),
-                                                   median_rho=("rho", "median")).reset_index().assign(dimension="all")
+    per = merged.groupby(keys, sort=False).agg(keyed=("rho", "size"), fdr=("survives_fdr", "sum")).reset_index()
+    fam = merged.groupby("family", sort=False).agg(keyed=("rho", "size"),
+                                                   fdr=("survives_fdr", "sum")).reset_index().assign(dimension="all")
     rows = pd.concat([per, fam], ignore_index=True)
     frames = [("chance", chance, ["expected_mean", "expected_low", "expected_high", "false_key_share"]),
               ("shrink", shrink, ["heldout_rho_mean", "selected_rho_mean", "shrinkage", "replication_rate"])]
@@ -483,8 +482,9 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
     fam_rank = {f: k for k, f in enumerate(inst.FAMILIES)}
     rows["_k"] = [(fam_rank.get(f, 9), 99 if d == "all" else rank.get((f, d), 98)) for f, d in zip(rows["family"], rows["dimension"])]
     rows = rows.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    short = {"pvq": "PVQ", "higher_pvq": "higher-order", "bfi": "Big Five"}
     table_ = pd.DataFrame({
-        "family": [FAMILY_NAMES.get(f, f) for f in rows["family"]],
+        "family": [short.get(f, f) for f in rows["family"]],
         "dimension": ["all" if d == "all" else F.short(d) for d in rows["dimension"]],
         "keyed pairs": rows["keyed"],
     })
@@ -502,10 +502,9 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
     else:
         parts.append(missing("No replication_shrinkage.csv: the held-out rho comes from vp analyze's replication step."))
     table_[f"q < {alpha:g}"] = rows["fdr"]
-    table_["median rho (all raters)"] = rows["median_rho"]
     parts.insert(0, table(table_, formats={"keyed pairs": _int, "keyed by chance alone": str, "false-key share": _pct,
                                            "replicated": _pct, f"q < {alpha:g}": _int, "held-out rho": _f(3),
-                                           "rho where keyed": _f(3), "median rho (all raters)": _f(2)},
+                                           "rho where keyed": _f(3)},
                           caption="Keyed by chance alone: the same rule on scores permuted among each group's raters "
                                   "(mean [95% range]); beyond chance: more keys than the top of that range; false-key "
                                   "share: that mean over the keys observed, at most 100%. "
@@ -514,7 +513,7 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
                                   "raters, so for the keys chosen with all of them it errs low. Rho where keyed: the "
                                   "same pairs on the half that keyed them; the difference is the winner's curse. "
                                   "Replicated: how often the other half keyed the pair too. q: Benjamini-Hochberg "
-                                  "within the family. Median rho: the keyed pairs' rho on all raters, biased upwards."))
+                                  "within the family."))
     return "".join(parts)
 
 
