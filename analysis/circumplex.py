@@ -58,8 +58,11 @@ def cosine_r_squared(r: np.ndarray, angles_deg) -> np.ndarray:
     resid = r - r @ hat
     dev = r - r.mean(axis=-1, keepdims=True)
     ss_res, ss_tot = (resid * resid).sum(axis=-1), (dev * dev).sum(axis=-1)
+    # A flat profile has no variation for a cosine to explain: R^2 does not exist. "Flat"
+    # up to rounding: the spread is a few ulps of the values' own size, never exactly 0.
+    flat = ss_tot <= (64 * np.finfo(float).eps) ** 2 * np.maximum((r * r).sum(axis=-1), np.finfo(float).tiny)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+        return np.where(flat, np.nan, 1 - ss_res / ss_tot)
 
 
 def structural_summary(
@@ -127,14 +130,7 @@ def structural_summary(
     coef = np.full((len(r), 3), np.nan)
     if complete.any():
         coef[complete] = np.linalg.lstsq(design, r[complete].T, rcond=None)[0].T
-    fitted = coef @ design.T
-    ss_res = ((r - fitted) ** 2).sum(axis=1)
-    ss_tot = ((r - r.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    # A flat profile has no variation for a cosine to explain: R^2 does not exist. "Flat"
-    # up to rounding: the spread is a few ulps of the values' own size, never exactly 0.
-    flat = ss_tot <= (64 * np.finfo(float).eps) ** 2 * np.maximum((r**2).sum(axis=1), np.finfo(float).tiny)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r_squared = np.where(flat, np.nan, 1 - ss_res / ss_tot)
+    r_squared = cosine_r_squared(r, angles[values].to_numpy(float))
     amplitude = np.hypot(coef[:, 1], coef[:, 2])
     displacement = np.mod(np.rad2deg(np.arctan2(coef[:, 2], coef[:, 1])), 360.0)
     # mod of a tiny negative angle rounds to exactly 360.0; keep the range [0, 360).
