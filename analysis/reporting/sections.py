@@ -1332,16 +1332,15 @@ def _quality_sentences(m: dict, inp: Inputs) -> list[str]:
 PAIR_NAMES = {"pvq": "item-value pairs", "higher_pvq": "item-higher-order-value pairs", "bfi": "item-trait pairs"}
 
 
-def _chance_totals(inp: Inputs) -> dict[str, dict]:
-    """Per family: observed keys and the keys expected under permutation (chance.csv, else manifest counts.chance)."""
-    ch = inp.csv("chance.csv")
-    if ch is not None and {"family", "dimension", "observed", "expected_mean"} <= set(ch.columns):
-        tot = ch[ch["dimension"].astype(str) == "all"]
-        return {r["family"]: r for r in tot.to_dict("records")}
+def _chance_for_methods(inp: Inputs) -> pd.DataFrame | None:
+    """Family totals of the chance baseline: chance.csv's, else the manifest's ``counts.chance``."""
+    totals = _chance_totals(inp)
+    if totals is not None:
+        return totals
     counts = ((inp.manifest or {}).get("counts") or {}).get("chance")
-    if isinstance(counts, dict):
-        return {f: v for f, v in counts.items() if isinstance(v, dict) and "expected_mean" in v}
-    return {}
+    rows = {f: v for f, v in counts.items() if isinstance(v, dict) and "expected_mean" in v} \
+        if isinstance(counts, dict) else {}
+    return pd.DataFrame.from_dict(rows, orient="index") if rows else None
 
 
 def _efa_method(inp: Inputs) -> tuple[str, str]:
@@ -1356,10 +1355,6 @@ def _efa_method(inp: Inputs) -> tuple[str, str]:
 
     defaults = inspect.signature(run_efa).parameters
     return str(defaults["method"].default), str(defaults["rotation"].default)
-
-
-def _pct_int(x) -> str:
-    return f"{100 * float(x):.0f}%"
 
 
 def methods(inp: Inputs) -> str:
@@ -1409,31 +1404,26 @@ def methods(inp: Inputs) -> str:
     tested = sum(v.get("pairs", 0) for v in keyed.values() if isinstance(v.get("pairs"), int))
     validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha} (no correction "
                       f"for the {f'{tested:,} ' if tested else ''}pairs tested).")
-    chance = _chance_totals(inp)
+    chance = _chance_for_methods(inp)
     if keyed:
         parts = []
         for fam, v in keyed.items():
             what = PAIR_NAMES.get(fam, f"{fam} pairs")
             text = f"{v.get('keyed_pairs', '?'):,} of {v.get('pairs', '?'):,} {what}" \
                 if isinstance(v.get("pairs"), int) else f"{v.get('keyed_pairs', '?')} {what}"
-            c = chance.get(fam)
+            c = chance.loc[fam] if chance is not None and fam in chance.index else None
             if c is not None and pd.notna(c.get("expected_mean")):
-                text += (f" (chance alone: {float(c['expected_mean']):.0f} [{float(c['expected_low']):.0f}-"
-                         f"{float(c['expected_high']):.0f}]" if pd.notna(c.get("expected_low")) else
-                         f" (chance alone: {float(c['expected_mean']):.0f}")
+                text += f" (chance alone: {_expected_text(c)}"
                 if pd.notna(c.get("false_key_share")):
-                    text += f", an estimated {_pct_int(c['false_key_share'])} of the keys"
+                    text += f", an estimated {_pct(c['false_key_share'])} of the keys"
                 text += ")"
             parts.append(text)
         validation.append("This keyed " + ", ".join(parts)
                           + (f"; the item bank holds {bank.get('items')} items from {bank.get('queries')} queries."
                              if bank else "."))
-    if chance:
-        perms = s.get("permutations")
+    if chance is not None:
         validation.append(
-            "The keys expected by chance come from "
-            + (f"{int(perms):,} permutations" if perms else "permutations")
-            + " of the scores among the raters of each group, keyed by the same rule: mean number of keys and its "
+            f"The keys expected by chance come from {_permutations(inp)} of the scores among the raters of each group, keyed by the same rule: mean number of keys and its "
             "95% range; the false-key share is expected over observed keys, at most 1.")
     checks = []
     rep = counts.get("replication") or {}
