@@ -182,6 +182,7 @@ def print_on_a4(browser, path: Path, name: str) -> dict:
         "tall_images": [i for i in measured["images"] if i[2] > height + 0.5],
         "page_wider": measured["bodyWidth"] > limit,
         "n_tables": len(measured["tables"]),
+        "broken": re.findall(r"This section could not be built: [^\n]*", measured["text"]),
         "closed": measured["closed"],
         "hidden": measured["hidden"],
         "code_headers": sorted({h for h in measured["headers"] if "_" in h}),
@@ -199,6 +200,7 @@ def check_a4(result: dict) -> None:
     assert result["hidden"] == 0, f"{result['hidden']} blocks of collapsed sections stay hidden in print"
     assert result["code_headers"] == [], f"headers that are column names: {result['code_headers']}"
     assert result["code_names"] == [], f"dimension names spelt as in the data files: {result['code_names']}"
+    assert result["broken"] == [], f"sections that could not be built: {result['broken']}"
     pdf = result["pdf"]
     assert pdf.startswith(b"%PDF-")
     sizes = set(re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf))
