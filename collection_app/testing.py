@@ -91,8 +91,9 @@ def serve(db: Path, study: Path | None = None, **kw) -> Iterator[Server]:
 
 
 def write_small_study(folder: Path, *, items: list[dict], target: int = 50, groups: int = 1,
-                      checks: list[dict] | None = None, completion: dict | None = None) -> Path:
-    """A study file over the given queries (tagged shape), split into `groups` groups."""
+                      checks: list[dict] | None = None, completion: dict | None = None, **extra) -> Path:
+    """A study file over the given queries (tagged shape), split into `groups` groups; `extra`
+    sets (or replaces) any other top-level field of the study file."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "items.json").write_text(json.dumps(items))
     ids = [q["portrait_id"] for q in items]
@@ -101,6 +102,7 @@ def write_small_study(folder: Path, *, items: list[dict], target: int = 50, grou
         "groups": [{"id": f"G{g + 1}", "portraits": ids[g::groups], "target": target} for g in range(groups)],
         "attention_checks": checks if checks is not None else [{"id": "ac_pvq", "after": 3}, {"id": "ac_item_1", "after": 1}],
         "completion": completion or {"code": "TESTCODE1"},
+        **extra,
     }
     path = folder / "study.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
