@@ -138,10 +138,18 @@ def kill_during(server: Server, db_path: Path, play, *, after_answers: int, wait
     return stored
 
 
+def acknowledged(given: dict) -> list:
+    """The answers a bot saw acknowledged on one step (one, or one per response side by side)."""
+    return list(given["answers"]) if "answers" in given else [given["answer"]]
+
+
 def stored_answers(db, participant_id: str, step: dict) -> list:
     """Every answer stored for one question step of a participant (a PVQ/BFI item, an
-    attention check or an item rating): exactly one when nothing was lost or doubled."""
+    attention check or an item rating; a side-by-side page: its responses in order): exactly
+    :func:`acknowledged` when nothing was lost or doubled."""
     kind = step["kind"]
+    if kind == "query_ratings":
+        return [a for sub in step["subs"] for a in stored_answers(db, participant_id, sub)]
     if kind in ("pvq21", "bfi10"):
         rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
                         (participant_id, kind, step["item_id"]))
