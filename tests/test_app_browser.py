@@ -58,6 +58,17 @@ def _click(page, name: str, prev: str) -> str:
     return _settled(page, prev)
 
 
+def _demographics(page, state: str) -> str:
+    """Fill the demographics form and press Next; the page that follows."""
+    page.get_by_label("Your age in years").fill("41")
+    for group, option in (("Gender", "Man"), ("Highest education completed", "Secondary school"),
+                          ("Political orientation", "Liberal")):
+        page.locator(f"[role='radiogroup'][aria-label='{group}'] [data-testid='stRadioOption']",
+                     has_text=option).first.click()
+    page.get_by_label("Country you live in").fill("Chile")
+    return _click(page, "Next", state)
+
+
 def _answer(page, state: str, index: int = 2) -> str:
     page.locator("[data-testid='stForm'] [data-testid='stRadioOption']").nth(index).click()
     return _click(page, "Next", state)
@@ -78,13 +89,7 @@ def test_participant_from_consent_to_code_with_refresh_and_literal_text(chromium
         assert PID in page.inner_text("body")
         state = _click(page, "Start the study", state)
         assert state == "demographics:0"
-        page.get_by_label("Your age in years").fill("41")
-        for group, option in (("Gender", "Man"), ("Highest education completed", "Secondary school"),
-                              ("Political orientation", "Liberal")):
-            page.locator(f"[role='radiogroup'][aria-label='{group}'] [data-testid='stRadioOption']",
-                         has_text=option).first.click()
-        page.get_by_label("Country you live in").fill("Chile")
-        state = _click(page, "Next", state)
+        state = _demographics(page, state)
         assert state == "intro:1"
         state = _click(page, "Continue", state)
         assert state == "question:2"
@@ -185,14 +190,7 @@ def _to_first_question(page, url: str) -> str:
     state = _settled(page)
     state = _click(page, "I agree", state)
     state = _click(page, "Start the study", state)
-    page.get_by_label("Your age in years").fill("41")
-    for group, option in (("Gender", "Woman"), ("Highest education completed", "Doctorate"),
-                          ("Political orientation", "Moderate")):
-        page.locator(f"[role='radiogroup'][aria-label='{group}'] [data-testid='stRadioOption']",
-                     has_text=option).first.click()
-    page.get_by_label("Country you live in").fill("Chile")
-    state = _click(page, "Next", state)
-    return _click(page, "Continue", state)
+    return _click(page, "Continue", _demographics(page, state))
 
 
 DEVELOPER_TEXT = ("streamlit", "yourscript", "failed to fetch", "dynamically imported", "typeerror", "traceback")
