@@ -11,11 +11,14 @@ The page is a list of :class:`Section` s (``SECTIONS``): a section is a title an
 that draws it; ``live`` sections are redrawn every :data:`REFRESH_SECONDS` while the page is
 open. Adding a section (e.g. Prolific's reconciliation) is one entry in that list.
 
-Exports exist only once asked for ("Prepare the exports"), for this browser session, under a
-file name with a random part (Streamlit serves downloads at ``/media/<hash of content and
-name>``, so the address cannot be guessed from the data); "Log out" and the end of the
-session drop them, and a sweeper removes dropped files within a minute even when no one
-else uses the app.
+Exports exist only once asked for ("Prepare the exports"), for this browser session and at
+most :data:`EXPORT_MINUTES`, under a file name with a random part (Streamlit serves downloads
+at ``/media/<hash of content and name>`` to anyone with the address, so the address must not
+follow from the data). "Log out" drops them; so does closing the tab: Streamlit keeps a
+closed tab's session for a reconnect and then forgets it without releasing its files, so a
+sweeper releases the files of every admin session that is no longer connected, and removes
+released files within a minute or two even when no one else uses the app. An admin session
+is never resumed after its connection drops: a reconnect opens a new one, logged out.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collection_app.study import Study
 MAX_FAILURES = 5
 LOCK_MINUTES = 15
 REFRESH_SECONDS = 15
+EXPORT_MINUTES = 10
 #: How often dropped export files are removed from Streamlit's media store (seconds).
 SWEEP_SECONDS = float(os.environ.get("VP_MEDIA_SWEEP_SECONDS", "30"))
 
@@ -166,21 +170,26 @@ def _participants(ctx: AdminCtx, db: StudyDB) -> None:
 
 def _exports(ctx: AdminCtx, db: StudyDB) -> None:
     prepared = st.session_state.get("_exports")
+    if prepared and datetime.now(timezone.utc) - prepared["at"] > timedelta(minutes=EXPORT_MINUTES):
+        st.session_state.pop("_exports")
+        prepared = None
     if not prepared or prepared["include_tests"] != ctx.include_tests:
         st.caption("Files are made when you ask for them, for this browser session only"
                    + (" (test runs included)." if ctx.include_tests else " (test runs left out)."))
         if st.button("Prepare the exports", key="prepare-exports"):
             nonce = secrets.token_hex(8)
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            _sessions_with_files().add(_session_id())
             st.session_state["_exports"] = {
-                "include_tests": ctx.include_tests, "stamp": stamp,
+                "include_tests": ctx.include_tests, "stamp": stamp, "at": datetime.now(timezone.utc),
                 "files": {name: (f"{ctx.study.study_id}_{name}_{stamp}_{nonce}.csv",
                                  exports.export_csv(db, ctx.study, name, ctx.include_tests)) for name in exports.EXPORTS},
             }
             st.rerun()
         return
-    st.caption(f"Prepared at {prepared['stamp']} (UTC)" + (", test runs included." if prepared["include_tests"]
-                                                          else ", test runs left out."))
+    st.caption(f"Prepared at {prepared['stamp']} (UTC)" + (", test runs included" if prepared["include_tests"]
+                                                          else ", test runs left out")
+               + f"; dropped after {EXPORT_MINUTES} minutes or when you log out or close this tab.")
     cols = st.columns(len(prepared["files"]))
     for col, (name, (file_name, data)) in zip(cols, prepared["files"].items()):
         col.download_button(f"{name}.csv", data, file_name=file_name, mime="text/csv", key=f"dl-{name}",
@@ -201,22 +210,44 @@ SECTIONS: list[Section] = [
 ]
 
 
+def _session_id() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else None
+
+
+@st.cache_resource(show_spinner=False)
+def _sessions_with_files() -> set:
+    """Ids of the admin sessions that were given export files (shared by the whole server)."""
+    return set()
+
+
+def sweep_exports() -> None:
+    """Release the files of admin sessions that are no longer connected, then let Streamlit
+    remove files no session holds (its rule: marked on one pass, removed on the next)."""
+    from streamlit import runtime
+    if not runtime.exists():
+        return
+    rt = runtime.get_instance()
+    sessions = _sessions_with_files()
+    for session_id in list(sessions):
+        if session_id is None or not rt.is_active_session(session_id):
+            rt.media_file_mgr.clear_session_refs(session_id)
+            sessions.discard(session_id)
+    rt.media_file_mgr.remove_orphaned_files()
+
+
 @st.cache_resource(show_spinner=False)
 def _start_sweeper(interval: float) -> threading.Thread:
-    """Remove dropped export files from Streamlit's media store every `interval` seconds.
-
-    Streamlit forgets a download's file only at the end of some later script run (its own
-    rule: a file no session shows is marked, then removed at the next clean-up); with no
-    participant active, that could be never. Two passes remove a file within 2 x interval.
-    """
-    from streamlit import runtime
+    """Run :func:`sweep_exports` every `interval` seconds: Streamlit on its own forgets a
+    closed tab's session without releasing its files, and removes released files only at the
+    end of some later script run, which with no participant about could be never."""
 
     def sweep():
         while True:
             threading.Event().wait(interval)
             try:
-                if runtime.exists():
-                    runtime.get_instance().media_file_mgr.remove_orphaned_files()
+                sweep_exports()
             except Exception:  # noqa: BLE001 - a failed sweep is retried at the next tick
                 pass
 
@@ -238,6 +269,12 @@ def render(study: Study, db_path: str) -> None:
         st.info("The admin page is closed: set VP_ADMIN_PASSWORD (or admin_password in Streamlit secrets).")
         return
     _start_sweeper(SWEEP_SECONDS)
+    try:  # a dropped connection comes back as a new, logged-out session
+        from streamlit import runtime
+        if runtime.exists() and _session_id():
+            runtime.get_instance().mark_session_nonresumable(_session_id())
+    except Exception:  # noqa: BLE001 - not under a server (AppTest): nothing to resume anyway
+        pass
     if not st.session_state.get("_admin_ok"):
         with st.form("admin-login"):
             given = st.text_input("Password", type="password", key="admin-password")

@@ -25,9 +25,11 @@ ITEMS = [{"portrait_id": 3001, "content": {"title": None, "text": "Q1?"},
 EVIL = '=HYPERLINK("https://evil.example","click")'
 
 
-def participate(db, study, pid, *, seconds, answer=lambda i: 1 + i % 4, test_mode=False, fail_checks=False, country="Chile"):
+def participate(db, study, pid, *, seconds, answer=lambda i: 1 + i % 4, test_mode=False, fail_checks=False,
+                country="Chile", minutes=None):
     """Walk every page of the study through the store (as the app's callbacks do), each answer
-    taking `seconds` (a number, or a function of the step's index)."""
+    taking `seconds` (a number, or a function of the step's index); the whole participation
+    `minutes` long from start to completion."""
     store.assign_group(db, study, pid, test_mode=test_mode, seed=1)
     prog = store.load_progress(db, study, pid)
     for index, (_, step) in enumerate(pages.question_steps(study, prog)):
@@ -42,7 +44,12 @@ def participate(db, study, pid, *, seconds, answer=lambda i: 1 + i % 4, test_mod
             store.save_answer(db, study, pid, step, expected % 5 + 1 if fail_checks else expected, secs)
         else:
             store.save_answer(db, study, pid, step, answer(index) if callable(answer) else answer, secs)
-    return store.complete(db, study, pid, pages.expected_counts(study, prog.group_id))
+    code = store.complete(db, study, pid, pages.expected_counts(study, prog.group_id))
+    if minutes is not None:
+        start = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
+        db.conn.execute("UPDATE participations SET started_at = ?, completed_at = ? WHERE participant_id = ?",
+                        (start.isoformat(), (start + timedelta(minutes=minutes)).isoformat(), pid))
+    return code
 
 
 @pytest.fixture
@@ -54,10 +61,11 @@ def filled(tmp_path):
     db = open_db(tmp_path / "study.db")
     store.sync_study(db, study)
     ids = {"slow": "a" * 24, "fast": "b" * 24, "failer": "c" * 24, "test": "test-0123456789ab"}
-    participate(db, study, ids["slow"], seconds=lambda i: 4.0 + i % 3, country=EVIL)    # answers of 4, 5, 6 s
-    participate(db, study, ids["fast"], seconds=0.5, answer=lambda i: 2 + i % 3)
-    participate(db, study, ids["failer"], seconds=5.0, fail_checks=True)
-    participate(db, study, ids["test"], seconds=3.0, test_mode=True)
+    participate(db, study, ids["slow"], seconds=lambda i: 4.0 + i % 3, country=EVIL, minutes=3.5)  # 4, 5, 6 s
+    # Quick answers with a long break between: the whole time looks normal, the answers do not.
+    participate(db, study, ids["fast"], seconds=0.5, answer=lambda i: 2 + i % 3, minutes=3.3)
+    participate(db, study, ids["failer"], seconds=5.0, fail_checks=True, minutes=3.8)
+    participate(db, study, ids["test"], seconds=3.0, test_mode=True, minutes=2.5)
     step = {"kind": "pvq21", "item_id": 1}
     assert not store.revise_answer(db, study, ids["slow"], step, 6, 2.5)  # after completion: refused ...
     db.conn.execute("UPDATE participations SET status='active' WHERE participant_id = ?", (ids["slow"],))
@@ -85,7 +93,8 @@ def test_review_table_has_one_row_per_participation_with_the_verdict(filled):
                if s.get("item_id") == 1 and s["kind"] == "pvq21"][0]] = 2.5  # the revised answer's time
     assert table.loc[ids["slow"], "median_seconds_per_answer"] == pytest.approx(statistics.median(slow_secs))
     assert table.loc[ids["fast"], "median_seconds_per_answer"] == pytest.approx(0.5)
-    # 0.5 s < 0.3 x the group's median of medians (5 s): fast; the others are not.
+    # 0.5 s < 0.3 x the group's median of medians (5 s): fast; the others are not. vp analyze's
+    # speeder rule (whole time) misses it: 3.3 min is no less than 0.3 x the median 3.5 min.
     assert table.loc[ids["fast"], "qc_reasons"] == "fast_answers"
     assert table.loc[ids["failer"], "qc_reasons"] == "attention"  # vp analyze's rule: any failed check
     assert table.loc[ids["slow"], "qc_reasons"] == "" and table.loc[ids["slow"], "qc_included"]
@@ -202,3 +211,61 @@ def test_admin_exports_follow_the_test_runs_box_and_go_on_log_out(admin_env):
     assert {b.proto.url for b in other.get("download_button")}.isdisjoint(urls.values())
     at.button(key="log-out").click().run()
     assert not at.get("download_button") and not at.metric and at.text_input(key="admin-password")
+
+
+# -- the real server: what /media serves (no browser: Streamlit's websocket protocol) ------------
+def test_export_files_are_gone_after_log_out_and_after_the_tab_closes(tmp_path):
+    """Downloads are served at /media/<id> to anyone with the address. The address must not
+    follow from the data (a random part in the file name), the files exist only once asked for,
+    and they are gone soon after the admin logs out or closes the tab, with nobody else about."""
+    import asyncio
+    import hashlib
+
+    import httpx
+
+    from collection_app.testing import serve
+    from collection_app.wsbot import Connection
+
+    study_file = write_small_study(tmp_path / "s", items=ITEMS, checks=[])
+    env = {"VP_ADMIN_PASSWORD": "correct horse", "VP_MEDIA_SWEEP_SECONDS": "1",
+           "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": "2"}
+    with serve(tmp_path / "study.db", study=study_file, env=env, log=tmp_path / "server.log") as server:
+        async def admin_session():
+            conn = Connection(server.url, "admin=1", 30)
+            view = await conn.open()
+            assert not view.widgets("download_button")
+            view = await conn.rerun([(view.widget("text_input", "Password").id, "string_value", "correct horse"),
+                                     (view.widget("button", "Open").id, "trigger_value", True)])
+            assert not view.widgets("download_button")  # nothing made before it is asked for
+            view = await conn.rerun([(view.widget("button", "Prepare the exports").id, "trigger_value", True)])
+            return conn, view
+
+        async def scenario():
+            conn, view = await admin_session()
+            urls = {b.label: b.url for b in view.widgets("download_button")}
+            assert set(urls) == {"participations.csv", "answers.csv", "events.csv"}
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                got = await http.get(urls["participations.csv"])
+                assert got.status_code == 200 and got.text.startswith("participant_id,group_id,status,test_mode")
+                # Not the hash of the content and type alone (Streamlit's id without a file name).
+                plain = hashlib.blake2b(digest_size=16)
+                for part in (f"{len(got.content)}:".encode(), got.content, b"text/csv"):
+                    plain.update(part)
+                assert plain.hexdigest() not in urls["participations.csv"]
+                view = await conn.rerun([(view.widget("button", "Log out").id, "trigger_value", True)])
+                assert not view.widgets("download_button")
+                await asyncio.sleep(3.5)  # two sweeps
+                assert (await http.get(urls["participations.csv"])).status_code == 404
+                await conn.close()
+
+                conn, view = await admin_session()  # again, then the tab is closed without logging out
+                url = next(b.url for b in view.widgets("download_button"))
+                assert (await http.get(url)).status_code == 200
+                await conn.close()
+                for _ in range(40):
+                    await asyncio.sleep(0.5)
+                    if (await http.get(url)).status_code == 404:
+                        break
+                assert (await http.get(url)).status_code == 404
+
+        asyncio.run(scenario())

@@ -157,3 +157,20 @@ def test_kill_minus_nine_mid_study_ws_bots_finish_and_lose_nothing(tmp_path):
     presses = [(r.participant_id, p) for r in results for p in r.reconnect_presses]
     assert presses and all(ok for _, (_, ok) in presses), presses
     _check_db(db_path, study_file, results, all_acknowledged=False)
+
+
+def test_ws_bots_rate_side_by_side_pages(tmp_path):
+    """A study that shows a query's responses on one page: bots answer every scale on it, and
+    each response's answer is stored once with the value given."""
+    study_file = write_small_study(tmp_path / "study", items=_items(), groups=1, target=10,
+                                   checks=[{"id": "ac_item_1", "after": 1}],
+                                   ratings={"by_query": True, "layout": "side_by_side"})
+    behaviours = ("consistent", "random")
+    with serve(tmp_path / "study.db", study=study_file, log=tmp_path / "server.log") as server:
+        results = asyncio.run(wsbot.run_bots(server.url, 2, think=0, behaviours=behaviours, seed=5,
+                                             study_file=study_file, timeout=20, ramp=0.2))
+    for r in results:
+        assert r.completed and not r.failures, (r.behaviour, r.failures, r.end_page)
+        side = [a for a in r.answers.values() if a["page"] == "ratings"]
+        assert len(side) == 2 and sorted(len(a["answers"]) for a in side) == [2, 3]  # 2 + 2 responses, 1 check
+    _check_db(tmp_path / "study.db", study_file, results)
