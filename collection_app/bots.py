@@ -57,6 +57,11 @@ _SETTLED_JS = """(prev) => {
 }"""
 
 
+# The frontend's connection state ('CONNECTED' when its websocket is up).
+_CONNECTION_JS = """() => { const app = document.querySelector("[data-testid='stApp']");
+  return app ? app.getAttribute('data-test-connection-state') : null; }"""
+
+
 @dataclass
 class BotResult:
     participant_id: str
@@ -305,11 +310,40 @@ class Bot(Participant):
         return await self._submit(kind, label)
 
     async def _submit(self, kind: str, button: str = "Next") -> bool:
-        """Press a button and wait for a new page; False if the page did not change in time."""
+        """Press a button and wait for a new page; False if the page did not change in time.
+
+        If the connection dropped meanwhile (the server went away), do what a person does:
+        wait in the same tab until it has reconnected by itself, and press again. That first
+        press after the reconnect must be stored (``reconnect_presses``).
+        """
         prev, t0 = self.state, time.perf_counter()
-        await self.page.get_by_role("button", name=button, exact=True).click(timeout=self.timeout * 1000)
+        target = self.page.get_by_role("button", name=button, exact=True)
+        await target.click(timeout=self.timeout * 1000)
         try:
             self.state = await self._settle(prev, kind, t0)
+            return True
+        except Exception:
+            pass
+        if not await self._reconnected():
+            return False
+        t0 = time.perf_counter()
+        try:
+            await target.click(timeout=self.timeout * 1000)
+            self.state = await self._settle(prev, kind, t0)
+            self.result.reconnect_presses.append((prev, True))
+            return True
+        except Exception:
+            self.result.reconnect_presses.append((prev, False))
+            return False
+
+    async def _reconnected(self, wait: float = 90.0) -> bool:
+        """True once a tab whose connection dropped is connected again (False: it never dropped)."""
+        state = await self.page.evaluate(_CONNECTION_JS)
+        if state == "CONNECTED":
+            return False
+        try:
+            await self.page.wait_for_function(f"() => ({_CONNECTION_JS})() === 'CONNECTED'", timeout=wait * 1000,
+                                              polling=200)
             return True
         except Exception:
             return False
@@ -449,6 +483,9 @@ def summary(results: list[BotResult], elapsed: float) -> str:
     recovered = sum(len(r.recoveries) for r in results)
     if recovered:
         lines.append(f"pages that did not answer in time and were reloaded: {recovered}")
+    again = [ok for r in results for _, ok in r.reconnect_presses]
+    if again:
+        lines.append(f"presses made again after the connection came back: {len(again)}, new page for {sum(again)}")
     lines.append(f"failures: {len(fails)}")
     lines += [f"  {pid} ({beh}): {f}" for pid, beh, f in fails]
     bad_resume = [(r.participant_id, c) for r in results for c in r.resume_checks if c[1] != c[0]]

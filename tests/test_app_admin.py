@@ -269,3 +269,17 @@ def test_export_files_are_gone_after_log_out_and_after_the_tab_closes(tmp_path):
                 assert (await http.get(url)).status_code == 404
 
         asyncio.run(scenario())
+
+
+def test_analysis_leaves_test_runs_out(filled):
+    """`vp analyze` reads studies through analysis.dataset: a test-mode run (no Prolific id)
+    is not a rater, whatever it answered."""
+    from analysis.dataset import load_study as load_for_analysis
+    db, study, ids = filled
+    data = load_for_analysis(db, study.study_id)
+    assert set(data.participations["participant_id"]) == {ids["slow"], ids["fast"], ids["failer"]}
+    assert ids["test"] not in set(data.ratings["participant_id"]) and ids["test"] not in data.raw_answers.index
+    assert ids["test"] not in data.scores.index
+    assert "1 test-mode participations (no Prolific id) left out" in data.notes
+    everyone = load_for_analysis(db, study.study_id, include_tests=True)
+    assert ids["test"] in set(everyone.participations["participant_id"]) and len(everyone.ratings) == 4 * 4

@@ -167,6 +167,9 @@ def test_kill_minus_nine_mid_study_loses_no_acknowledged_answer(chromium, tmp_pa
         assert r.completed, (r.behaviour, r.failures, r.end_page)
         assert r.code == "TESTCODE1"
         assert all(expected == seen for expected, seen in r.resume_checks), r.resume_checks
+        # A bot whose tab lost the connection waited for it to come back and pressed again:
+        # that first press after the restart was stored, every time.
+        assert all(ok for _, ok in r.reconnect_presses), r.reconnect_presses
 
     study = load_study(study_file)
     with open_db(db_path) as db:
