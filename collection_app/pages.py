@@ -856,7 +856,8 @@ def _route(ctx: Ctx) -> None:
         if not is_done(step, prog):
             _warn_time(ctx)
             revise = st.session_state.get("_revise")
-            if revise and revise[0] == step["key"] and steps[revise[1]][1]["block"] == step["block"]:
+            if revise and revise[0] == step["key"] and revise[1] < index and \
+                    steps[revise[1]][1]["block"] == step["block"]:
                 back_page, back_step = steps[revise[1]]
                 marker(revise[1], len(steps), "revise")
                 prose(texts.revise_note, "revise-note")
