@@ -199,11 +199,34 @@ def _exports(ctx: AdminCtx, db: StudyDB) -> None:
         st.rerun()
 
 
+def prolific_section(db: StudyDB, study: Study) -> None:
+    """What the last `vp prolific sync` (or `review`) found: the reconciliation and the review plan."""
+    from collection_app.prolific import KINDS, latest_sync
+
+    syncs = latest_sync(db, study.study_id)
+    if not syncs:
+        st.caption("No Prolific sync yet: run `vp prolific sync --db FILE --prolific-study ID`.")
+        return
+    for sync in syncs:
+        plan, rec = sync["plan"], sync["reconciliation"]
+        counts = plan["decision"].value_counts() if len(plan) else {}
+        st.caption(f"Prolific study {sync['prolific_study_id']}, synced {sync['synced_at']}: {sync['submissions']} "
+                   f"submissions. Review plan: approve {counts.get('approve', 0)}, reject {counts.get('reject', 0)}, "
+                   f"manual review {counts.get('manual', 0)}.")
+        found = {KINDS[k]: int((rec["kind"] == k).sum()) if len(rec) else 0 for k in KINDS}
+        st.dataframe(pd.DataFrame({"check": list(found), "found": list(found.values())}), hide_index=True)
+        if len(rec):
+            st.dataframe(rec, hide_index=True)
+        if len(plan):
+            st.dataframe(plan[plan["decision"] != "none"], hide_index=True)
+
+
 #: The admin page, top to bottom. Append a Section to add one.
 SECTIONS: list[Section] = [
     Section("Progress", _progress),
     Section("Groups", _groups),
-    Section("Prolific: who to approve, who to review", _review),
+    Section("Who to approve, who to review", _review),
+    Section("Prolific", lambda ctx, db: prolific_section(db, ctx.study)),
     Section("Attention checks", _checks),
     Section("Participants", _participants),
     Section("Exports (CSV)", _exports, live=False),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from valueportrait.spreadsheet import csv_bytes, neutralise
+from valueportrait.spreadsheet import csv_bytes, spreadsheet_safe
 from valueportrait.storage import open_db
 
 from collection_app import admin, exports, pages, store
@@ -132,7 +132,7 @@ def test_exported_cells_never_run_as_formulas(filled):
     assert country[ids["slow"]] == "'" + EVIL and country[ids["fast"]] == "Chile"
     # OWASP's list, checked cell by cell; numbers stay numbers.
     frame = pd.DataFrame({"t": ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1", "plain", None], "n": range(-4, 4)})
-    safe = neutralise(frame)
+    safe = spreadsheet_safe(frame)
     assert safe["t"].tolist()[:7] == ["'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\t=1", "'\r=1", "plain"]
     assert pd.isna(safe["t"].iloc[7])
     assert safe["n"].tolist() == list(range(-4, 4))

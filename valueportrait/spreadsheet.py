@@ -1,4 +1,4 @@
-"""CSV for people who open it in a spreadsheet: no cell runs as a formula.
+"""Tables that people open in a spreadsheet: no cell runs as a formula.
 
 A text cell that starts with ``=``, ``+``, ``-`` or ``@`` (or a tab or carriage return, which
 some spreadsheets skip before reading one of those) is run as a formula by Excel, LibreOffice
@@ -12,26 +12,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-#: The first characters that make a spreadsheet read a cell as a formula.
+#: A cell starting with one of these is read as a formula by Excel, LibreOffice or Sheets
+#: (OWASP's "CSV injection"); a leading apostrophe makes it plain text.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `frame` whose text cells cannot start a formula (prefixed with ``'``).
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose text cells cannot start a formula (numbers are left as they are).
 
-    >>> neutralise(pd.DataFrame({"country": ["=HYPERLINK(\\"x\\")", "Chile"], "score": [-1.5, 2.0]}))
-                  country  score
+    >>> spreadsheet_safe(pd.DataFrame({"country": ['=HYPERLINK("x")', "Chile"], "score": [-1.5, 2.0]}))
+                country  score
     0  '=HYPERLINK("x")   -1.5
-    1               Chile    2.0
+    1             Chile    2.0
     """
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype != object and not pd.api.types.is_string_dtype(out[column]):
-            continue
-        out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+        if not pd.api.types.is_numeric_dtype(out[column]) and not pd.api.types.is_bool_dtype(out[column]):
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
     return out
 
 
 def csv_bytes(frame: pd.DataFrame) -> bytes:
-    """`frame` as UTF-8 CSV with a header row, formula cells neutralised."""
-    return neutralise(frame).to_csv(index=False).encode("utf-8")
+    """`frame` as UTF-8 CSV with a header row, formula cells made plain text."""
+    return spreadsheet_safe(frame).to_csv(index=False).encode("utf-8")
