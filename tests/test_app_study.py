@@ -354,3 +354,17 @@ def test_vp_app_bad_db_is_one_line(tmp_path, capsys):
     assert garbage.read_bytes().startswith(b"this is not a database")  # left as it was
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(garbage).execute("SELECT * FROM sqlite_master").fetchall()
+
+
+def test_vp_prolific_create_registers_the_partial_code(tmp_path):
+    """A study file with a partial code: the draft Prolific study lists it, for manual review."""
+    from argparse import Namespace
+
+    from collection_app.prolific import create_body
+    path = write_small_study(tmp_path, items=ITEMS, checks=[], completion={"code": "TESTCODE1",
+                                                                          "partial_code": "PARTIAL1"})
+    args = Namespace(reward=2.5, minutes=20, places=None, url="https://survey.example.org/", publish=False)
+    body, _ = create_body(args, load_study(path))
+    assert [(c["code"], c["code_type"], c["actions"]) for c in body["completion_codes"]] == [
+        ("TESTCODE1", "COMPLETED", [{"action": "MANUALLY_REVIEW"}]),
+        ("PARTIAL1", "OTHER", [{"action": "MANUALLY_REVIEW"}])]
