@@ -387,6 +387,7 @@ def test_methods_with_chance_baseline_and_unrated_people(tmp_path):
     manifest["counts"].update(participants_without_ratings=3, participations=40, participants=40,
                               keyed={"pvq": {"pairs": 100, "keyed_pairs": 9}})
     manifest["settings"]["permutations"] = 200
+    manifest["notes"] = ["1 test-mode participations (no Prolific id) left out"]  # load_study's note
     manifest["versions"] = {"python": "3.11.2", "valueportrait": "0.1.0", "numpy": "9.9.9"}
     (processed / "manifest.json").write_text(json.dumps(manifest))
     # chance.csv as vp analyze's chance step writes it: one row per dimension, totals as "all"
@@ -406,6 +407,7 @@ def test_methods_with_chance_baseline_and_unrated_people(tmp_path):
     assert "This keyed 9 of 100 item-value pairs (chance alone: 3 [1-6], an estimated 36% of the keys)" in methods
     assert "200 permutations of the scores among the raters of each group" in methods
     assert "A further 3 people had questionnaire scores but rated no items and were not analysed." in methods
+    assert "1 test-mode participation (pilot runs without a Prolific id) was left out before quality control." in methods
     assert "Software: Python 3.11.2, valueportrait 0.1.0, numpy 9.9.9." in methods
     assert "ICC(C,1) and ICC(C,k)" in methods
     part = text[text.index('id="participants"'):text.index('id="instruments"')]

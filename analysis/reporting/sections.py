@@ -9,6 +9,7 @@ plainly what is missing.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -1305,6 +1306,12 @@ def _quality_sentences(m: dict, inp: Inputs) -> list[str]:
     after, people_after = counts.get("included_participations"), counts.get("included_participants")
     excluded = counts.get("excluded_participations")
     out = []
+    # load_study leaves the app's test-mode runs (pilots, no Prolific id) out before anything else
+    tests = next((int(x.group(1)) for n in m.get("notes") or []
+                  if (x := re.match(r"(\d+) test-mode participations", str(n)))), 0)
+    if tests:
+        out.append(f"{tests:,} test-mode {'participation' if tests == 1 else 'participations'} (pilot runs "
+                   "without a Prolific id) {} left out before quality control.".format("was" if tests == 1 else "were"))
     if before is not None and after is not None:
         out.append(f"Of {before:,} participations ({people:,} participants), {excluded:,} "
                    f"{'was' if excluded == 1 else 'were'} excluded by quality control, leaving {after:,}"
