@@ -51,6 +51,13 @@ def expected_value(key: str) -> int:
     return 1 + int(_u(key, "value") * 6)
 
 
+def answer_text(key: str) -> str:
+    """The fake model's worded answer: the scale phrase of :func:`expected_value`, in one of the WRAPPERS."""
+    wrapper = WRAPPERS[int(_u(key, "wrap") * len(WRAPPERS))]
+    p = PHRASES[expected_value(key)]
+    return wrapper.format(p=p, P=p.capitalize(), U=p.upper())
+
+
 @dataclass
 class QuestionLog:
     fault: str
@@ -91,6 +98,12 @@ class FakeLLM:
     def fault_of(self, key: str) -> str:
         u = _u(key, "fault" + self.salt)
         return next((fault for upper, fault in self.bands if u < upper), "none")
+
+    def answer_text(self, key: str) -> str:
+        """What the fake model answers to the question with this key (when it answers at all)."""
+        if self.fault_of(key) == "garbage":
+            return GARBAGE
+        return answer_text(key)
 
     def stats(self) -> dict:
         return {
@@ -140,15 +153,8 @@ class FakeLLM:
                 q.statuses.append("slow")
                 await asyncio.sleep(self.slow_seconds)
                 return 200, self._completion(body, "like me"), {}
-            if q.fault == "garbage":
-                text = GARBAGE
-                q.statuses.append("garbage")
-            else:
-                value = expected_value(key)
-                wrapper = WRAPPERS[int(_u(key, "wrap") * len(WRAPPERS))]
-                p = PHRASES[value]
-                text = wrapper.format(p=p, P=p.capitalize(), U=p.upper())
-                q.statuses.append("200")
+            text = self.answer_text(key)
+            q.statuses.append("garbage" if q.fault == "garbage" else "200")
             q.answered += 1
             return 200, self._completion(body, text), {}
         finally:
