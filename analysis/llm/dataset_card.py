@@ -172,11 +172,6 @@ def dataset_card(rows: list[dict], context: dict) -> str:
         "- llm-evaluation",
         "size_categories:",
         f"- {_size_category(n)}",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        f"  - split: test",
-        "    path: data/test-*.parquet",
         "---",
     ])
     warning = ("\n> **This bank comes from a simulated study** (placeholder texts, simulated raters). It shows the "
