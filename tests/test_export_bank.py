@@ -30,6 +30,7 @@ from analysis.llm.profile import load_responses, score_models, score_profile, ke
 from analysis.llm.prompts import load_prompts  # noqa: E402
 from analysis.llm.runner import run_llm  # noqa: E402
 from valueportrait.cli import main as vp  # noqa: E402
+from valueportrait.errors import InputError  # noqa: E402
 
 PROMPTS = load_prompts()
 PVQ = ["Universalism", "Benevolence", "Tradition", "Conformity", "Security", "Power", "Achievement", "Hedonism",
@@ -194,6 +195,18 @@ def test_inspect_task_on_the_mock_model_gives_the_runners_profile(tmp_path, monk
         assert (value is None and math.isnan(row.centered_mean)) or value == pytest.approx(row.centered_mean, abs=1e-9)
     unparseable = sum(1 for s in log.samples if math.isnan(s.scores["rating"].value))
     assert unparseable == log.results.scores[0].unscored_samples > 0
+    if keying == "pos":
+        # the same log as JSON reads the same; a log of some other task is refused in one line
+        from inspect_ai.log import read_eval_log, write_eval_log
+
+        full = read_eval_log(log.location)
+        write_eval_log(full, str(tmp_path / "same.json"), format="json")
+        again, _ = score_models(load_bank(bank_path), load_responses([tmp_path / "same.json"]), keying)
+        _assert_same_profiles(again, expected)
+        full.samples[3].metadata = {"question": "something else"}
+        write_eval_log(full, str(tmp_path / "other.json"), format="json")
+        with pytest.raises(InputError, match=r"other\.json: sample .*: no portrait_id.*not a log of the task"):
+            load_responses([tmp_path / "other.json"])
 
 
 def test_lm_eval_task_loads_with_the_harness_and_gives_the_runners_profile(tmp_path):

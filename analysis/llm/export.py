@@ -415,7 +415,8 @@ def run(args) -> int:
 def _next_step(fmt: str, out: Path) -> str:
     return {
         "hf": f"datasets.load_dataset('parquet', data_dir='{out}'), or upload the folder to the Hub",
-        "inspect": f"inspect eval {out}/task.py --model openai/MODEL, then vp score-llm --item-bank BANK --responses LOG.eval",
+        "inspect": f"cd {out} && inspect eval task.py --model openai/MODEL (Inspect wants a relative task path), "
+                   "then vp score-llm --item-bank BANK --responses logs/",
         "lm-eval": f"lm_eval --include_path {out} --tasks {TASK_NAME} --model local-chat-completions --apply_chat_template ...",
         "csv": f"open {out}/valueportrait.csv (one row per item, variant and keyed dimension)",
     }[fmt]
