@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -119,7 +120,7 @@ def test_hf_export_round_trips_with_datasets(tmp_path):
     assert header["license"] == "mit" and header["size_categories"] == ["n<1K"]
     assert "multiple-choice" in header["task_categories"] and header["language"] == ["en"]
     for section in ("## How the items were validated", "## Known limitations", "## Citation", "han-etal-2025-value",
-                    "No permutation baseline was found", "|rho| >= 0.3 and p < 0.05", "45 raters passed quality control"):
+                    "No permutation baseline was found", "expected by chance (analytic)", "|rho| >= 0.3 and p < 0.05", "45 raters passed quality control"):
         assert section in card, section
 
 
@@ -342,3 +343,21 @@ def test_without_analysis_tables_the_statistics_are_empty_and_said_so(tmp_path, 
     pvq = table["family"] == "pvq"
     assert (table.loc[pvq, "rho"] == 0.4).all() and table.loc[~pvq, "rho"].isna().all()  # the bank's own lists (pvq only)
     assert table[["p_value", "q_value", "n", "heldout_rho"]].isna().all().all()
+
+
+@pytest.mark.parametrize("n", [46, 20])  # at 20 raters p < .05 binds before rho >= .3 does
+def test_analytic_chance_of_a_key_matches_scipy_spearman_on_null_data(n):
+    """The card's chance stand-in against Monte Carlo: scipy's spearmanr on unrelated, tied ratings."""
+    from analysis.llm.dataset_card import null_key_probability
+
+    rng = np.random.default_rng(n)
+    draws = 20000
+    ratings, scores = rng.integers(1, 7, size=(draws, n)), rng.standard_normal((draws, n))
+    rx, ry = (stats.rankdata(a, axis=1) for a in (ratings, scores))
+    rx, ry = rx - rx.mean(1, keepdims=True), ry - ry.mean(1, keepdims=True)
+    rho = (rx * ry).sum(1) / np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+    for keying, candidates in (("pos", rho >= 0.3), ("abs", np.abs(rho) >= 0.3)):
+        keyed = sum(stats.spearmanr(ratings[i], scores[i]).pvalue < 0.05 for i in np.flatnonzero(candidates))
+        share = keyed / draws
+        se = math.sqrt(share * (1 - share) / draws)
+        assert abs(float(null_key_probability(n, 0.3, 0.05, keying)) - share) < 3.5 * se

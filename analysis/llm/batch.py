@@ -100,8 +100,8 @@ def check_state(state: dict, path: Path, model: str, persona: str | None, settin
 
 
 def write_batch(questions: list[Question], backend: OpenAIBackend, cache: AnswerCache, out_dir: Path, name: str,
-                model: str, persona: str | None) -> tuple[dict, int]:
-    """Write the request file(s) for the questions the cache lacks; returns the state and the count already cached."""
+                model: str, persona: str | None, limit: int | None = None) -> tuple[dict, int]:
+    """Write the request file(s) for the questions the cache lacks (at most ``limit``); returns the state and the count cached."""
     path = state_path(out_dir, name)
     if path.is_file():
         old = load_state(path)
@@ -111,6 +111,9 @@ def write_batch(questions: list[Question], backend: OpenAIBackend, cache: Answer
                              "run --batch collect first (or delete this file to give that batch up)")
     done = cache.done_keys(model, persona or "")
     todo = [q for q in questions if q.key not in done]
+    cached = len(questions) - len(todo)
+    if limit is not None:
+        todo = todo[: max(0, limit)]
     parts, chunk, size = [], [], 0
     for q in todo:
         line = json.dumps(request_line(q, backend), ensure_ascii=False) + "\n"
@@ -135,7 +138,7 @@ def write_batch(questions: list[Question], backend: OpenAIBackend, cache: Answer
                                "sha256": hashlib.sha256(text.encode()).hexdigest(),
                                "input_file_id": None, "batch_id": None, "status": None, "collected": False})
     _save(state, path)
-    return state, len(questions) - len(todo)
+    return state, cached
 
 
 # ------------------------------------------------------------------ the API
@@ -359,7 +362,7 @@ def run_batch(args, items, prompts, backend: OpenAIBackend, questions: list[Ques
     persona = args.persona or None
     with AnswerCache(cache_path) as cache:
         if args.batch == "write" or (args.batch == "submit" and not path.is_file()):
-            state, cached = write_batch(questions, backend, cache, out_dir, name, args.model, persona)
+            state, cached = write_batch(questions, backend, cache, out_dir, name, args.model, persona, args.limit)
             lines = sum(p["lines"] for p in state["parts"])
             print(f"{args.model}: {len(questions)} questions; {cached} already in the cache; {lines} request lines "
                   f"in {', '.join(p['file'] for p in state['parts']) or 'no file (nothing to ask)'} (written to {out_dir})")

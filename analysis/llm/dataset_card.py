@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
 import instruments
 
@@ -77,7 +79,7 @@ def _keyed_table(rows: list[dict]) -> str:
             per_dim.setdefault((key["family"], key["dimension"]), []).append(key)
     order = [(f, d) for f, dims in instruments.FAMILIES.items() for d in dims if (f, d) in per_dim]
     order += sorted(set(per_dim) - set(order))
-    lines = ["| family | dimension | items keyed | reversed | mean rho (selecting raters) | mean held-out rho |",
+    lines = ["| family | dimension | items keyed | reversed | mean rho (all raters, selecting) | mean split-half held-out rho |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for fam, dim in order:
         keys = per_dim[(fam, dim)]
@@ -88,13 +90,56 @@ def _keyed_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _chance_section(processed: Path) -> str:
+def null_key_probability(n, threshold: float, alpha: float, keying: str = "pos"):
+    """Chance that a pair with no relation is keyed: P(rho >= threshold and p < alpha) under independence.
+
+    Uses the t approximation of the null distribution of a correlation over ``n`` raters
+    (the one scipy's ``spearmanr`` p-value uses): ``t = r sqrt((n - 2) / (1 - r^2))`` with
+    ``n - 2`` degrees of freedom. A pair is keyed when ``rho >= max(threshold, r_alpha)``,
+    ``r_alpha`` the smallest rho with a two-sided ``p < alpha``; keying ``abs`` keys both tails.
+    Ties and the dependence between pairs are ignored (the permutation baseline of
+    ``chance.csv`` has neither approximation). Vectorised over ``n``.
+    """
+    n = np.asarray(n, dtype=float)
+    df = n - 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t_alpha = stats.t.isf(alpha / 2, df)
+        r_alpha = t_alpha / np.sqrt(df + t_alpha**2)
+        r0 = np.maximum(threshold, r_alpha)
+        t0 = r0 * np.sqrt(df / (1 - r0**2))
+        p = stats.t.sf(t0, df) * (2 if keying == "abs" else 1)
+    return np.where(n > 3, p, np.nan)
+
+
+def _analytic_chance(processed: Path, manifest: dict | None) -> str:
+    corr = _read_csv(processed / "correlations.csv")
+    settings = (manifest or {}).get("settings", {})
+    if corr is None or not {"family", "rho", "p_value", "n"} <= set(corr.columns) or "threshold" not in settings:
+        return ""
+    threshold, alpha, keying = settings["threshold"], settings.get("alpha", 0.05), settings.get("keying", "pos")
+    rho = corr["rho"].abs() if keying == "abs" else corr["rho"]
+    corr = corr.assign(keyed=(rho >= threshold) & (corr["p_value"] < alpha),
+                       chance=null_key_probability(corr["n"], threshold, alpha, keying))
+    lines = ["| family | pairs tested | keyed | expected by chance (analytic) | share of keys chance alone would give |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for fam, group in corr.groupby("family", sort=False):
+        keyed, expected = int(group["keyed"].sum()), float(group["chance"].sum())
+        lines.append(f"| {fam} | {len(group)} | {keyed} | {expected:.1f} | "
+                     f"{_fmt(min(1.0, expected / keyed) if keyed else None, 2)} |")
+    return ("An analytic stand-in, from the t approximation of a correlation's null distribution at each "
+            "pair's number of raters (it ignores ties and the dependence between pairs, which the permutation "
+            "baseline does not): how many pairs the rule would key if no item related to any dimension.\n\n"
+            + "\n".join(lines))
+
+
+def _chance_section(processed: Path, manifest: dict | None = None) -> str:
     chance = _read_csv(processed / "chance.csv")
     if chance is None:
-        return ("No permutation baseline was found beside the bank (`chance.csv`, written by `vp analyze`), so "
-                "this card cannot say how many of the keys chance alone would give. At the usual 40-50 raters "
-                "per item, a rule of rho >= .3 and p < .05 keys a few percent of item-dimension pairs even "
-                "where there is no relation; treat single keys with caution.")
+        analytic = _analytic_chance(processed, manifest)
+        return ("No permutation baseline was found beside the bank (`chance.csv`, written by `vp analyze`)."
+                + ("\n\n" + analytic if analytic else
+                   " Without `correlations.csv` and the manifest either, this card cannot say how many keys "
+                   "chance alone would give; treat single keys with caution."))
     observed = [c for c in chance.columns if "observed" in c]
     expected = [c for c in chance.columns if "expected" in c]
     shown = [c for c in ("family", "dimension") if c in chance.columns] + observed + expected
@@ -117,9 +162,10 @@ def _shrinkage_section(processed: Path) -> str:
         lines.append(f"| {row.family} | {row.dimension} | {getattr(row, 'n_selections', 'n/a')} | "
                      f"{_fmt(row.selected_rho_mean)} | {_fmt(row.heldout_rho_mean)} | "
                      f"{_fmt(getattr(row, 'replication_rate', None))} |")
-    return ("The raters were split in half many times; a pair selected on one half was checked on the other "
-            "half, whose raters took no part in selecting it (`replication.csv`, summarised in "
-            "`replication_shrinkage.csv`):\n\n" + "\n".join(lines))
+    return ("The raters were split in half many times; every pair the rule selected on one half was checked on "
+            "the other half, whose raters took no part in that selection (`replication.csv`, summarised in "
+            "`replication_shrinkage.csv`). Over all pairs, not only this bank's, this is how well a selection by "
+            "the rule replicates in new raters (at half the sample):\n\n" + "\n".join(lines))
 
 
 def _validation_text(manifest: dict | None) -> str:
@@ -133,16 +179,19 @@ def _validation_text(manifest: dict | None) -> str:
                            for fam, v in keyed.items() if isinstance(v, dict))
     rule = (f"rho >= {settings.get('threshold')} and p < {settings.get('alpha')}" if settings.get("keying") != "abs"
             else f"|rho| >= {settings.get('threshold')} and p < {settings.get('alpha')} (negative items reversed)")
+    level = settings.get("ci_level")
+    interval = (f"a {level * 100:g} % interval" if isinstance(level, (int, float)) else "an interval") + (
+        f" ({settings['ci_method']})" if settings.get("ci_method") else "")
     return (
         f"Raters answered the PVQ-21 (ten Schwartz values, centred on each person's mean) and the BFI-10 "
         f"(five traits), then rated how similar each response was to their own thoughts on a six-point scale. "
-        f"{counts.get('included_participants', 'n/a')} raters passed quality control "
-        f"({counts.get('excluded_participations', 'n/a')} participations excluded: attention checks, "
-        f"straight-lining, speeding, duplicates), in {counts.get('groups', 'n/a')} rating groups covering "
+        f"{counts.get('included_participants', 'n/a')} raters passed quality control (participations "
+        f"excluded for attention checks, straight-lining, speeding or duplicates: "
+        f"{counts.get('excluded_participations', 'n/a')}), in {counts.get('groups', 'n/a')} rating groups covering "
         f"{counts.get('items', 'n/a')} candidate items. For every item and dimension, Spearman's rho between "
         f"the item's ratings and the raters' scores was computed over the raters who rated it, with a two-sided "
-        f"p-value, Benjamini-Hochberg q within each family, and a {settings.get('ci_method', 'n/a')} "
-        f"{settings.get('ci_level', 'n/a')} interval. An item is keyed to a dimension when {rule}. "
+        f"p-value, Benjamini-Hochberg q within each family, and {interval}. "
+        f"An item is keyed to a dimension when {rule}. "
         f"{per_family}. Study `{manifest.get('study_id', 'n/a')}` ({manifest.get('study_source', 'n/a')}), "
         f"valueportrait {manifest.get('version', 'n/a')}, input hash `{manifest.get('input_sha256', 'n/a')}`."
     )
@@ -221,10 +270,13 @@ Inspect and lm-evaluation-harness exports of the same bank.
 - `keys`: one entry per dimension the item is keyed to: `family` (`pvq`, `higher_pvq`, `bfi`),
   `dimension`, `direction` (`positive`, or `reversed` for a negative correlation, kept only with keying
   `abs`), `sign`, and its validation statistics: `rho` (Spearman, on the raters who selected the item),
-  `ci_low`/`ci_high`, `p_value`, `q_value` (BH within the family), `n` (raters), `heldout_rho` (mean
-  rho on the half of the raters not used to select the pair, over the random splits where it was
-  selected), `replication_rate` (share of those splits where the held-out half also keyed it) and
-  `times_selected`. Null means the analysis table that gives it was not available.
+  `ci_low`/`ci_high`, `p_value`, `q_value` (BH within the family), `n` (raters), and from split-half
+  replication: `times_selected` (random half-splits in which one half selected the pair),
+  `heldout_rho` (mean rho on the other half in those splits) and `replication_rate` (share of those
+  splits in which the other half keyed it too). Null means the analysis table that gives it was not
+  available. Note: the bank was selected on all raters, both halves included, so for a bank item even
+  `heldout_rho` is not free of selection; the replication table below (over all pairs) is the figure
+  for how selections replicate.
 
 ## How the items were validated
 
@@ -236,7 +288,7 @@ Inspect and lm-evaluation-harness exports of the same bank.
 
 ### The selection rule and what chance alone gives
 
-{_chance_section(processed)}
+{_chance_section(processed, manifest)}
 
 ### Held-out replication
 
@@ -245,7 +297,10 @@ Inspect and lm-evaluation-harness exports of the same bank.
 ## Known limitations
 
 - `rho` is the correlation the items were selected on, measured on the same raters: it is biased
-  upward (winner's curse). Read `heldout_rho` and the table above for what a new sample of raters gives.
+  upward (winner's curse). No figure here comes from raters wholly independent of the bank's
+  selection: the split-half replication above shows how much a selection shrinks in new raters, and
+  only a new sample of raters (e.g. a confirmation wave, `vp analyze --design two-stage`) checks these
+  items themselves.
 - Each item was rated by one group of a few dozen raters; a single key carries a wide interval (see
   `ci_low`, `ci_high`), and some keys are expected to be chance findings (see the chance baseline).
 - The raters were crowdworkers answering in English; the values profile of a model is relative to
