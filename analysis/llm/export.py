@@ -394,7 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lm-eval: an lm-evaluation-harness task; csv: one flat spreadsheet-safe table")
     parser.add_argument("--out", required=True, type=Path, help="output folder (new, empty, or an earlier export)")
     parser.add_argument("--processed", type=Path,
-                        help="folder with correlations.csv, replication.csv, manifest.json (default: the bank's folder)")
+                        help="folder with the analysis tables: correlations.csv, replication.csv, replication_shrinkage.csv, chance.csv, manifest.json (default: the bank's folder)")
     parser.add_argument("--variants", type=Path, help="YAML prompt templates replacing analysis/llm/prompts.yaml (as vp run-llm)")
     parser.add_argument("--persona", help="render the prompts with this persona, as vp run-llm --persona")
     parser.add_argument("--license", default="unknown",
