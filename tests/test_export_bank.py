@@ -326,9 +326,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, capsys):
     assert vp(["export-bank", "--item-bank", str(bank_path), "--format", "csv", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "valueportrait.csv", "valueportrait_export.json"]
     bad_corr = tmp_path / "processed" / "correlations.csv"
+    good = bad_corr.read_text()
     bad_corr.write_text("portrait_id,option_id\n1000,1\n")
     assert vp(["export-bank", "--item-bank", str(bank_path), "--format", "csv", "--out", str(tmp_path / "o2")]) == 2
-    assert "correlations.csv: missing column(s)" in capsys.readouterr().err
+    assert "correlations.csv: missing column(s) family, dimension" in capsys.readouterr().err
+    lines = good.splitlines()
+    header = lines[0].split(",")
+    cells = lines[3].split(",")
+    cells[header.index("rho")] = "high"
+    bad_corr.write_text("\n".join(lines[:3] + [",".join(cells)] + lines[4:]) + "\n")
+    assert vp(["export-bank", "--item-bank", str(bank_path), "--format", "hf", "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("correlations.csv: line 4, column rho: 'high' is not a number") and len(err.splitlines()) == 1
+    assert not (tmp_path / "o2").exists()
 
 
 def test_without_analysis_tables_the_statistics_are_empty_and_said_so(tmp_path, capsys):

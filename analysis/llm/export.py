@@ -42,7 +42,7 @@ from analysis.llm.prompts import REVERSED_SUFFIX, PromptSet, load_prompts
 from valueportrait import __version__
 from valueportrait.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import read_data_file, read_numeric_csv
 from valueportrait.spreadsheet import neutralise_formulas
 
 FORMATS = ("hf", "inspect", "lm-eval", "csv")
@@ -57,18 +57,24 @@ KEY_STATS = ("rho", "ci_low", "ci_high", "p_value", "q_value", "n", "heldout_rho
 # ------------------------------------------------------------------ validation statistics
 
 
-def _read_table(path: Path, columns: list[str]) -> pd.DataFrame | None:
+KEY_COLUMNS = ["portrait_id", "option_id", "family", "dimension"]
+
+
+def _read_table(path: Path, numbers: list[str]) -> pd.DataFrame | None:
+    """The key columns and the named number columns of an analysis table, or None when it is absent."""
     if not path.is_file():
         return None
     try:
         table = pd.read_csv(path, dtype={"portrait_id": str})
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise InputError(f"{path}: cannot read as CSV: {exc}") from None
-    missing = [c for c in columns if c not in table.columns]
+    missing = [c for c in KEY_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+    # Numbers checked cell by cell: a stray text cell is named, not cast into the export.
+    table[numbers] = read_numeric_csv(path, numbers, absent="missing column")
     table["portrait_id"] = table["portrait_id"].str.strip()
-    return table
+    return table[KEY_COLUMNS + numbers]
 
 
 def bank_correlations(data) -> dict[tuple[str, int, str], float]:
@@ -96,10 +102,9 @@ def key_statistics(items: list[Item], processed: Path, bank_rho: dict | None = N
     keys = [(it.portrait_id, it.option_id, fam, dim, -1 if dim in it.reversed.get(fam, ()) else 1)
             for it in items for fam, dims in it.keyed.items() for dim in dims]
     table = pd.DataFrame(keys, columns=["portrait_id", "option_id", "family", "dimension", "sign"])
-    on = ["portrait_id", "option_id", "family", "dimension"]
+    on = KEY_COLUMNS
     notes = []
-    corr = _read_table(processed / "correlations.csv",
-                       on + ["rho", "p_value", "q_value", "n", "ci_low", "ci_high"])
+    corr = _read_table(processed / "correlations.csv", ["rho", "p_value", "q_value", "n", "ci_low", "ci_high"])
     if corr is None:
         notes.append(f"{processed / 'correlations.csv'} not found: rho from the bank, no CI, p, q or n")
         bank_rho = bank_rho or {}
@@ -117,8 +122,7 @@ def key_statistics(items: list[Item], processed: Path, bank_rho: dict | None = N
         if lost:
             notes.append(f"{lost} keyed pairs of the bank have no row in correlations.csv (left empty): "
                          "is it the analysis that built this bank?")
-    rep = _read_table(processed / "replication.csv",
-                      on + ["heldout_rho_mean", "replication_rate", "times_selected"])
+    rep = _read_table(processed / "replication.csv", ["heldout_rho_mean", "replication_rate", "times_selected"])
     if rep is None:
         notes.append(f"{processed / 'replication.csv'} not found: no held-out replication figures")
         for column in ("heldout_rho", "replication_rate", "times_selected"):
