@@ -370,3 +370,19 @@ def test_analytic_chance_of_a_key_matches_scipy_spearman_on_null_data(n):
         share = keyed / draws
         se = math.sqrt(share * (1 - share) / draws)
         assert abs(float(null_key_probability(n, 0.3, 0.05, keying)) - share) < 3.5 * se
+
+
+def test_variants_file_and_persona_are_rendered_as_run_llm_renders_them(tmp_path):
+    bank_path = make_study(tmp_path / "processed", n_queries=2)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text("wordings:\n  short: |-\n    {item}\n    Options:\n    {options}\n  terse: |-\n    Rate: {item}\n    {options}\n")
+    persona = "a retired farmer"
+    export_bank(bank_path, "csv", tmp_path / "csv", variants=variants, persona=persona)
+    table = pd.read_csv(tmp_path / "csv" / "valueportrait.csv", dtype={"portrait_id": str})
+    prompts = load_prompts(variants)
+    items = {it.key: it for it in load_bank(bank_path)}
+    assert set(table["variant"]) == {"short", "short_reversed", "terse", "terse_reversed"}
+    for row in table.drop_duplicates("question_id").itertuples():
+        item = items[(row.portrait_id, row.option_id)]
+        assert row.prompt == prompts.messages(item, row.variant, persona)[0]["content"]
+        assert row.prompt.startswith(prompts.persona.format(persona=persona)) and row.persona == persona
