@@ -34,6 +34,8 @@ from valueportrait.cli import main as vp  # noqa: E402
 from valueportrait.errors import InputError  # noqa: E402
 
 PROMPTS = load_prompts()
+# inspect_ai 0.3.285 passes tenacity a keyword tenacity deprecates: not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning")
 PVQ = ["Universalism", "Benevolence", "Tradition", "Conformity", "Security", "Power", "Achievement", "Hedonism",
        "Stimulation", "Self_Direction"]
 
