@@ -1,30 +1,18 @@
-"""Tables that people open in spreadsheets: cells that a spreadsheet would run as a formula are neutralised.
-
-A text cell starting with ``=``, ``+``, ``-`` or ``@`` (or a tab or carriage return, which
-some spreadsheets skip before looking) is read by Excel, LibreOffice and Google Sheets as a
-formula ("CSV injection"). Item texts come from the internet, so every text cell of an
-export is checked, and such a cell gets a leading apostrophe, which spreadsheets show as
-text. Numbers are left alone (``-0.31`` stays a number).
-"""
+"""Tables that people open in a spreadsheet: text that could run as a formula is neutralised."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+#: A cell starting with one of these is read as a formula by Excel, LibreOffice or Sheets
+#: (OWASP's "CSV injection"); a leading apostrophe makes it plain text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def neutralise_cell(value):
-    """``"=1+1"`` -> ``"'=1+1"``; other values unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``frame`` whose text cells cannot start a formula (see the module docstring)."""
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `frame` whose text cells cannot start a formula (numbers are left as they are)."""
     out = frame.copy()
     for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            out[column] = out[column].map(neutralise_cell)
+        if not pd.api.types.is_numeric_dtype(out[column]) and not pd.api.types.is_bool_dtype(out[column]):
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
     return out

@@ -42,12 +42,13 @@ import httpx
 from tqdm import tqdm
 
 from analysis.llm.cache import AnswerCache
-from analysis.llm.client import FATAL_STATUS, RETRY_STATUS, OpenAIBackend, Question, retry_after_seconds
+from analysis.llm.client import FATAL_STATUS, RETRY_STATUS, OpenAIBackend, Question
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import REVERSED_SUFFIX
 from valueportrait.atomic import write_json_atomic, write_text_atomic
 from valueportrait.errors import InputError
 from valueportrait.files import read_data_file
+from valueportrait.retry import backoff_delay, retry_after_seconds
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -184,8 +185,8 @@ class BatchClient:
                 last = f"HTTP {status}: {message}"
                 retry_after = retry_after_seconds(response.headers.get("retry-after"))
             if attempt < self.max_retries:
-                delay = min(self.backoff_cap, self.backoff_base * 2**attempt) * (0.5 + self.rng.random())
-                time.sleep(max(delay, min(retry_after or 0.0, 120.0)))
+                time.sleep(backoff_delay(attempt, retry_after, base=self.backoff_base, cap=self.backoff_cap,
+                                         retry_after_cap=120.0, rng=self.rng))
         raise InputError(f"{url}: gave up after {self.max_retries + 1} attempts: {last}")
 
     def upload(self, path: Path) -> dict:

@@ -43,7 +43,7 @@ from valueportrait import __version__
 from valueportrait.atomic import write_csv_atomic, write_json_atomic, write_text_atomic
 from valueportrait.errors import InputError
 from valueportrait.files import read_data_file, read_numeric_csv
-from valueportrait.spreadsheet import neutralise_formulas
+from valueportrait.spreadsheet import spreadsheet_safe
 
 FORMATS = ("hf", "inspect", "lm-eval", "csv")
 MANIFEST = "valueportrait_export.json"
@@ -294,7 +294,7 @@ def csv_table(rows: list[dict]) -> pd.DataFrame:
     table = pd.DataFrame(flat, columns=CSV_COLUMNS)
     for column in ("option_id", "n", "times_selected"):
         table[column] = table[column].astype("Int64")
-    return neutralise_formulas(table)
+    return spreadsheet_safe(table)
 
 
 def write_csv(rows: list[dict], prompts: PromptSet, out: Path, context: dict) -> list[str]:
