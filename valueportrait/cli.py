@@ -29,11 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-llm": ("analysis.llm.profile", "an LLM's value profile from its answers"),
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
-<<<<<<< HEAD
-    "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
-=======
     "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
->>>>>>> main
+    "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
 }
 
 
