@@ -142,13 +142,18 @@ def _chance_section(processed: Path, manifest: dict | None = None) -> str:
                    "chance alone would give; treat single keys with caution."))
     observed = [c for c in chance.columns if "observed" in c]
     expected = [c for c in chance.columns if "expected" in c]
-    shown = [c for c in ("family", "dimension") if c in chance.columns] + observed + expected
+    shown = [c for c in ("family", "dimension", "pairs") if c in chance.columns] + observed + expected
     shown += [c for c in chance.columns if c not in shown and ("false" in c or "share" in c)]
+    shown += [c for c in ("perm_p", "note") if c in chance.columns and c not in shown]
     lines = ["| " + " | ".join(shown) + " |", "| " + " | ".join("---" for _ in shown) + " |"]
-    for row in chance[shown].itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, 2) if isinstance(v, float) else str(v) for v in row) + " |")
-    return ("Beside each family and dimension: the keyed pairs observed, and those expected by chance alone "
-            "when the raters' scores are permuted within each rating group (`chance.csv`):\n\n" + "\n".join(lines))
+    for row in chance[shown].to_dict("records"):
+        cells = ["" if isinstance(v, float) and math.isnan(v) else _fmt(v, 3 if c == "perm_p" else 2)
+                 if isinstance(v, float) else str(v).replace("|", "/").replace("\n", " ") for c, v in row.items()]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("Beside each family and dimension (`all`: the family's total): the keyed pairs observed, and those "
+            "expected by chance alone when the raters' scores are permuted within each rating group, with the "
+            "range of the permutations and the share of the observed keys chance alone would give "
+            "(`chance.csv`):\n\n" + "\n".join(lines))
 
 
 def _shrinkage_section(processed: Path) -> str:
@@ -271,9 +276,9 @@ Inspect and lm-evaluation-harness exports of the same bank.
   `dimension`, `direction` (`positive`, or `reversed` for a negative correlation, kept only with keying
   `abs`), `sign`, and its validation statistics: `rho` (Spearman, on the raters who selected the item),
   `ci_low`/`ci_high`, `p_value`, `q_value` (BH within the family), `n` (raters), and from split-half
-  replication: `times_selected` (random half-splits in which one half selected the pair),
+  replication: `times_selected` (random halves of the raters that keyed the pair on their own),
   `heldout_rho` (mean rho on the other half in those splits) and `replication_rate` (share of those
-  splits in which the other half keyed it too). Null means the analysis table that gives it was not
+  selections that the other half keyed too). Null means the analysis table that gives it was not
   available. Note: the bank was selected on all raters, both halves included, so for a bank item even
   `heldout_rho` is not free of selection; the replication table below (over all pairs) is the figure
   for how selections replicate.
