@@ -129,11 +129,16 @@ def test_hf_export_round_trips_with_datasets(tmp_path):
 def test_hf_card_shows_the_chance_baseline_when_the_analysis_wrote_one(tmp_path):
     pytest.importorskip("datasets")
     bank_path = make_study(tmp_path / "processed")
-    pd.DataFrame({"family": ["pvq"], "dimension": ["Power"], "keyed_observed": [7], "keyed_expected_mean": [4.25],
-                  "keyed_expected_high": [8.0], "false_key_share": [0.61]}).to_csv(bank_path.parent / "chance.csv", index=False)
+    from analysis.chance import CHANCE_COLUMNS, TRAILING_COLUMNS
+
+    rows = [["pvq", "Power", 180, 7, 4.25, 1.0, 8.0, 0.607, 0.04, None],
+            ["pvq", "all", 180, 36, 40.0, 30.0, 51.0, 1.0, 0.7, "capped at 1 | chance keys as many"]]
+    pd.DataFrame(rows, columns=CHANCE_COLUMNS + TRAILING_COLUMNS).to_csv(bank_path.parent / "chance.csv", index=False)
     export_bank(bank_path, "hf", tmp_path / "hf")
     card = (tmp_path / "hf" / "README.md").read_text()
-    assert "| pvq | Power | 7 | 4.25 | 8.00 | 0.61 |" in card and "No permutation baseline" not in card
+    assert "| pvq | Power | 180 | 7 | 4.25 | 1.00 | 8.00 | 0.61 | 0.040 |  |" in card
+    assert "| pvq | all | 180 | 36 | 40.00 | 30.00 | 51.00 | 1.00 | 0.700 | capped at 1 / chance keys as many |" in card
+    assert "No permutation baseline" not in card
 
 
 # ------------------------------------------------------------------ one profile whatever the route
