@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
     "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
+    "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
 }
 
 

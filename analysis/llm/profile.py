@@ -1,9 +1,11 @@
 """An LLM's value profile from its answers to the item bank, and how consistent those answers are.
 
 Reads the bank (``item_bank.json``) and one or more answer files: the release's
-``{model}_averaged_results.json`` or ``vp run-llm``'s ``NAME.json`` (a folder stands for
-every ``*.json`` in it that has that shape). The model name is the file name without
-``_averaged_results.json`` or ``.json``.
+``{model}_averaged_results.json``, ``vp run-llm``'s ``NAME.json``, or a log of the Inspect
+task ``vp export-bank --format inspect`` writes (``.eval`` or JSON; see
+:mod:`analysis.llm.inspect_log`). A folder stands for every ``*.json`` and ``*.eval`` in it
+that has one of those shapes. The model name is the file name without
+``_averaged_results.json`` or ``.json``; for an Inspect log, the log's model.
 
 Writes ``llm_profiles.csv`` (``model, family, dimension, centered_mean, original_mean,
 std_dev, n``, then ``ci_low, ci_high``: a percentile bootstrap interval over items) and
@@ -54,6 +56,7 @@ from scipy import stats
 
 import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
+from analysis.llm.inspect_log import looks_like_inspect_json, read_inspect_log
 from valueportrait import DEFAULT_PROCESSED
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
@@ -153,24 +156,30 @@ def load_responses(paths: list[str | Path], notes: list[str] | None = None) -> d
     for given in paths:
         given = Path(given)
         if given.is_dir():
-            candidates = sorted(p for p in given.glob("*.json") if not p.name.startswith("."))
+            candidates = sorted(p for p in [*given.glob("*.json"), *given.glob("*.eval")] if not p.name.startswith("."))
             explicit = False
         elif given.exists():
             candidates, explicit = [given], True
         else:
             raise InputError(f"{given}: --responses: no such file or folder")
         for path in candidates:
-            data = read_data_file(path, "json")
-            if not explicit and not _looks_like_responses(data):
+            # Inspect logs of the exported task (`vp export-bank --format inspect`): .eval, or JSON logs.
+            data = None if path.suffix == ".eval" else read_data_file(path, "json")
+            if data is None or looks_like_inspect_json(data):
+                name, frame, log_notes = read_inspect_log(path)
+                if notes is not None:
+                    notes.extend(log_notes)
+            elif not explicit and not _looks_like_responses(data):
                 if notes is not None:
                     notes.append(f"skipped {path}: not an answers file")
                 continue
-            name = model_name(path)
+            else:
+                name, frame = model_name(path), parse_responses(data, path)
             if name in found:
                 raise InputError(f"{path}: model {name!r} also read from {sources[name]}")
-            found[name], sources[name] = parse_responses(data, path), path
+            found[name], sources[name] = frame, path
         if given.is_dir() and not any(sources[m].parent == given for m in sources):
-            raise InputError(f"{given}: --responses: no answer files (*.json) in this folder")
+            raise InputError(f"{given}: --responses: no answer files (*.json, Inspect *.eval) in this folder")
     return found
 
 
@@ -391,7 +400,7 @@ def write_profiles(profiles: pd.DataFrame, consistency: pd.DataFrame, path: str 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-bank", required=True, type=Path, help="item_bank.json from `vp analyze`")
     parser.add_argument("--responses", required=True, nargs="+", type=Path,
-                        help="answer files (*_averaged_results.json or vp run-llm's NAME.json) or folders of them")
+                        help="answer files (*_averaged_results.json, vp run-llm's NAME.json, Inspect logs of the exported task) or folders of them")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="profiles CSV; llm_consistency.csv is written beside it")
     parser.add_argument("--keying", choices=("pos", "abs"), default="pos",
                         help="pos: positively keyed items only; abs: also negatively keyed ones, reversed (7 - answer)")
