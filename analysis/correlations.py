@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy.stats import rankdata
-from statsmodels.stats.multitest import multipletests
 
 CONTRACT_COLUMNS = ["group_id", "portrait_id", "option_id", "family", "dimension",
                     "rho", "p_value", "q_value", "n", "ci_low", "ci_high"]
@@ -32,9 +30,44 @@ class SpearmanResult:
 
 
 # -- the core on complete data ------------------------------------------------------------
+#
+# Ranks and the Benjamini-Hochberg step-up are written out here rather than taken from
+# scipy.stats and statsmodels: importing those two costs about a second, more than the
+# whole correlation table, and `vp analyze` needs nothing else from them before its worker
+# processes start. tests/test_correlations.py checks both against scipy's rankdata and
+# statsmodels' multipletests on the same vectors.
+def _tie_positions(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along the last axis: the stable sort order, and for every element the first and last
+    sorted positions of its block of ties (arrays shaped like `a`, in its own order)."""
+    n = a.shape[-1]
+    order = np.argsort(a, axis=-1, kind="stable")
+    s = np.take_along_axis(a, order, axis=-1)
+    pos = np.broadcast_to(np.arange(n), s.shape)
+    first = np.ones(s.shape, bool)
+    first[..., 1:] = s[..., 1:] != s[..., :-1]
+    last = np.ones(s.shape, bool)
+    last[..., :-1] = first[..., 1:]
+    start = np.empty_like(order)
+    end = np.empty_like(order)
+    np.put_along_axis(start, order, np.maximum.accumulate(np.where(first, pos, 0), axis=-1), axis=-1)
+    np.put_along_axis(end, order, np.flip(np.minimum.accumulate(np.flip(np.where(last, pos, n), axis=-1), axis=-1),
+                                          axis=-1), axis=-1)
+    return order, start, end
+
+
+def average_ranks(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Ranks 1..n along `axis`, ties sharing the mean of their positions (``scipy.stats.rankdata``'s "average").
+
+    For complete data (no NaN). A value's rank is (first + last position of its block of
+    ties in sorted order) / 2 + 1, exact in floating point.
+    """
+    _, start, end = _tie_positions(np.moveaxis(np.asarray(a, dtype=float), axis, -1))
+    return np.moveaxis((start + end) / 2 + 1, -1, axis)
+
+
 def _standardised_ranks(x: np.ndarray, axis: int = 0) -> np.ndarray:
     """Average ranks along `axis`, centred and scaled to unit length; NaN for a constant column."""
-    r = rankdata(x, axis=axis)
+    r = average_ranks(x, axis=axis)
     r -= r.mean(axis=axis, keepdims=True)
     norm = np.sqrt((r * r).sum(axis=axis, keepdims=True))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -55,6 +88,37 @@ def spearman_p(rho: np.ndarray, n) -> np.ndarray:
         t = rho * np.sqrt((dof / ((rho + 1.0) * (1.0 - rho))).clip(0))
         p = 2 * special.stdtr(dof, -np.abs(t))
     return np.where((dof > 0) & ~np.isnan(rho), p, np.nan)
+
+
+def critical_rho(n, alpha: float) -> np.ndarray:
+    """The |rho| at which the two-sided p of :func:`spearman_p` equals `alpha` for `n` raters (NaN for n < 3).
+
+    p < alpha exactly when |rho| > this: p = 2 T_{n-2}(-|t|) falls as |t| rises, and
+    |t| = |rho| sqrt((n - 2) / (1 - rho^2)) rises with |rho|; so with t_c the t quantile,
+    |rho| > t_c / sqrt(t_c^2 + n - 2).
+    """
+    dof = np.asarray(n, dtype=float) - 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = -special.stdtrit(dof, alpha / 2)
+        return np.where(dof > 0, t / np.sqrt(t * t + dof), np.nan)
+
+
+def p_below(rho, n, alpha: float) -> np.ndarray:
+    """``spearman_p(rho, n) < alpha`` without the t distribution at every rho (False for NaN).
+
+    The permutation and split-half steps test millions of rhos against the rule and need
+    no p-value itself: one critical rho per distinct n (:func:`critical_rho`) decides them,
+    at a fraction of the cost of ``special.stdtr`` per pair.
+    """
+    rho = np.asarray(rho, dtype=float)
+    n = np.asarray(n, dtype=float)
+    if n.size > 1:
+        values, inverse = np.unique(n, return_inverse=True)
+        crit = critical_rho(values, alpha)[inverse.ravel()].reshape(n.shape)
+    else:
+        crit = critical_rho(n, alpha)
+    with np.errstate(invalid="ignore"):
+        return np.abs(rho) > crit
 
 
 def _spearman_complete(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -127,70 +191,91 @@ def spearman_matrix(ratings, scores) -> SpearmanResult:
 
 # -- bootstrap ------------------------------------------------------------------------------
 def _nan_quantiles(a: np.ndarray, qs) -> list[np.ndarray]:
-    """Quantiles along axis 0 ignoring NaN, by linear interpolation (numpy's default method), vectorised."""
-    if not np.isnan(a).any():  # the usual case: numpy's partition-based quantile is faster than a sort
-        return list(np.quantile(a, list(qs), axis=0))
-    s = np.sort(a, axis=0)  # NaN sorts last
-    k = (~np.isnan(a)).sum(axis=0)
-    out = []
-    for q in qs:
-        pos = q * (k - 1)
-        lo = np.clip(np.floor(pos).astype(int), 0, None)
-        hi = np.clip(np.ceil(pos).astype(int), 0, None)
-        a_lo = np.take_along_axis(s, lo[None], axis=0)[0]
-        a_hi = np.take_along_axis(s, hi[None], axis=0)[0]
-        out.append(np.where(k > 0, a_lo + (pos - lo) * (a_hi - a_lo), np.nan))
+    """Quantiles along the last axis ignoring NaN, by linear interpolation (numpy's default method), vectorised.
+
+    numpy's partition-based quantile for every column; the few columns holding a NaN (a
+    resample in which the item was constant) are sorted (NaN last) and interpolated over
+    their non-missing values.
+    """
+    out = list(np.quantile(a, list(qs), axis=-1))
+    holes = np.isnan(a).any(axis=-1)
+    if holes.any():
+        s = np.sort(a[holes], axis=-1)
+        k = (~np.isnan(s)).sum(axis=-1)
+        for o, q in zip(out, qs):
+            pos = q * (k - 1)
+            lo = np.clip(np.floor(pos).astype(int), 0, None)
+            hi = np.clip(np.ceil(pos).astype(int), 0, None)
+            a_lo = np.take_along_axis(s, lo[:, None], axis=-1)[:, 0]
+            a_hi = np.take_along_axis(s, hi[:, None], axis=-1)[:, 0]
+            o[holes] = np.where(k > 0, a_lo + (pos - lo) * (a_hi - a_lo), np.nan)
     return out
 
 
-def _resample_ranks(codes: np.ndarray, n_levels: int, idx: np.ndarray) -> np.ndarray:
-    """Standardised average ranks of every column within every resample, by counting.
+def _tie_blocks(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each column's sort order and, per row, where the block of ties holding its value starts and ends in it.
 
-    `codes` (n x k) are each column's dense ranks (0..levels-1) in the full sample; a
-    resample's average rank of level v is (count below v) + (count of v + 1) / 2, so the
-    ranks follow from a bincount of the resampled codes: no sort per resample, and exactly
-    the ranks ``rankdata`` would give (ties averaged).
+    Returns (order, start, end), each columns x rows: ``order[i]`` sorts column i;
+    ``start[i, j]`` and ``end[i, j]`` are the first and last sorted positions holding the
+    value of row j in column i.
     """
-    b, n = idx.shape
-    k = codes.shape[1]
-    c = codes[idx]                                             # (b, n, k)
-    flat = (np.arange(b)[:, None, None] * k + np.arange(k)[None, None, :]) * n_levels + c
-    counts = np.bincount(flat.ravel(), minlength=b * k * n_levels).reshape(b, k, n_levels).astype(float)
-    level_rank = np.cumsum(counts, axis=2) - counts + (counts + 1) / 2
-    ranks = np.take_along_axis(level_rank, c.transpose(0, 2, 1), axis=2)  # (b, k, n)
-    ranks -= (n + 1) / 2                                        # the mean of average ranks
-    norm = np.sqrt((ranks * ranks).sum(axis=2, keepdims=True))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        z = ranks / norm
-    z[np.broadcast_to(norm == 0, z.shape)] = np.nan             # constant in this resample
-    return z
+    return _tie_positions(np.asarray(a, dtype=float).T)
 
 
-def _dense_codes(a: np.ndarray) -> tuple[np.ndarray, int]:
-    codes = rankdata(a, method="dense", axis=0).astype(np.int64) - 1
-    return codes, int(codes.max()) + 1 if codes.size else 1
+def _resample_ranks(blocks, weights: np.ndarray) -> np.ndarray:
+    """Centred average ranks of every row and column within every resample, from the rows' multiplicities.
+
+    ``weights`` (b x n) counts how often each row was drawn into each resample. A row's
+    average rank in a resample is (draws of smaller values) + (draws of its value + 1) / 2:
+    cumulative sums of the weights in each column's sort order, read at the ends of the
+    row's block of ties. Exactly the ranks ``rankdata`` gives the resampled column (ties
+    averaged), by a fixed gather and a cumulative sum: no sort per resample. Returns
+    b x columns x n, each minus the mean rank (m + 1) / 2; every value is a multiple of 1/2.
+    """
+    order, start, end = blocks
+    b, n = weights.shape
+    k = order.shape[0]
+    cum = np.zeros((b, k, n + 1))
+    np.cumsum(weights[:, order.ravel()].reshape(b, k, n), axis=2, out=cum[:, :, 1:])
+    flat = cum.reshape(b, k * (n + 1))
+    base = np.arange(k)[:, None] * (n + 1)
+    below = flat[:, (base + start).ravel()]
+    through = flat[:, (base + end + 1).ravel()]
+    return ((below + through + 1) / 2 - (n + 1) / 2).reshape(b, k, n)
 
 
 def _bootstrap_complete(x, y, indices: np.ndarray, level: float, batch: int, tick=None) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval of rho from resampled rows `indices` (B x n) of complete data."""
-    n_boot = indices.shape[0]
-    dist = np.empty((n_boot, x.shape[1], y.shape[1]))
-    cx, lx = _dense_codes(x)
-    cy, ly = _dense_codes(y)
-    for start in range(0, n_boot, batch):
-        idx = indices[start:start + batch]
-        zx = _resample_ranks(cx, lx, idx)  # (b, items, n): ranked within each resample
-        zy = _resample_ranks(cy, ly, idx)  # (b, dims, n)
-        dist[start:start + len(idx)] = np.matmul(zx, zy.transpose(0, 2, 1))
+    """Percentile interval of rho from resampled rows `indices` (B x n) of complete data.
+
+    Each resample's rho is the weighted Pearson correlation of the centred ranks over the
+    original rows, weighted by how often each was drawn: sum w r_x r_y / sqrt(sum w r_x^2
+    sum w r_y^2). With ranks in halves and integer weights the sums are exact, so a
+    resample's rho does not depend on the batch it is computed in.
+    """
+    n_boot, n = indices.shape
+    dist = np.empty((x.shape[1], y.shape[1], n_boot))
+    bx, by = _tie_blocks(x), _tie_blocks(y)
+    for begin in range(0, n_boot, batch):
+        idx = indices[begin:begin + batch]
+        b = len(idx)
+        weights = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(float)
+        rx = _resample_ranks(bx, weights)  # (b, items, n)
+        ry = _resample_ranks(by, weights)  # (b, dims, n)
+        num = np.matmul(rx * weights[:, None, :], ry.transpose(0, 2, 1))
+        sx = np.einsum("bin,bin,bn->bi", rx, rx, weights)
+        sy = np.einsum("bdn,bdn,bn->bd", ry, ry, weights)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a column constant in a resample: no rho
+            rho = num / np.sqrt(sx[:, :, None] * sy[:, None, :])
+        dist[:, :, begin:begin + b] = rho.transpose(1, 2, 0)
         if tick is not None:
-            tick(len(idx))
+            tick(b)
     tail = (1 - level) / 2
     low, high = _nan_quantiles(np.clip(dist, -1, 1), (tail, 1 - tail))
     return low, high
 
 
 def bootstrap_ci(ratings, scores, n_boot: int, rng: np.random.Generator, *, level: float = 0.95,
-                 batch: int = 100, tick=None) -> tuple[np.ndarray, np.ndarray]:
+                 batch: int = 250, tick=None) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap percentile interval of every item x dimension rho (items x dimensions arrays).
 
     Each of `n_boot` resamples draws the group's raters with replacement (the same draws
@@ -218,7 +303,7 @@ def bootstrap_ci(ratings, scores, n_boot: int, rng: np.random.Generator, *, leve
 
 # -- the study table --------------------------------------------------------------------------
 def bh_q_values(p_values) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (statsmodels ``fdr_bh``); NaN stays NaN.
+    """Benjamini-Hochberg adjusted p-values (as statsmodels' ``multipletests(method="fdr_bh")``); NaN stays NaN.
 
     q_(i) = min_{j >= i} p_(j) * m / j over the m non-missing p-values sorted ascending.
     A p-value outside [0, 1] is not a p-value: ``ValueError`` naming it and its position.
@@ -231,7 +316,14 @@ def bh_q_values(p_values) -> np.ndarray:
         at = int(np.flatnonzero(bad.ravel())[0])
         raise ValueError(f"p-value {float(p.ravel()[at])!r} at position {at}: a p-value lies in [0, 1]")
     if ok.any():
-        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+        m = int(ok.sum())
+        order = np.argsort(p[ok])
+        stepped = p[ok][order] / (np.arange(1, m + 1) / m)
+        stepped = np.minimum.accumulate(stepped[::-1])[::-1]
+        stepped[stepped > 1] = 1
+        adjusted = np.empty(m)
+        adjusted[order] = stepped
+        q[ok] = adjusted
     return q
 
 
@@ -244,15 +336,24 @@ def add_q_values(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _group_matrices(study, included: pd.DataFrame):
+    """(k, group id, raters x items ratings, the same raters x dimensions scores) per group, in study order."""
+    people_of = included.groupby("group_id", sort=False)["participant_id"].agg(list)
+    for k, gid in enumerate(study.groups["group_id"]):
+        ratings = study.rating_matrix(gid, people_of.get(gid, []))
+        yield k, gid, ratings, study.scores.reindex(index=ratings.index)
+
+
 def correlation_table(study, included: pd.DataFrame, *, bootstrap: int = 0, seed: int = 0, level: float = 0.95,
-                      batch: int = 100, progress: bool = False) -> pd.DataFrame:
+                      batch: int = 250, progress: bool = False) -> pd.DataFrame:
     """One row per item x dimension over the included raters of each group.
 
     Parameters
     ----------
     study : analysis.dataset.Study
     included : DataFrame with ``participant_id, group_id``: the participations that count.
-    bootstrap : int, resamples for the percentile interval (0: ci_low/ci_high empty).
+    bootstrap : int, resamples for the percentile interval (0: ci_low/ci_high empty; see
+        :func:`add_bootstrap_ci`).
     seed : int; group k draws from ``numpy.random.default_rng([seed, k])`` so one group's
         intervals do not depend on the others.
 
@@ -261,20 +362,12 @@ def correlation_table(study, included: pd.DataFrame, *, bootstrap: int = 0, seed
     DataFrame with the columns of ``correlations.csv`` (`CONTRACT_COLUMNS`), in group, item,
     family and dimension order; ``n`` is the number of raters behind the rho.
     """
-    from tqdm import tqdm
-
     dims = study.scores.columns
     frames = []
-    bar = None
-    if bootstrap and progress:
-        bar = tqdm(total=bootstrap * len(study.groups), desc="bootstrap", unit="resample", leave=False)
-    for k, gid in enumerate(study.groups["group_id"]):
-        people = included.loc[included["group_id"] == gid, "participant_id"].tolist()
-        ratings = study.rating_matrix(gid, people)
-        scores = study.scores.reindex(index=ratings.index)
+    for _, gid, ratings, scores in _group_matrices(study, included):
         res = spearman_matrix(ratings, scores)
         n_items, n_dims = ratings.shape[1], len(dims)
-        frame = pd.DataFrame({
+        frames.append(pd.DataFrame({
             "group_id": gid,
             "portrait_id": np.repeat(ratings.columns.get_level_values(0).to_numpy(), n_dims),
             "option_id": np.repeat(ratings.columns.get_level_values(1).to_numpy(), n_dims),
@@ -286,23 +379,46 @@ def correlation_table(study, included: pd.DataFrame, *, bootstrap: int = 0, seed
             "n": res.n.to_numpy().ravel(),
             "ci_low": np.nan,
             "ci_high": np.nan,
-        })
-        if bootstrap:
-            tick = None
-            if bar is not None:
-                # A group with missing-data blocks resamples once per block: scale to one group's share.
-                blocks = max(1, sum(1 for _ in _blocks(ratings.to_numpy(float), scores.to_numpy(float))))
-                tick = lambda b, _s=blocks: bar.update(b / _s)  # noqa: E731
-            low, high = bootstrap_ci(ratings, scores, bootstrap, np.random.default_rng([seed, k]), level=level,
-                                     batch=batch, tick=tick)
-            frame["ci_low"], frame["ci_high"] = low.ravel(), high.ravel()
-        frames.append(frame)
-    if bar is not None:
-        bar.close()
+        }))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CONTRACT_COLUMNS)
     table["option_id"] = table["option_id"].astype(int)
     table["n"] = table["n"].astype(int)
-    return add_q_values(table)[CONTRACT_COLUMNS]
+    table = add_q_values(table)[CONTRACT_COLUMNS]
+    if bootstrap:
+        table = add_bootstrap_ci(table, study, included, bootstrap, seed=seed, level=level, batch=batch,
+                                 progress=progress)
+    return table
+
+
+def add_bootstrap_ci(table: pd.DataFrame, study, included: pd.DataFrame, bootstrap: int, *, seed: int = 0,
+                     level: float = 0.95, batch: int = 250, progress: bool = False) -> pd.DataFrame:
+    """``ci_low, ci_high`` of a :func:`correlation_table` (same study and raters): bootstrap percentile intervals.
+
+    Group k resamples its raters with ``numpy.random.default_rng([seed, k])`` (see
+    :func:`bootstrap_ci`), so the intervals are the same whether they are computed with the
+    table or afterwards (``vp analyze`` computes them while its worker processes run the
+    psychometric steps). Returns a copy of ``table`` with the two columns filled.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=bootstrap * len(study.groups), desc="bootstrap", unit="resample", leave=False) if progress else None
+    lows, highs = [], []
+    for k, _, ratings, scores in _group_matrices(study, included):
+        tick = None
+        if bar is not None:
+            # A group with missing-data blocks resamples once per block: scale to one group's share.
+            blocks = max(1, sum(1 for _ in _blocks(ratings.to_numpy(float), scores.to_numpy(float))))
+            tick = lambda b, _s=blocks: bar.update(b / _s)  # noqa: E731
+        low, high = bootstrap_ci(ratings, scores, bootstrap, np.random.default_rng([seed, k]), level=level,
+                                 batch=batch, tick=tick)
+        lows.append(low.ravel())
+        highs.append(high.ravel())
+    if bar is not None:
+        bar.close()
+    low = np.concatenate(lows) if lows else np.array([])
+    if len(low) != len(table):
+        raise ValueError(f"bootstrap intervals for {len(low)} pairs, but the table has {len(table)} rows")
+    return table.assign(ci_low=low, ci_high=np.concatenate(highs) if highs else np.array([]))
 
 
 def add_fisher_z_ci(table: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:

@@ -141,3 +141,28 @@ def test_bh_refuses_values_that_are_not_p_values():
         bh_q_values([-0.1])
     q = bh_q_values([0.01, np.nan, 1.0, 0.0])  # the edges are p-values; NaN stays NaN
     assert np.isnan(q[1]) and q[3] == 0.0 and q[2] == 1.0
+
+
+def test_average_ranks_equal_scipys_rankdata_with_ties():
+    from scipy.stats import rankdata
+
+    from analysis.correlations import average_ranks
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, 7, size=(47, 30)).astype(float)  # six-point ratings: many ties
+    a[:, 0] = 4.0                                         # one constant column
+    for axis in (0, 1):
+        np.testing.assert_array_equal(average_ranks(a, axis=axis), rankdata(a, axis=axis))
+
+
+def test_bh_equals_statsmodels_fdr_bh():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(size=500), rng.uniform(0, 1e-4, size=50), [0.0, 1.0, 0.5, 0.5]])
+    np.testing.assert_allclose(bh_q_values(p), multipletests(p, method="fdr_bh")[1], rtol=0, atol=1e-15)
+    with_nan = np.where(np.arange(len(p)) % 7 == 0, np.nan, p)
+    q = bh_q_values(with_nan)
+    ok = ~np.isnan(with_nan)
+    assert np.isnan(q[~ok]).all()
+    np.testing.assert_allclose(q[ok], multipletests(with_nan[ok], method="fdr_bh")[1], rtol=0, atol=1e-15)
