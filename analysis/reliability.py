@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 import instruments as inst
 
@@ -50,10 +50,12 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
 
     Notes
     -----
-    alpha = k / (k - 1) (1 - sum_i var_i / var_total), computed by pingouin.
+    alpha = k / (k - 1) (1 - sum_i var_i / var_total) = k / (k - 1) (1 - tr C / sum C)
+    with C the items' covariance matrix, as pingouin's ``cronbach_alpha`` computes it
+    (``tests/test_reliability.py`` checks it against pingouin and its documented figures;
+    computed here because importing pingouin costs a second and this runs per scale).
     Feldt (1987): 1 - (1 - alpha) F_{1 - a/2}(n - 1, (n - 1)(k - 1)) and
-    1 - (1 - alpha) F_{a/2}(...). pingouin rounds its interval to 3 decimals, so the
-    interval is recomputed here with the same formula, unrounded.
+    1 - (1 - alpha) F_{a/2}(...), unrounded (pingouin rounds its interval to 3 decimals).
 
     References
     ----------
@@ -68,17 +70,23 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
     >>> [round(x, 3) for x in cronbach_alpha(df)]
     [0.936, 0.679, 0.993]
     """
-    import pingouin as pg
+    from analysis.covariance import complete_numeric
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna()
+    data = complete_numeric(df).to_numpy()
     n, k = data.shape
     if k < 2 or n < 2 or data.sum(axis=1).var() == 0:
         return math.nan, math.nan, math.nan
-    alpha, _ = pg.cronbach_alpha(data=data.astype(float), ci=ci)
+    return _alpha_feldt(np.cov(data.T), n, ci)
+
+
+def _alpha_feldt(cov: np.ndarray, n: int, ci: float = 0.95) -> tuple[float, float, float]:
+    """Alpha from the items' covariance matrix (divisor n - 1), with Feldt's interval at level `ci`."""
+    k = cov.shape[0]
+    alpha = k / (k - 1) * (1 - np.trace(cov) / cov.sum())
     df1, df2 = n - 1, (n - 1) * (k - 1)
     tail = (1 - ci) / 2
-    low = 1 - (1 - alpha) * stats.f.isf(tail, df1, df2)
-    high = 1 - (1 - alpha) * stats.f.isf(1 - tail, df1, df2)
+    low = 1 - (1 - alpha) * special.fdtri(df1, df2, 1 - tail)
+    high = 1 - (1 - alpha) * special.fdtri(df1, df2, tail)
     return float(alpha), float(low), float(high)
 
 
@@ -154,7 +162,9 @@ def one_factor_fit(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
     """
     from factor_analyzer import FactorAnalyzer
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    from analysis.covariance import complete_numeric
+
+    data = complete_numeric(df)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fa = FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)
@@ -229,9 +239,9 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
     Hayes, A. F., & Coutts, J. J. (2020). Use omega rather than Cronbach's alpha for
     estimating reliability. But... Communication Methods and Measures, 14(1), 1-24.
     """
-    from analysis.covariance import DataError, check_data
+    from analysis.covariance import DataError, check_data, complete_numeric
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    data = complete_numeric(df)
     if data.shape[1] < 3:
         return math.nan
     try:
@@ -256,9 +266,9 @@ def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str
     ``warning`` is True when there is one. Notes that only explain a blank (a two-item
     scale's Spearman-Brown, no omega for two items) come after them.
     """
-    from analysis.covariance import DataError, check_data
+    from analysis.covariance import DataError, check_data, complete_numeric
 
-    complete = items.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    complete = complete_numeric(items)
     complete.columns = [str(c) for c in complete.columns]
     warns, notes = [], []  # what a reviewer must see; what only explains a blank
     flat = [c for c, sd in zip(complete.columns, complete.to_numpy().std(axis=0)) if sd == 0] if len(complete) else []
@@ -409,6 +419,19 @@ def _item_label(portrait_id, option_id) -> str:
     return f"{portrait_id}/{option_id}"
 
 
+def _mean_matrix(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Raters x items (both sorted) of the mean rating, NaN where none: ``pivot_table(aggfunc="mean")``, by counting."""
+    people, row = np.unique(ratings["participant_id"].to_numpy(), return_inverse=True)
+    items, col = np.unique(ratings["item"].to_numpy(), return_inverse=True)
+    cell = row.ravel() * len(items) + col.ravel()
+    size = len(people) * len(items)
+    sums = np.bincount(cell, weights=ratings["rating"].to_numpy(float), minlength=size)
+    counts = np.bincount(cell, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(counts > 0, sums / counts, np.nan).reshape(len(people), len(items))
+    return pd.DataFrame(matrix, index=pd.Index(people, name="participant_id"), columns=pd.Index(items, name="item"))
+
+
 def _group_scales(ratings: pd.DataFrame, selection: pd.DataFrame):
     """(family, dimension, group id, raters x keyed items) for every group and dimension with >= 2 keyed items."""
     ratings = ratings.assign(item=[_item_label(p, o) for p, o in zip(ratings.portrait_id, ratings.option_id)])
@@ -417,11 +440,12 @@ def _group_scales(ratings: pd.DataFrame, selection: pd.DataFrame):
     )
     item_group = ratings.drop_duplicates("item").set_index("item")["group_id"]
     selection = selection[selection.item.isin(item_group.index)].assign(group_id=lambda s: s.item.map(item_group))
+    chosen_in = dict(tuple(selection.groupby("group_id", sort=False)))
     for group_id, group_ratings in ratings.groupby("group_id", sort=True):
-        chosen = selection[selection.group_id == group_id]
-        if chosen.empty:
+        chosen = chosen_in.get(group_id)
+        if chosen is None:
             continue
-        matrix = group_ratings.pivot_table(index="participant_id", columns="item", values="rating", aggfunc="mean")
+        matrix = _mean_matrix(group_ratings)
         for (family, dimension), pairs in chosen.groupby(["family", "dimension"], sort=True):
             if len(pairs) < 2:
                 continue

@@ -233,3 +233,17 @@ def test_reliability_items_table():
     two = items[items.dimension == "Power"]
     assert two["alpha_if_dropped"].isna().all()  # one item left has no alpha
     assert scales.set_index("dimension").loc["Power", "warning"] in (True, False)
+
+
+def test_mean_matrix_equals_pandas_pivot_table():
+    # The raters x items matrix of group reliability, built by counting, against pandas'
+    # pivot_table(aggfunc="mean") on the same long table (a repeated rating averaged, a
+    # missing one NaN).
+    rng = np.random.default_rng(12)
+    long = pd.DataFrame({"participant_id": rng.choice([f"P{i}" for i in range(40)], 900),
+                         "item": rng.choice([f"q{j}/{k}" for j in range(9) for k in range(3)], 900),
+                         "rating": rng.integers(1, 7, 900)})
+    expected = long.pivot_table(index="participant_id", columns="item", values="rating", aggfunc="mean")
+    got = rel._mean_matrix(long)
+    pd.testing.assert_frame_equal(got, expected.astype(float), check_names=False)
+    assert got.isna().any().any()
