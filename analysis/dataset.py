@@ -196,14 +196,15 @@ def input_hash(db: StudyDB, study_id: str) -> str:
     on the data only: not on row order, file layout, the study's name or when it was stored.
     """
     digest = hashlib.sha256()
+    # One encoder for every row (json.dumps with options builds a new one per call), and one
+    # update per table: the bytes hashed are the same, row by row.
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
     for table, columns in HASHED_TABLES.items():
         key = [k for k in KEYS[table] if k != "study_id"]
         cols = list(columns) if columns else [c for c in db.frame(f"SELECT * FROM {table} LIMIT 0").columns if c != "study_id"]
         rows = db.query(f"SELECT {', '.join(cols)} FROM {table} WHERE study_id = ? ORDER BY {', '.join(key)}", (study_id,))
         digest.update(json.dumps([table, cols], separators=(",", ":")).encode())
-        for row in rows:
-            digest.update(json.dumps(list(row), separators=(",", ":"), default=str).encode())
-            digest.update(b"\n")
+        digest.update("".join([encode(list(row)) + "\n" for row in rows]).encode())
     return digest.hexdigest()
 
 
