@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import optimize, stats
 
 from valueportrait.errors import InputError
+from valueportrait import options as opt
 
 
 def achieved_power(rho, n, alpha: float = 0.05):
@@ -67,6 +68,10 @@ def achieved_power(rho, n, alpha: float = 0.05):
     return power if power.ndim else float(power)
 
 
+#: Beyond this many raters the answer is reported as infinite (no study could have them).
+MAX_RATERS = 1e15
+
+
 def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up).
 
@@ -79,10 +84,18 @@ def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     84.07
     """
     rho = abs(float(rho))
+    if rho == 0:  # the test of rho = 0 has power alpha whatever n is
+        return math.inf
     lowest = 4 + 1e-9  # the approximation needs n > 3; below 4 it is meaningless
     if achieved_power(rho, lowest, alpha) >= power:
         return lowest
-    return float(optimize.brentq(lambda n: achieved_power(rho, n, alpha) - power, lowest, 1e9, xtol=1e-10))
+    # Bracket the root: a small rho needs many raters (rho = 1e-5: about 8e10).
+    upper = 1e9
+    while achieved_power(rho, upper, alpha) < power:
+        if upper >= MAX_RATERS:
+            return math.inf
+        upper *= 100
+    return float(optimize.brentq(lambda n: achieved_power(rho, n, alpha) - power, lowest, upper, xtol=1e-10))
 
 
 def detectable_rho(n: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -113,7 +126,8 @@ def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power:
     """
     groups = list(group_sizes)
     n = np.array([group_sizes[g] for g in groups], dtype=float)
-    needed = math.ceil(raters_needed(rho, alpha, power))
+    needed = raters_needed(rho, alpha, power)
+    needed = math.ceil(needed) if math.isfinite(needed) else math.nan  # rho = 0: no number of raters
     return pd.DataFrame(
         {
             "group_id": groups,
@@ -131,19 +145,19 @@ def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rho", type=float, default=0.3, help="the correlation to detect")
-    parser.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level")
-    parser.add_argument("--power", type=float, default=0.8, help="the power wanted")
+    parser.add_argument("--rho", type=opt.NumberType(-1, 1, low_open=True, high_open=True, not_zero=True), default=0.3, help="the correlation to detect")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05, help="two-sided significance level")
+    parser.add_argument("--power", type=opt.probability(), default=0.8, help="the power wanted")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (0 < abs(args.rho) < 1):
-        raise InputError(f"--rho: {args.rho}: must lie strictly between -1 and 1 and not be 0")
-    if not (0 < args.alpha < 1):
-        raise InputError(f"--alpha: {args.alpha}: must lie strictly between 0 and 1")
     if not (args.alpha < args.power < 1):
         raise InputError(f"--power: {args.power}: must lie strictly between alpha ({args.alpha}) and 1")
     n = raters_needed(args.rho, args.alpha, args.power)
+    if not math.isfinite(n):
+        print(f"raters needed to detect rho = {args.rho:g} (two-sided alpha = {args.alpha:g}, power = {args.power:g}): "
+              f"more than {MAX_RATERS:.0e}")
+        return 0
     print(
         f"raters needed to detect rho = {args.rho:g} (two-sided alpha = {args.alpha:g}, "
         f"power = {args.power:g}): {n:.2f} -> {math.ceil(n)} raters"

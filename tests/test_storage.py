@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from valueportrait.errors import InputError
 from valueportrait.storage import SCHEMA_VERSION, StudyDB, now, open_db
 
 
@@ -28,7 +29,7 @@ def test_schema_and_pragmas(tmp_path):
 def test_newer_schema_refused(tmp_path):
     path = tmp_path / "future.db"
     sqlite3.connect(path).execute("PRAGMA user_version = 99")
-    with pytest.raises(RuntimeError, match="newer than this tool"):
+    with pytest.raises(InputError, match="newer than this tool"):
         open_db(path)
 
 

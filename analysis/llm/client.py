@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from valueportrait import options as opt
 
 if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     # httpcore 1.0 runs `import sniffio` on every lock it takes; without sniffio installed
@@ -94,7 +95,7 @@ def refused_parameter(response_text: str, sent: dict) -> str | None:
 
 def add_request_arguments(parser, seed_help: str) -> None:
     """--seed, --no-seed, --no-temperature and --max-tokens-field, shared by the commands that call an endpoint."""
-    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--seed", type=opt.seed(), default=0, help=seed_help)
     parser.add_argument("--no-seed", action="store_true", help="send no seed (for endpoints that refuse one)")
     parser.add_argument("--no-temperature", action="store_true",
                         help="send no temperature, so the endpoint's default applies (models that accept only their default); answers then vary more")

@@ -45,6 +45,7 @@ from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply, a
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import PromptSet, load_prompts, prompt_hash
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait import options as opt
 from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
@@ -290,23 +291,23 @@ def run_llm(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="the endpoint's base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (not needed with --backend simulated)")
-    parser.add_argument("--model", required=True, help="model name sent to the endpoint; also names the output files")
+    parser.add_argument("--model", required=True, type=opt.non_empty("model name"), help="model name sent to the endpoint; also names the output files")
     parser.add_argument("--item-bank", required=True, type=Path, help="item_bank.json from `vp analyze`")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--concurrency", type=int, default=8, help="questions in flight at once")
+    parser.add_argument("--concurrency", type=opt.count(1), default=8, help="questions in flight at once")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (none needed for a local server)")
     parser.add_argument("--persona", help='describe a person to answer as, e.g. "a 65-year-old conservative man"')
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP call")
-    parser.add_argument("--max-retries", type=int, default=6, help="retries per question on 429/5xx/timeouts")
-    parser.add_argument("--max-tokens", type=int, default=24, help="token limit per answer")
+    parser.add_argument("--timeout", type=opt.seconds(), default=60.0, help="seconds per HTTP call")
+    parser.add_argument("--max-retries", type=opt.count(0), default=6, help="retries per question on 429/5xx/timeouts")
+    parser.add_argument("--max-tokens", type=opt.count(1), default=24, help="token limit per answer")
     parser.add_argument("--cache", type=Path, help="answer cache (SQLite); default OUT/llm_cache.sqlite")
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: an offline respondent with --profile")
     parser.add_argument("--profile", type=Path, help='simulated backend: JSON centred PVQ profile, e.g. {"Benevolence": 0.8, "Power": -1.0}')
     parser.add_argument("--persona-profile", type=Path, help="simulated backend: profile to use instead of --profile when --persona is given")
     add_request_arguments(parser, "sampling seed sent to the endpoint; the simulated backend's noise seed")
-    parser.add_argument("--noise", type=float, default=0.3, help="simulated backend: SD of the answer noise (latent scale)")
+    parser.add_argument("--noise", type=opt.non_negative(), default=0.3, help="simulated backend: SD of the answer noise (latent scale)")
     parser.add_argument("--variants", type=Path, help="YAML prompt templates replacing analysis/llm/prompts.yaml")
-    parser.add_argument("--limit", type=int, help="ask at most this many new questions (e.g. to try a model cheaply)")
+    parser.add_argument("--limit", type=opt.count(0), help="ask at most this many new questions (e.g. to try a model cheaply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
