@@ -35,7 +35,9 @@ from valueportrait.atomic import write_csv_atomic, write_json_atomic
 from analysis.selection import KEYINGS, keyed_counts, select
 from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__, software_versions
 from valueportrait.errors import InputError
+from valueportrait.outdir import staged_output
 from valueportrait.storage import open_db
+from valueportrait.workers import process_pool
 
 
 @dataclass
@@ -244,6 +246,11 @@ STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0, "intended": 0}
 
 
+# The output folder is this run's alone until it ends, and its tables change only at the
+# end, all at once, with the manifest that describes them: the steps write into a fresh
+# staging folder (what `out_dir` is inside), and the manifest.json written there is
+# completed with every table's sha256 and rows, then swapped in (valueportrait.outdir).
+@staged_output("vp analyze", also_remove=lambda: [f for files in STEP_FILES.values() for f in files])
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
@@ -277,6 +284,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--bootstrap: {bootstrap} is negative")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha: {alpha} is outside (0, 1)")
+    if not 0 <= threshold < 1:
+        raise InputError(f"--threshold: {threshold} is outside [0, 1)")
     unknown = set(skip) - set(OPTIONAL_STEPS)
     if unknown:
         raise InputError(f"--skip: {', '.join(sorted(unknown))} not among {', '.join(OPTIONAL_STEPS)}")
@@ -314,12 +323,6 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
             steps[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
     steps = {name: steps[name] for name, _, _ in STEPS}
     settings["jobs"] = jobs
-    written = set(ctx.files.values())
-    stale = [f for files in STEP_FILES.values() for f in files if f not in written and (ctx.out_dir / f).exists()]
-    for name in stale:
-        (ctx.out_dir / name).unlink()
-    if stale:
-        log(f"removed {', '.join(stale)}: left by an earlier run, not written by this one")
     included = ctx.included
     multi = study.participations.groupby("participant_id")["group_id"].agg(list)
     multi = multi[multi.str.len() > 1]
@@ -364,7 +367,6 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     write_json_atomic(_jsonable(manifest), ctx.out_dir / "manifest.json")
     for note in notes:
         log(f"note: {note}")
-    log(f"wrote {', '.join(sorted(ctx.files.values()))}, manifest.json to {ctx.out_dir} ({manifest['seconds']:.1f} s)")
     return manifest
 
 
@@ -379,8 +381,8 @@ def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
         if required:
             raise
         return {"status": "unavailable", "detail": str(exc)}
-    except InputError:
-        raise
+    except (InputError, OSError):
+        raise  # bad input, a full disk, a read-only folder: the run stops, it is not a step's failure
     except Exception as exc:
         if required:
             raise
@@ -409,18 +411,21 @@ def _run_parallel(ctx: Context, names: list[str], jobs: int) -> dict:
     can run side by side; fork shares the loaded study without pickling it.
     """
     global _FORKED_CONTEXT
-    from concurrent.futures import ProcessPoolExecutor
 
     _FORKED_CONTEXT = ctx
     out = {}
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+        # Workers die with this process (kill -9 included) and are killed when it is
+        # interrupted: none goes on writing into the output folder (valueportrait.workers).
+        with process_pool(jobs) as pool:
             # Longest first, so the two workers finish at about the same time.
             order = sorted(names, key=lambda n: -STEP_COST.get(n, 0))
             futures = {name: pool.submit(_step_in_child, name) for name in order}
             for name in names:
                 try:
                     entry, files, counts, lines = futures[name].result()
+                except (InputError, OSError):
+                    raise
                 except Exception as exc:  # a worker that died (memory, signal)
                     entry, files, counts, lines = {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}, {}, {}, []
                 ctx.files.update(files)
