@@ -25,6 +25,7 @@ from scipy import optimize, stats
 
 from valueportrait.atomic import write_json_atomic
 from valueportrait.errors import InputError
+from valueportrait.files import brief, read_csv_strict
 
 FIT_KEYS = ("chi2", "df", "p", "cfi", "tli", "rmsea", "rmsea_ci_low", "rmsea_ci_high", "srmr", "n")
 
@@ -139,6 +140,22 @@ def _baseline_chi2(sample_cov: np.ndarray, n: int) -> tuple[float, int]:
     return float(n * (np.sum(np.log(np.diag(sample_cov))) - logdet)), p * (p - 1) // 2
 
 
+def singular_note(frame: pd.DataFrame, tol: float = 1e-10) -> str | None:
+    """Why a sample covariance matrix is not positive definite (a linear dependence), or None.
+
+    ML fit indices on such data mean nothing (semopy would quietly swap in a nearby matrix
+    and report, e.g., CFI 1.000 for perfectly collinear items); lavaan refuses the data.
+    """
+    corr = np.corrcoef(frame.to_numpy(float), rowvar=False)
+    values, vectors = np.linalg.eigh(corr)
+    if values[0] > tol * max(values[-1], 1.0):
+        return None
+    weights = np.abs(vectors[:, 0])
+    involved = [str(c) for c, w in zip(frame.columns, weights) if w > 0.1 * weights.max()]
+    return (f"sample covariance matrix is not positive definite (smallest eigenvalue {values[0]:.2g}): "
+            f"{', '.join(involved)} are linearly dependent; fit indices would be meaningless")
+
+
 def _empty_fit(n: int, note: str) -> dict:
     out = {key: math.nan for key in FIT_KEYS}
     out.update(n=int(n), loadings=[], note=note)
@@ -195,6 +212,9 @@ def fit_cfa(data: pd.DataFrame, model: str) -> dict:
     if (frame.std(ddof=0) == 0).any():
         constant = frame.columns[(frame.std(ddof=0) == 0).to_numpy()].tolist()
         return _empty_fit(n, f"constant variables: {', '.join(constant)}")
+    singular = singular_note(frame)
+    if singular:
+        return _empty_fit(n, singular)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -312,12 +332,14 @@ def _read_data(path_text: str, model: str) -> pd.DataFrame:
     import semopy
 
     path = Path(path_text)
-    if not path.exists() or path.is_dir():
+    if not path.exists():
         raise InputError(f"{path}: --data: no such file")
-    try:
-        data = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV: {exc}") from None
+    # Strict: a row with the wrong number of fields (a file cut off) is an error naming
+    # its line, not a row of missing values dropped from the fit.
+    text, lines = read_csv_strict(path, what="CSV of data")
+    if text.empty:
+        raise InputError(f"{path}: no rows: the file has a header row and nothing else")
+    data = text.replace(r"^\s*$", np.nan, regex=True)
     try:
         observed = list(semopy.Model(model).vars["observed"])
     except Exception as exc:
@@ -330,11 +352,11 @@ def _read_data(path_text: str, model: str) -> pd.DataFrame:
             )
         column = data[name]
         numeric = pd.to_numeric(column, errors="coerce")
-        bad = column.notna() & numeric.isna()
+        bad = (column.notna() & numeric.isna()) | np.isinf(numeric)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            # +2: the header is line 1 and file lines count from 1.
-            raise InputError(f"{path}: line {row + 2}, column {name}: {column.iloc[row]!r} is not a number")
+            raise InputError(f"{path}: line {lines[row]}, column {name}: {brief(column.iloc[row])} is not a finite number")
+        data[name] = numeric
     return data
 
 

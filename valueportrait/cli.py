@@ -16,7 +16,7 @@ import sqlite3
 import sys
 
 from valueportrait import __version__
-from valueportrait.errors import DATABASES, InputError, Terminated
+from valueportrait.errors import DATABASES, InputError, Terminated, redact
 
 # name -> (module, one-line help). Contracts in ../shared/DESIGN.md: keep the names.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(name: str, message: str) -> int:
-    print(f"vp {name}: error: {message}", file=sys.stderr)
+    print(f"vp {name}: error: {redact(message)}", file=sys.stderr)
     return 2
 
 

@@ -40,6 +40,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import string
 import sys
 from collections import Counter
@@ -440,6 +441,8 @@ def generate(queries: list[QueryIn], backend, model: str, *, cache_path: str | P
                     group.create_task(one(res))
         except* EndpointError as eg:
             raise InputError(str(eg.exceptions[0])) from None
+        except* (InputError, OSError, sqlite3.Error) as eg:  # a full disk, a broken cache: one line, not a group
+            raise eg.exceptions[0] from None
         finally:
             bar.close()
             await backend.aclose()
@@ -533,6 +536,8 @@ def study_spec(items: list[dict], groups: list[list[int]], *, study_id: str, tit
 
 
 def output_paths(out: Path) -> dict[str, Path]:
+    if out.is_dir():  # an existing folder: the files go inside it, under the default name
+        out = out / DEFAULT_OUT.name
     stem = out.parent / (out.stem if out.suffix.lower() == ".json" else out.name)
     return {"candidates": out if out.suffix.lower() == ".json" else out.with_name(out.name + ".json"),
             "items": stem.with_name(stem.name + "_items.json"),
@@ -552,7 +557,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (not needed with --backend simulated)")
     parser.add_argument("--model", type=opt.non_empty("model name"), help=f"model name sent to the endpoint (default with --backend simulated: {SIMULATED_MODEL})")
     parser.add_argument("--per-query", type=opt.count(1, 10), default=5, help="responses per query, each for a different value (1..10)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="candidates file; NAME_items.json, NAME_study.yaml, NAME_manifest.json go beside it")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="candidates file; NAME_items.json, NAME_study.yaml, NAME_manifest.json go beside it (an existing folder: candidates.json and the rest go inside it)")
     parser.add_argument("--group-size", type=opt.count(1), default=8, help="queries per rating group in the study file")
     parser.add_argument("--target", type=opt.count(1), default=50, help="participants wanted per group in the study file")
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: offline template responses")

@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,8 @@ from tqdm import tqdm
 
 from analysis.llm.bank import Item, load_bank
 from analysis.llm.cache import AnswerCache
-from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply, add_request_arguments, request_options
+from analysis.llm.client import (EndpointError, OpenAIBackend, Question, Reply, add_request_arguments, cut_answer,
+                                 request_options)
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import PromptSet, load_prompts, prompt_hash
 from valueportrait import DEFAULT_PROCESSED
@@ -50,6 +52,8 @@ from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
 DEFAULT_OUT = DEFAULT_PROCESSED / "llm"
+#: A rating is a short phrase: longer answers are kept cut to this many characters (marked).
+RATING_ANSWER_CHARS = 2_000
 
 
 def model_slug(model: str) -> str:
@@ -103,6 +107,7 @@ class RunStats:
     ask_seconds: float = 0.0
     failures: dict = field(default_factory=dict)  # key -> error
     unparseable_examples: list = field(default_factory=list)  # a few raw texts, to show the user
+    cut: int = 0             # in the output: answers longer than the cap, kept cut
 
     @property
     def rate(self) -> float:
@@ -180,6 +185,8 @@ async def ask_questions(
                 group.create_task(worker())
     except* EndpointError as eg:
         raise InputError(str(eg.exceptions[0])) from None
+    except* (InputError, OSError, sqlite3.Error) as eg:  # a full disk, a broken cache: one line, not a group
+        raise eg.exceptions[0] from None
     finally:
         stats.ask_seconds += time.perf_counter() - start
         bar.close()
@@ -198,6 +205,8 @@ def collect_outputs(questions: list[Question], items: list[Item], prompts: Promp
     for q in questions:
         hit = stored.get(q.key)
         value = parse_answer(hit["raw"], prompts.labels) if hit else None
+        if hit and hit["raw"] and "[cut by valueportrait:" in hit["raw"][-60:]:
+            stats.cut += 1
         if hit is None:
             status = "missing"
             stats.missing += 1
@@ -205,7 +214,7 @@ def collect_outputs(questions: list[Question], items: list[Item], prompts: Promp
             status = "unparseable"
             stats.unparseable += 1
             if len(stats.unparseable_examples) < 3 and hit["raw"] not in stats.unparseable_examples:
-                stats.unparseable_examples.append(hit["raw"])
+                stats.unparseable_examples.append(cut_answer(hit["raw"], 200))
         else:
             status = "answered"
         by_item[q.item.key][q.variant] = None if value is None else float(value)
@@ -335,7 +344,8 @@ def make_backend(args, prompts: PromptSet):
         raise InputError("command line: --profile: only used with --backend simulated")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     return OpenAIBackend(args.base_url, args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
-                         max_tokens=args.max_tokens, concurrency=args.concurrency, **request_options(args))
+                         max_tokens=args.max_tokens, concurrency=args.concurrency, max_answer_chars=RATING_ANSWER_CHARS,
+                         **request_options(args))
 
 
 def run(args) -> int:
@@ -366,6 +376,8 @@ def run(args) -> int:
           f"without an answer: {stats.missing} ({stats.failed} failed after retries this run)")
     for raw in stats.unparseable_examples:
         print(f"  unparseable: {raw!r}")
+    if stats.cut:
+        print(f"  {stats.cut} answers were longer than {RATING_ANSWER_CHARS:,} characters: kept cut to that length (marked in the text)")
     for key, error in list(stats.failures.items())[:5]:
         print(f"  failed: item {key[2]}/{key[3]} {key[4]}: {error}")
     print(f"wrote {json_path} and {json_path.with_name(json_path.stem + '_raw.jsonl')}")
