@@ -34,6 +34,7 @@ from analysis.quality import QualityOptions, QualityResult, add_quality_argument
 from valueportrait.atomic import write_csv_atomic, write_json_atomic
 from analysis.selection import KEYINGS, keyed_counts, select
 from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__, software_versions
+from valueportrait import options as opt
 from valueportrait.errors import InputError
 from valueportrait.outdir import staged_output
 from valueportrait.storage import open_db
@@ -469,16 +470,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="the study database")
     parser.add_argument("--study", default=None, help="the study id (default: the only study in the database)")
     parser.add_argument("--out", type=Path, default=DEFAULT_PROCESSED, help="output folder")
-    parser.add_argument("--threshold", type=float, default=0.3, help="keying threshold on rho")
-    parser.add_argument("--alpha", type=float, default=0.05,
+    parser.add_argument("--threshold", type=opt.correlation_threshold(), default=0.3, help="keying threshold on rho")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05,
                         help="keying significance level (p < alpha); intervals are at level 1 - alpha")
     parser.add_argument("--keying", choices=KEYINGS, default="pos",
                         help="pos: rho >= threshold; abs: |rho| >= threshold, negative items reversed")
-    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
-    parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
+    parser.add_argument("--bootstrap", type=opt.count(0), default=0, help="bootstrap resamples for rho intervals (0: none)")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the bootstrap and other random steps")
+    parser.add_argument("--splits", type=opt.count(1), default=100, help="random split-halves per group for the replication check")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=opt.count(1), default=None,
                         help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_quality_arguments(parser)
