@@ -132,6 +132,8 @@ def run(args) -> int:
         raise InputError(f"{args.db}: --db: no such database file")
     if args.demographics is not None and not Path(args.demographics).is_file():
         raise InputError(f"{args.demographics}: --demographics: no such file")
+    if Path(args.out).is_dir():  # before the minutes of work, not after
+        raise InputError(f"{args.out}: is a folder; give a file name for the report (e.g. {Path(args.out) / 'report.html'})")
     start = time.perf_counter()
     path = write_report(args.processed, args.out, args.db, args.demographics, allow_mismatch=args.allow_mismatch)
     if args.allow_mismatch:

@@ -22,8 +22,10 @@ formatted whole into a message.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import os
 import re
 from json.decoder import scanstring
 from pathlib import Path
@@ -302,3 +304,18 @@ def read_csv_strict(path: str | Path, *, what: str = "CSV file"):
     header, records = read_csv_records(path, what=what)
     frame = pd.DataFrame([fields for _, fields in records], columns=header, dtype=str)
     return frame, [line for line, _ in records]
+
+
+def check_can_create(path: str | Path) -> None:
+    """Raise the OSError a write would meet if `path` (not there yet) cannot be created in its folder.
+
+    SQLite reports a read-only folder only as "unable to open database file"; this names
+    the real cause (read-only file system, or no permission) before it gets there.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.exists() or not folder.is_dir() or os.access(folder, os.W_OK):
+        return
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    code = errno.EROFS if read_only else errno.EACCES
+    raise OSError(code, os.strerror(code), str(path))

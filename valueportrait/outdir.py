@@ -301,7 +301,13 @@ def staged_output(command: str, *, folder_arg: str = "out_dir", also_remove=lamb
             folder = Path(bound.arguments[folder_arg])
             with StagedOutput(folder, command, log=log) as output:
                 bound.arguments[folder_arg] = output.staging
-                func(*bound.args, **bound.kwargs)
+                try:
+                    func(*bound.args, **bound.kwargs)
+                except OSError as exc:  # name the output the user asked for, not the staging copy
+                    name = Path(str(exc.filename or ""))
+                    if output.staging in name.parents:
+                        raise OSError(exc.errno, exc.strerror, str(folder / name.relative_to(output.staging))) from exc
+                    raise
                 manifest = _read_json(output.staging / MANIFEST)
                 if not isinstance(manifest, dict):
                     raise RuntimeError(f"{command} wrote no manifest.json")

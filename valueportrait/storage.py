@@ -26,6 +26,7 @@ import pandas as pd
 import sqlite_utils
 
 from valueportrait.errors import DATABASES, InputError
+from valueportrait.files import check_can_create
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
@@ -195,6 +196,7 @@ class StudyDB:
                 raise InputError(f"{self.path}: no such database (run `vp import-release` or collect data first)")
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+                check_can_create(self.path)
         target = f"file:{self.path}?mode=ro" if readonly else str(path)
         self.conn = None
         try:

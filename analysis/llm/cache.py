@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from valueportrait.errors import DATABASES, InputError
+from valueportrait.files import check_can_create
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -84,6 +85,7 @@ class AnswerCache:
         if self.path.is_dir():
             raise InputError(f"{self.path}: is a folder; the answer cache is a file (e.g. {self.path / 'llm_cache.sqlite'})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_can_create(self.path)
         # Autocommit mode: each INSERT is its own transaction, committed at once.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
