@@ -23,22 +23,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fault_env import VP, one_line  # noqa: E402
+from test_analyze import release_db  # noqa: E402,F401  (the release imported once per module)
 
 from valueportrait.cli import main  # noqa: E402
 from valueportrait.outdir import JOURNAL, StagedOutput, folder_lock, verify  # noqa: E402
 
 ALL_OPTIONAL = "reliability,power,efa,cfa,replication,circumplex,intended"
-
-
-@pytest.fixture(scope="module")
-def release_db(release_dir, tmp_path_factory):
-    from analysis.release import import_release
-    from valueportrait.storage import open_db
-
-    path = tmp_path_factory.mktemp("outdir") / "study.db"
-    with open_db(path) as db:
-        import_release(release_dir, db)
-    return path
 
 
 def _children(pid: int) -> list[int]:
