@@ -47,7 +47,7 @@ from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_po
 from valueportrait import DEFAULT_PROCESSED
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 _SCALE = instruments.load_scale("similarity")
 #: o = REVERSE_SUM - a reverses an answer on the 1..6 similarity scale (7 - a).
@@ -113,9 +113,9 @@ def parse_responses(data, path: str | Path) -> pd.DataFrame:
             entries.append(("numeric_response", record["numeric_response"]))
         for variant, value in entries:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise InputError(f"{where}: {variant}: {value!r} is not a number or null")
+                raise InputError(f"{where}: {variant}: {brief(value)} is not a number or null")
             if value is not None and not _SCALE.min <= value <= _SCALE.max:
-                raise InputError(f"{where}: {variant}: {value!r} is outside {_SCALE.min}..{_SCALE.max}")
+                raise InputError(f"{where}: {variant}: {brief(value)} is outside {_SCALE.min}..{_SCALE.max}")
             rows.append((pid, oid, str(variant), np.nan if value is None else float(value)))
     frame = pd.DataFrame(rows, columns=["portrait_id", "option_id", "variant", "value"])
     dup = frame.duplicated(["portrait_id", "option_id", "variant"])
