@@ -74,9 +74,8 @@ def build_report(processed: str | Path, db: str | Path | None = None, demographi
     header = _header(inp, title)
     if inp.notes:
         body.insert(0, "".join(missing(n) for n in dict.fromkeys(inp.notes)))
-    if inp.unchecked_tables:
-        body.insert(0, alarm(f"No manifest.json beside {', '.join(inp.unchecked_tables)}: nothing says which run wrote "
-                             "them or with which settings, so they cannot be checked."))
+    for warning in inp.table_warnings:
+        body.insert(0, alarm(warning + "."))
     if problems:
         body.insert(0, "".join(alarm("The tables of this folder are not the ones its manifest.json describes: " + p)
                                for p in problems))
@@ -136,11 +135,11 @@ def run(args) -> int:
         raise InputError(f"{args.out}: is a folder; give a file name for the report (e.g. {Path(args.out) / 'report.html'})")
     start = time.perf_counter()
     path = write_report(args.processed, args.out, args.db, args.demographics, allow_mismatch=args.allow_mismatch)
-    if args.allow_mismatch:
-        from analysis.reporting.inputs import Inputs
+    from analysis.reporting.inputs import Inputs
 
-        for problem in Inputs(args.processed).table_problems:
-            print(f"vp report: warning: {problem}", file=sys.stderr)
+    checked = Inputs(args.processed)
+    for problem in checked.table_warnings + (checked.table_problems if args.allow_mismatch else []):
+        print(f"vp report: warning: {problem}", file=sys.stderr)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0

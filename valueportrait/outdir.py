@@ -95,13 +95,13 @@ def verify(folder: str | Path, manifest: dict) -> list[str]:
     """Problems with the tables a manifest lists: missing, or not the file it describes.
 
     Returns one sentence per problem (empty when every table is the one recorded: same
-    sha256, so same content and row count).
+    sha256, so same content and row count; also empty when nothing is recorded, see
+    :func:`unverifiable`).
     """
     folder = Path(folder)
     tables = manifest.get("tables")
     if not isinstance(tables, dict):
-        return ["manifest.json records no checksums of its tables (written by an older version, or by hand): "
-                "they cannot be checked; run `vp analyze` again"]
+        return []  # nothing recorded to check against: see `unverifiable`
     problems = []
     for name, entry in tables.items():
         path = folder / name
@@ -118,6 +118,14 @@ def verify(folder: str | Path, manifest: dict) -> list[str]:
             problems.append(f"{name}: not the file manifest.json describes ({size}): written by another run, "
                             "edited, or cut off")
     return problems
+
+
+def unverifiable(manifest: dict) -> str | None:
+    """Why a manifest's tables cannot be checked at all (None when they can)."""
+    if not isinstance(manifest.get("tables"), dict):
+        return ("manifest.json records no checksums of its tables (written by an older version, or by hand): nothing "
+                "shows that the tables beside it are the ones it describes; run `vp analyze` again to be sure")
+    return None
 
 
 # -- one run at a time ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pandas as pd
 from analysis import group_bias as gb
 from valueportrait.errors import InputError
 from valueportrait.files import read_data_file
-from valueportrait.outdir import verify
+from valueportrait.outdir import unverifiable, verify
 
 # Where a file may sit, relative to the processed folder (score-llm's default is processed/llm/;
 # vp demo writes recovery.json beside processed/).
@@ -104,9 +104,14 @@ class Inputs:
         return problems + self._selection_problems(m)
 
     @cached_property
-    def unchecked_tables(self) -> list[str]:
-        """Analysis tables in a folder without a manifest.json (nothing to check them against)."""
-        return [n for n in ANALYSIS_TABLES if self.has(n)] if not self.has("manifest.json") else []
+    def table_warnings(self) -> list[str]:
+        """Why the tables cannot be checked at all: no manifest beside them, or one without checksums."""
+        present = [n for n in ANALYSIS_TABLES if self.has(n)]
+        if not self.has("manifest.json"):
+            return [f"no manifest.json beside {', '.join(present)}: nothing says which run wrote them or with which "
+                    "settings, so they cannot be checked"] if present else []
+        reason = unverifiable(self.manifest) if self.manifest is not None else None
+        return [reason] if reason else []
 
     def _selection_problems(self, m: dict) -> list[str]:
         settings = m.get("settings") or {}
