@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as exc:
         return _fail(name, str(exc))
     previous = _handle_sigterm()
+    DATABASES.clear()  # the ones this command opens, for its error messages
     try:
         status = module.run(args)
     except InputError as exc:
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         return _fail(name, "out of memory: the input is too large for this machine")
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if previous is not _NOT_INSTALLED:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return int(status or 0)
 
 
@@ -132,12 +133,15 @@ def _raise_terminated(signum, frame):
     raise Terminated()
 
 
+_NOT_INSTALLED = object()
+
+
 def _handle_sigterm():
-    """SIGTERM ends a command the way Ctrl-C does (cleanup runs, exit status 143)."""
+    """SIGTERM ends a command the way Ctrl-C does (cleanup runs, exit status 143); returns the previous handler."""
     try:
         return signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test calling main() from a thread)
-        return None
+        return _NOT_INSTALLED
 
 
 def _silence_stdout() -> None:

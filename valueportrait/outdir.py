@@ -187,7 +187,12 @@ def _owned_names(manifest) -> set[str]:
         names |= {str(n) for n in manifest["tables"]}
     if isinstance(manifest.get("files"), dict):
         names |= {str(n) for n in manifest["files"].values()}
-    return {n for n in names if n and not Path(n).is_absolute() and ".." not in Path(n).parts}
+    return _safe_names(names)
+
+
+def _safe_names(names) -> set[str]:
+    """Relative paths inside the folder only (a hand-edited manifest must not name /etc/passwd)."""
+    return {str(n) for n in names if isinstance(n, str) and n and not Path(n).is_absolute() and ".." not in Path(n).parts}
 
 
 class StagedOutput:
@@ -236,14 +241,15 @@ class StagedOutput:
         for stale in self.folder.glob(STAGING_PREFIX + "*"):
             shutil.rmtree(stale, ignore_errors=True)
         journal = _read_json(self.folder / JOURNAL)
-        if journal is None:
+        if not isinstance(journal, dict):
             (self.folder / JOURNAL).unlink(missing_ok=True)
             return
         manifest = _read_json(self.folder / MANIFEST)
         run_id = manifest.get("run_id") if isinstance(manifest, dict) else None
         if run_id is None or run_id not in (journal.get("run"), journal.get("previous_run")):
             # Killed inside the swap: the tables here may come from two runs. Remove them all.
-            names = [n for n in journal.get("names", []) if (self.folder / n).is_file()]
+            listed = journal.get("names") if isinstance(journal.get("names"), list) else []
+            names = sorted(n for n in _safe_names(listed) if (self.folder / n).is_file())
             for name in names:
                 (self.folder / name).unlink(missing_ok=True)
             (self.folder / MANIFEST).unlink(missing_ok=True)
