@@ -124,10 +124,10 @@ def test_cfa_on_perfectly_collinear_data_reports_no_fit(hs_csv, tmp_path, capsys
     data["x3"] = data["x1"] + data["x2"]
     data.to_csv(tmp_path / "coll.csv", index=False)
     assert np.linalg.eigvalsh(np.cov(data[["x1", "x2", "x3"]].to_numpy().T))[0] < 1e-10  # numpy agrees: singular
-    assert main(["cfa", "--data", str(tmp_path / "coll.csv"), "--model", HS_MODEL, "--out", str(tmp_path / "f.json")]) == 1
-    fit = json.loads((tmp_path / "f.json").read_text())
-    assert fit["cfi"] is None and fit["chi2"] is None
-    assert "not positive definite" in fit["note"] and "x1, x2, x3 are linearly dependent" in fit["note"]
+    assert main(["cfa", "--data", str(tmp_path / "coll.csv"), "--model", HS_MODEL, "--out", str(tmp_path / "f.json")]) == 2
+    line = one_line(capsys.readouterr().err, "cfa")
+    assert "not positive definite" in line and "x3 = 1*x1 + 1*x2" in line
+    assert not (tmp_path / "f.json").exists()
 
 
 # -- run-llm and generate-items -----------------------------------------------------------------

@@ -319,3 +319,37 @@ def check_can_create(path: str | Path) -> None:
     read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     code = errno.EROFS if read_only else errno.EACCES
     raise OSError(code, os.strerror(code), str(path))
+
+
+def read_numeric_csv(path: str | Path, columns: list[str] | None = None, *, absent: str = "not in the CSV",
+                     hint: str = ""):
+    """The named columns (default: every column) of a CSV with a header row, as numbers.
+
+    Empty cells stay missing (NaN). A missing file, an unreadable CSV, a row with the wrong
+    number of fields (a file cut off), an absent column or a cell that is not a finite
+    number stops with a one-line ``InputError`` naming the file, the line, the column and
+    the value (``absent`` and ``hint`` finish those messages).
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: --data: no such file")
+    text, lines = read_csv_strict(path, what="CSV of data")
+    if text.empty:
+        raise InputError(f"{path}: no rows: the file has a header row and nothing else")
+    names = list(text.columns) if columns is None else list(columns)
+    out = {}
+    for name in names:
+        if name not in text.columns:
+            raise InputError(f"{path}: column {name!r}: {absent} (columns: {', '.join(map(str, text.columns))})")
+        column = text[name].str.strip()
+        numeric = pd.to_numeric(column.where(column != ""), errors="coerce")
+        bad = ((column != "") & numeric.isna()) | np.isinf(numeric)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            what = "is not a finite number" if np.isinf(numeric.iloc[row]) else "is not a number"
+            raise InputError(f"{path}: line {lines[row]}, column {name}: {brief(column.iloc[row])} {what}{hint}")
+        out[name] = numeric.astype(float)
+    return pd.DataFrame(out, columns=names)
