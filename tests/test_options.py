@@ -16,11 +16,15 @@ from valueportrait.cli import COMMANDS, _command_parser, main
 
 
 def _actions():
-    for name in sorted(COMMANDS):
-        parser, _ = _command_parser(name)
+    """(command, action) for every option of every command, sub-commands (vp prolific create, ...) included."""
+    todo = [(name, _command_parser(name)[0]) for name in sorted(COMMANDS)]
+    while todo:
+        name, parser = todo.pop()
         for action in parser._actions:
-            if action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction,
-                                                                  argparse._StoreFalseAction, argparse._VersionAction)):
+            if isinstance(action, argparse._SubParsersAction):
+                todo += [(f"{name} {sub}", p) for sub, p in action.choices.items()]
+            elif action.option_strings and not isinstance(action, (argparse._HelpAction, argparse._StoreTrueAction,
+                                                                    argparse._StoreFalseAction, argparse._VersionAction)):
                 yield name, action
 
 

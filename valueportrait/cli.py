@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-llm": ("analysis.llm.profile", "an LLM's value profile from its answers"),
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
+    "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
     "fetch-release": ("analysis.fetch_release", "download the authors' public release and lay it out for import-release"),
 }
 

@@ -224,8 +224,13 @@ def parse_json(text: str, source) -> object:
 
 
 # -- files ------------------------------------------------------------------------------------
-def read_text(path: str | Path, *, max_bytes: int | None = None, what: str = "file") -> str:
-    """The UTF-8 text of a user's file (a BOM is allowed), with one-line errors naming it."""
+def read_text(path: str | Path, encoding: str = "utf-8", *, max_bytes: int | None = None, what: str = "file") -> str:
+    """The UTF-8 text of a user's file (a BOM is allowed), with one-line errors naming it.
+
+    `encoding` is for callers that name it; UTF-8 with or without a BOM is the only one read.
+    """
+    if encoding.lower().replace("_", "-") not in ("utf-8", "utf-8-sig", "utf8"):
+        raise ValueError(f"read_text reads UTF-8 only, not {encoding}")
     path = Path(path)
     try:
         if path.is_dir():
