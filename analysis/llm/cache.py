@@ -99,7 +99,9 @@ class AnswerCache:
 
     def _open(self, busy_timeout_ms: int) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and not {"answers", "claims"} <= tables:
+        # Another run may be creating the tables this moment (one of them may be missing yet):
+        # only a file with none of ours is someone else's.
+        if tables and not tables & {"answers", "claims"}:
             raise InputError(f"{self.path}: not an answer cache of vp run-llm (it holds other tables: "
                              f"{', '.join(sorted(tables)[:5])}); choose another --cache")
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
