@@ -215,3 +215,12 @@ def complete_pvq(study: Study) -> pd.Series:
 
 
 __all__ = ["Study", "load_study", "input_hash", "DIMENSIONS", "complete_pvq"]
+
+
+def participants_without_ratings(study: Study) -> list[str]:
+    """People with questionnaire scores or answers who rated no item (the release has ten).
+
+    They are in no participation, so quality control never sees them; the methods name them.
+    """
+    scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
+    return sorted(scored - set(study.ratings["participant_id"].astype(str)))

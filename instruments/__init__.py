@@ -38,6 +38,31 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 #: dimension -> family
 FAMILY_OF: dict[str, str] = {d: fam for fam, dims in FAMILIES.items() for d in dims}
 
+#: How each dimension is written for readers (Schwartz's spelling: "Self-Direction",
+#: "Openness to Change"). Data files keep the release's names; every label drawn in a report,
+#: figure or page goes through :func:`dimension_label`, so a value has one spelling everywhere.
+DIMENSION_LABELS: dict[str, str] = {
+    **{d: d for dims in FAMILIES.values() for d in dims},
+    "Self_Direction": "Self-Direction",
+    "Self_Transcendence": "Self-Transcendence",
+    "Self_Enhancement": "Self-Enhancement",
+    "Openness_to_Change": "Openness to Change",
+}
+#: family code -> words.
+FAMILY_LABELS: dict[str, str] = {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}
+
+
+def dimension_label(name) -> str:
+    """A dimension's name for readers: ``Self_Direction`` -> ``Self-Direction``.
+
+    Names that are not dimensions come back with underscores as spaces.
+
+    >>> dimension_label("Openness_to_Change"), dimension_label("Power"), dimension_label("age_band")
+    ('Openness to Change', 'Power', 'age band')
+    """
+    text = str(name)
+    return DIMENSION_LABELS.get(text, text.replace("_", " "))
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -44,6 +44,8 @@ from valueportrait.retry import backoff_delay, retry_after_seconds  # noqa: F401
 #: Longest answer text kept (a misbehaving server once sent 50 MB); the rest is cut, and the
 #: cut is marked in the text itself, so it shows wherever the answer goes.
 MAX_ANSWER_CHARS = 100_000
+#: A rating is a short phrase: longer rating answers are kept cut to this many characters.
+RATING_ANSWER_CHARS = 2_000
 CUT_MARK = "\n[cut by valueportrait: {n:,} characters in all]"
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 FATAL_STATUS = frozenset({401, 403, 404})
@@ -221,7 +223,8 @@ class OpenAIBackend:
             settings["token_field"] = self.token_field
         return settings
 
-    def _body(self, question: Question) -> dict:
+    def request_body(self, question: Question) -> dict:
+        """The JSON body of the chat-completions request for one question (also a batch line's `body`)."""
         body = {"model": self.model, "messages": question.messages, self.token_field: self.max_tokens}
         if self.temperature is not None:
             body["temperature"] = 0 if self.temperature == 0 else self.temperature
@@ -234,7 +237,7 @@ class OpenAIBackend:
                              retry_after_cap=self.retry_after_cap, rng=self.rng)
 
     async def ask(self, question: Question) -> Reply:
-        body = self._body(question)
+        body = self.request_body(question)
         last_error = "no attempt"
         for attempt in range(self.max_retries + 1):
             retry_after = None
