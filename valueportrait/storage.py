@@ -301,6 +301,24 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def sql_statements(script: str) -> list[str]:
+    """The statements of an SQL script, in order.
+
+    A semicolon ends a statement only where SQLite itself would end one
+    (``sqlite3.complete_statement``): one inside a comment or a string literal does not.
+    """
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    rest = current[:-1]  # the ';' added after the last piece
+    if rest.strip():
+        statements.append(rest)
+    return statements
+
+
 def now() -> str:
     """The current time as an ISO 8601 UTC string (the database's timestamp format)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -418,9 +436,8 @@ class StudyDB:
         while version < SCHEMA_VERSION:
             with self.transaction():
                 # executescript would commit our transaction: run statements one by one.
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in sql_statements(MIGRATIONS[version]):
+                    self.conn.execute(statement)
                 version += 1
                 self.conn.execute(f"PRAGMA user_version = {version}")
 
