@@ -152,7 +152,25 @@ def test_average_ranks_equal_scipys_rankdata_with_ties():
     a = rng.integers(1, 7, size=(47, 30)).astype(float)  # six-point ratings: many ties
     a[:, 0] = 4.0                                         # one constant column
     for axis in (0, 1):
-        np.testing.assert_array_equal(average_ranks(a, axis=axis), rankdata(a, axis=axis))
+        np.testing.assert_array_equal(average_ranks(a, axis=axis), rankdata(a, axis=axis))        # by counting
+    b = np.round(rng.normal(size=(47, 30)), 1) * 10.5                                          # by sorting
+    for axis in (0, 1):
+        np.testing.assert_array_equal(average_ranks(b, axis=axis), rankdata(b, axis=axis))
+
+
+def test_groups_ranked_together_equal_scipy_group_by_group():
+    # The table ranks complete groups of different sizes in one NaN-padded array; each
+    # group's rho must still be scipy's on that group's own raters.
+    from analysis.correlations import _spearman_complete_many
+
+    rng = np.random.default_rng(5)
+    pairs = [(rng.integers(1, 7, size=(n, k)).astype(float), rng.normal(size=(n, 3)).round(1))
+             for n, k in [(41, 5), (48, 7), (44, 6)]]
+    for (x, y), rho in zip(pairs, _spearman_complete_many(pairs)):
+        assert rho.shape == (x.shape[1], 3)
+        for i in range(x.shape[1]):
+            for j in range(3):
+                assert rho[i, j] == pytest.approx(spearmanr(x[:, i], y[:, j]).statistic, abs=1e-12)
 
 
 def test_bh_equals_statsmodels_fdr_bh():
