@@ -277,15 +277,15 @@ def _spearman_arrays(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 # -- bootstrap ------------------------------------------------------------------------------
-def _nan_quantiles(a: np.ndarray, qs) -> list[np.ndarray]:
+def _nan_quantiles(a: np.ndarray, qs, overwrite: bool = False) -> list[np.ndarray]:
     """Quantiles along the last axis ignoring NaN, by linear interpolation (numpy's default method), vectorised.
 
     numpy's partition-based quantile for every column; the few columns holding a NaN (a
     resample in which the item was constant) are sorted (NaN last) and interpolated over
-    their non-missing values.
+    their non-missing values. ``overwrite``: `a` may be reordered along its last axis (no copy).
     """
-    out = list(np.quantile(a, list(qs), axis=-1))
     holes = np.isnan(a).any(axis=-1)
+    out = list(np.quantile(a, list(qs), axis=-1, overwrite_input=overwrite))
     if holes.any():
         s = np.sort(a[holes], axis=-1)
         k = (~np.isnan(s)).sum(axis=-1)
@@ -331,6 +331,53 @@ def _resample_ranks(blocks, weights: np.ndarray) -> np.ndarray:
     return ((below + through + 1) / 2 - (n + 1) / 2).reshape(b, k, n)
 
 
+def _level_codes(a: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """(codes 0..levels-1 shaped like `a`, levels) when `a` holds whole numbers in a short range (ratings); else None."""
+    if a.size == 0:
+        return None
+    low, high = a.min(), a.max()
+    if not (np.isfinite(low) and np.isfinite(high)) or high - low > max(a.shape[0], 16):
+        return None
+    codes = (a - low).astype(np.intp)
+    if not np.array_equal(codes, a - low):
+        return None
+    return codes, int(high - low) + 1
+
+
+def _resample_ranker(a: np.ndarray):
+    """A function of the draw counts ``weights`` (b x n) giving, for the columns of `a` (n x k) in every resample,
+    (b x k x n centred average ranks of the original rows, b x k sums of weight x rank^2).
+
+    Whole numbers in a short range (ratings) are ranked by level: one product of the
+    weights with the rows' one-hot levels counts every level in every resample, a value's
+    rank is (draws below its level) + (draws of its level + 1) / 2, and the sum of squares
+    needs only the levels. Other columns go through :func:`_resample_ranks`. Both are the
+    ranks ``rankdata`` gives the resampled column, in halves: the sums are exact.
+    """
+    n, k = a.shape
+    coded = _level_codes(a)
+    if coded is None:
+        blocks = _tie_blocks(a)
+
+        def ranker(weights):
+            r = _resample_ranks(blocks, weights)
+            return r, np.einsum("bkn,bkn,bn->bk", r, r, weights)
+        return ranker
+    codes, levels = coded
+    slot = np.arange(k) * levels + codes                         # n x k: each row's level slot per column
+    onehot = np.zeros((n, k * levels))
+    onehot[np.arange(n)[:, None], slot] = 1.0
+    gather = slot.T.ravel()                                      # k x n, flattened
+
+    def ranker(weights):
+        b = len(weights)
+        counts = (weights @ onehot).reshape(b, k, levels)
+        level_rank = np.cumsum(counts, axis=2) - counts + (counts + 1) / 2 - (n + 1) / 2
+        ranks = level_rank.reshape(b, k * levels)[:, gather].reshape(b, k, n)
+        return ranks, np.einsum("bkl,bkl,bkl->bk", counts, level_rank, level_rank)
+    return ranker
+
+
 def _bootstrap_complete(x, y, indices: np.ndarray, level: float, batch: int, tick=None) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval of rho from resampled rows `indices` (B x n) of complete data.
 
@@ -341,23 +388,22 @@ def _bootstrap_complete(x, y, indices: np.ndarray, level: float, batch: int, tic
     """
     n_boot, n = indices.shape
     dist = np.empty((x.shape[1], y.shape[1], n_boot))
-    bx, by = _tie_blocks(x), _tie_blocks(y)
+    rank_x, rank_y = _resample_ranker(np.asarray(x, dtype=float)), _resample_ranker(np.asarray(y, dtype=float))
     for begin in range(0, n_boot, batch):
         idx = indices[begin:begin + batch]
         b = len(idx)
         weights = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(float)
-        rx = _resample_ranks(bx, weights)  # (b, items, n)
-        ry = _resample_ranks(by, weights)  # (b, dims, n)
-        num = np.matmul(rx * weights[:, None, :], ry.transpose(0, 2, 1))
-        sx = np.einsum("bin,bin,bn->bi", rx, rx, weights)
-        sy = np.einsum("bdn,bdn,bn->bd", ry, ry, weights)
+        rx, sx = rank_x(weights)  # (b, items, n), (b, items)
+        ry, sy = rank_y(weights)  # (b, dims, n), (b, dims)
+        num = np.matmul(rx, (ry * weights[:, None, :]).transpose(0, 2, 1))
         with np.errstate(invalid="ignore", divide="ignore"):  # a column constant in a resample: no rho
             rho = num / np.sqrt(sx[:, :, None] * sy[:, None, :])
+        np.clip(rho, -1, 1, out=rho)
         dist[:, :, begin:begin + b] = rho.transpose(1, 2, 0)
         if tick is not None:
             tick(b)
     tail = (1 - level) / 2
-    low, high = _nan_quantiles(np.clip(dist, -1, 1), (tail, 1 - tail))
+    low, high = _nan_quantiles(dist, (tail, 1 - tail), overwrite=True)
     return low, high
 
 
