@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import special  # scipy.optimize (a few hundred ms to import) only where a model needs it
 
 from valueportrait.atomic import write_json_atomic
 from valueportrait.errors import InputError
@@ -115,6 +115,8 @@ def _noncentrality(chi2: float, df: float, prob: float) -> float:
     upper = max(chi2, 1.0)
     while special.chndtr(chi2, df, upper) > prob:
         upper *= 2.0
+    from scipy import optimize
+
     return optimize.brentq(lambda lam: special.chndtr(chi2, df, lam) - prob, 1e-12, upper, xtol=1e-10)
 
 
@@ -242,6 +244,8 @@ def _minimise(sem) -> tuple[np.ndarray, bool]:
         except np.linalg.LinAlgError:
             scale = np.ones_like(x0)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        from scipy import optimize
+
         res = optimize.minimize(lambda u: _discrepancy(sem, u / scale), x0 * scale,
                                 jac=lambda u: _gradient(sem, u / scale) / scale,
                                 method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-9})
@@ -688,6 +692,32 @@ def _one_factor_ml(r: np.ndarray, max_iter: int = 200) -> tuple[np.ndarray, bool
             return x, decrement < 1e-8
         x, fx = candidate, fc
     return x, False
+
+
+def one_factor_ml_correlations(r: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """ML one-factor solution of a correlation matrix: (loadings, uniquenesses), or None where it does not settle.
+
+    The closed-form route of :func:`one_factor_fit_indices` (Newton on F_ML, variances
+    unbounded). None when it does not converge, the information matrix is singular or
+    the first loading is 0; the caller then takes a general optimiser. Loadings are
+    signed so that they sum to a non-negative number.
+    """
+    p = len(r)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            x, converged = _one_factor_ml(np.asarray(r, dtype=float))
+            if not converged or not np.all(np.isfinite(x)):
+                return None
+            _, info, _ = _one_factor_derivatives(x, r)
+            scale = np.sqrt(np.clip(np.diag(info), 1e-300, None))
+            eig = np.linalg.eigvalsh(info / np.outer(scale, scale))
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+    if eig.min() <= 1e-10 * eig.max():
+        return None
+    lam, theta = x[:p], x[p:]
+    return (-lam if lam.sum() < 0 else lam), theta
 
 
 def one_factor_fit_indices(data: pd.DataFrame, model: str) -> dict | None:

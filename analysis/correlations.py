@@ -137,22 +137,29 @@ def critical_rho(n, alpha: float) -> np.ndarray:
         return np.where(dof > 0, t / np.sqrt(t * t + dof), np.nan)
 
 
-def p_below(rho, n, alpha: float) -> np.ndarray:
-    """``spearman_p(rho, n) < alpha`` without the t distribution at every rho (False for NaN).
+def significant(rho, n, alpha: float) -> np.ndarray:
+    """``spearman_p(rho, n) < alpha``, decided without the t distribution at every rho (False for NaN).
 
-    The permutation and split-half steps test millions of rhos against the rule and need
-    no p-value itself: one critical rho per distinct n (:func:`critical_rho`) decides them,
-    at a fraction of the cost of ``special.stdtr`` per pair.
+    The permutation and split-half steps test millions of rhos against the keying rule
+    and need no p-value itself: one critical rho per distinct n (:func:`critical_rho`)
+    decides all rhos clearly away from it; the few within a relative 1e-9 of it get their
+    p-value computed, so the answer is that of :func:`spearman_p` itself, not of the
+    equivalence up to rounding.
     """
     rho = np.asarray(rho, dtype=float)
     n = np.asarray(n, dtype=float)
     if n.size > 1:
         values, inverse = np.unique(n, return_inverse=True)
-        crit = critical_rho(values, alpha)[inverse.ravel()].reshape(n.shape)
+        crit = np.broadcast_to(critical_rho(values, alpha)[inverse.ravel()].reshape(n.shape), rho.shape)
     else:
-        crit = critical_rho(n, alpha)
+        crit = np.broadcast_to(critical_rho(n, alpha), rho.shape)
+    size = np.abs(rho)
     with np.errstate(invalid="ignore"):
-        return np.abs(rho) > crit
+        out = size > crit * (1 + 1e-9)
+        close = np.abs(size - crit) <= crit * 1e-9
+    if close.any():
+        out[close] = spearman_p(rho[close], np.broadcast_to(n, rho.shape)[close]) < alpha
+    return out
 
 
 def _spearman_complete(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -185,11 +185,14 @@ def step_cfa(ctx: Context) -> None:
         rows.append(cfa_row("pvq_values", answers, pvq_value_syntax(), scope="instrument", family="pvq", dimension=""))
         rows.append(cfa_row("pvq_higher", answers, pvq_higher_syntax(), scope="instrument", family="higher_pvq", dimension=""))
     sel = ctx.selection.merge(ctx.study.items[["portrait_id", "option_id", "group_id"]], on=["portrait_id", "option_id"])
+    matrices = {}  # one ratings matrix per group, not one per scale
     for (gid, fam, dim), pairs in sel.groupby(["group_id", "family", "dimension"], sort=False):
         if len(pairs) < 3:
             continue
-        people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
-        matrix = ctx.study.rating_matrix(gid, people)
+        if gid not in matrices:
+            people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
+            matrices[gid] = ctx.study.rating_matrix(gid, people)
+        matrix = matrices[gid]
         names = [f"i{p}_{o}" for p, o in zip(pairs["portrait_id"], pairs["option_id"])]
         data = pd.DataFrame({n: matrix[(p, o)].to_numpy() for n, p, o in zip(names, pairs["portrait_id"], pairs["option_id"])})
         if "reversed" in pairs:

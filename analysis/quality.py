@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -69,8 +70,9 @@ class QualityResult:
     table: pd.DataFrame                     # quality.csv
     summary: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def included(self) -> pd.DataFrame:
+        """The included participations (``participant_id, group_id``); computed once (steps ask for it per scale)."""
         return self.table.loc[self.table["included"], ["participant_id", "group_id"]]
 
 

@@ -158,13 +158,26 @@ def one_factor_fit(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
 
     The sign is fixed so that the loadings sum to a non-negative number (the factor is
     only identified up to sign). factor_analyzer bounds uniquenesses below at .005: a
-    uniqueness there is a Heywood case (see :func:`omega_notes`).
+    uniqueness there is a Heywood case (see :func:`omega_notes`). A proper solution (every
+    uniqueness above .01) is found in closed form by :func:`analysis.cfa.one_factor_ml_correlations`,
+    the same ML optimum (``tests/test_reliability.py`` checks the two against each other);
+    anything else goes to factor_analyzer.
     """
-    from factor_analyzer import FactorAnalyzer
-
+    from analysis.cfa import one_factor_ml_correlations
     from analysis.covariance import complete_numeric
 
     data = complete_numeric(df)
+    values = data.to_numpy()
+    if len(values) > values.shape[1] >= 3:
+        # The same ML optimum in closed form (analysis.cfa), without importing
+        # factor_analyzer (and scikit-learn): where every uniqueness is clearly inside
+        # factor_analyzer's bounds (.005, 1) the bounded and unbounded optima are one.
+        z = (values - values.mean(axis=0)) / values.std(axis=0)
+        fast = one_factor_ml_correlations(z.T @ z / len(z))
+        if fast is not None and np.all(fast[1] > 2 * UNIQUENESS_FLOOR) and np.all(fast[1] < 1):
+            return fast[0], 1 - fast[0] ** 2, True
+    from factor_analyzer import FactorAnalyzer
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fa = FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)

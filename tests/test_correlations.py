@@ -184,3 +184,23 @@ def test_bh_equals_statsmodels_fdr_bh():
     ok = ~np.isnan(with_nan)
     assert np.isnan(q[~ok]).all()
     np.testing.assert_allclose(q[ok], multipletests(with_nan[ok], method="fdr_bh")[1], rtol=0, atol=1e-15)
+
+
+def test_significant_is_p_below_alpha_also_at_the_critical_rho():
+    from analysis.correlations import critical_rho, significant, spearman_p
+
+    rng = np.random.default_rng(6)
+    n = rng.integers(3, 60, size=20000).astype(float)
+    rho = rng.uniform(-1, 1, size=20000)
+    crit = critical_rho(n[:300], 0.05)
+    # Right at the critical rho and a few ulps either side: decided by p itself.
+    near = np.concatenate([crit, np.nextafter(crit, 2), np.nextafter(crit, -2), -crit])
+    rho = np.concatenate([rho, near, [np.nan]])
+    n = np.concatenate([n, np.tile(n[:300], 4), [30]])
+    for alpha in (0.05, 0.01):
+        np.testing.assert_array_equal(significant(rho, n, alpha), np.nan_to_num(spearman_p(rho, n), nan=1) < alpha)
+    # scipy's p for the critical rho at n = 46 is alpha itself.
+    from scipy import stats
+    r = float(critical_rho(46, 0.05))
+    t = r * np.sqrt(44 / (1 - r * r))
+    assert 2 * stats.t.sf(t, 44) == pytest.approx(0.05, abs=1e-12)

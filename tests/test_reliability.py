@@ -247,3 +247,24 @@ def test_mean_matrix_equals_pandas_pivot_table():
     got = rel._mean_matrix(long)
     pd.testing.assert_frame_equal(got, expected.astype(float), check_names=False)
     assert got.isna().any().any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_factor_fit_in_closed_form_equals_factor_analyzer(seed):
+    # A proper one-factor solution is found without factor_analyzer; it must be
+    # factor_analyzer's ML solution (another optimiser, L-BFGS-B on the uniquenesses).
+    fa_mod = pytest.importorskip("factor_analyzer")
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(40, 300)), int(rng.integers(3, 9))
+    lam = rng.uniform(0.2, 0.85, k)
+    x = rng.normal(size=(n, 1)) * lam + rng.normal(size=(n, k)) * np.sqrt(1 - lam**2)
+    data = pd.DataFrame(np.round(x * 1.2 + 3.5).clip(1, 6), columns=[f"i{j}" for j in range(k)])
+    from analysis.cfa import one_factor_ml_correlations
+
+    assert one_factor_ml_correlations(data.corr().to_numpy()) is not None  # the closed-form route is taken
+    loadings, uniq, converged = rel.one_factor_fit(data)
+    fa = fa_mod.FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)
+    ref = fa.loadings_.ravel() * np.sign(fa.loadings_.sum())
+    assert converged
+    np.testing.assert_allclose(loadings, ref, atol=2e-4)
+    assert rel.omega_from_loadings(loadings) == pytest.approx(rel.omega_from_loadings(ref), abs=1e-4)
