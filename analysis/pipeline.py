@@ -445,7 +445,7 @@ def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
             func(ctx)
         # CPU time beside wall time: on a busy machine wall time says more about the others.
         return {"status": "ok", "seconds": round(time.perf_counter() - t0, 3),
-                "cpu_seconds": round(time.process_time() - c0, 3)}
+                "cpu_seconds": round(time.process_time() - c0, 3), "peak_rss_mb": _peak_rss_mb()}
     except ImportError as exc:
         if required:
             raise
@@ -466,7 +466,18 @@ def _deferred_bootstrap(ctx: Context) -> dict:
     with _one_blas_thread():
         bootstrap_correlations(ctx)
     return {"bootstrap_seconds": round(time.perf_counter() - t0, 3),
-            "bootstrap_cpu_seconds": round(time.process_time() - c0, 3)}
+            "bootstrap_cpu_seconds": round(time.process_time() - c0, 3), "bootstrap_peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    """The largest resident memory of this process so far, in MB (a worker's includes what it shares with
+    the parent it was forked from); None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
 
 
 _FORKED_CONTEXT: Context | None = None  # what forked workers read (a Context holds a log callable: not picklable)
