@@ -72,7 +72,11 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
     """
     from analysis.covariance import complete_numeric
 
-    data = complete_numeric(df).to_numpy()
+    return _alpha_of(complete_numeric(df).to_numpy(), ci)
+
+
+def _alpha_of(data: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """:func:`cronbach_alpha` on a complete respondents x items array."""
     n, k = data.shape
     if k < 2 or n < 2 or data.sum(axis=1).var() == 0:
         return math.nan, math.nan, math.nan
@@ -121,7 +125,12 @@ def alpha_table(df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     >>> round(scale["std_alpha"], 3), items["alpha_if_dropped"].round(3).tolist()
     (0.937, [0.824, 0.92, 0.964])
     """
-    data = df.to_numpy(float)
+    scale, items = _alpha_arrays(df.to_numpy(float))
+    return scale, pd.DataFrame(items, index=df.columns)
+
+
+def _alpha_arrays(data: np.ndarray) -> tuple[dict, dict]:
+    """:func:`alpha_table` on a respondents x items array: (scale figures, item figures as arrays)."""
     k = data.shape[1]
     cov = np.cov(data.T)
     corr = np.corrcoef(data.T)
@@ -132,8 +141,8 @@ def alpha_table(df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
         dropped = (k - 1) / (k - 2) * (1 - (trace - own) / rest_var) if k > 2 else np.full(k, np.nan)
         item_rest = (rows - own) / np.sqrt(own * rest_var)
     average_r = (corr.sum() - k) / (k * (k - 1))
-    items = pd.DataFrame({"mean": data.mean(axis=0), "sd": data.std(axis=0, ddof=1), "item_rest_r": item_rest,
-                          "alpha_if_dropped": dropped}, index=df.columns)
+    items = {"mean": data.mean(axis=0), "sd": data.std(axis=0, ddof=1), "item_rest_r": item_rest,
+             "alpha_if_dropped": dropped}
     return {"std_alpha": float(k * average_r / (1 + (k - 1) * average_r)), "average_r": float(average_r)}, items
 
 
@@ -264,10 +273,6 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
         return math.nan
 
 
-def _item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> pd.DataFrame:
-    return items.rename_axis("item").reset_index().assign(family=family, dimension=dimension, scope=scope)
-
-
 def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> tuple[dict, pd.DataFrame]:
     """One ``reliability.csv`` row and its ``reliability_items.csv`` rows, for a scale given
     as respondents x items (already reversed).
@@ -279,54 +284,71 @@ def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str
     ``warning`` is True when there is one. Notes that only explain a blank (a two-item
     scale's Spearman-Brown, no omega for two items) come after them.
     """
+    row, table = _scale_parts(items, family, dimension, scope)
+    return row, pd.DataFrame(table, columns=ITEM_COLUMNS)
+
+
+def _scale_parts(items: pd.DataFrame, family: str, dimension: str, scope: str) -> tuple[dict, dict]:
+    """:func:`scale_item_rows` with the item rows as a dict of :data:`ITEM_COLUMNS` arrays.
+
+    The arithmetic runs on arrays: a study of thousands of items has a thousand scales, and
+    building frames per scale cost more than the statistics (``benchmarks/scaling.py``).
+    """
     from analysis.covariance import DataError, check_data, complete_numeric
 
     complete = complete_numeric(items)
-    complete.columns = [str(c) for c in complete.columns]
+    names = np.array([str(c) for c in complete.columns], dtype=object)
+    values = complete.to_numpy()
     warns, notes = [], []  # what a reviewer must see; what only explains a blank
-    flat = [c for c, sd in zip(complete.columns, complete.to_numpy().std(axis=0)) if sd == 0] if len(complete) else []
-    if flat:
-        warns.append(f"zero-variance items left out: {', '.join(flat)}")
-        complete = complete.drop(columns=flat)
-    k, n = complete.shape[1], len(complete)
+    flat = []
+    if len(values):
+        varies = values.std(axis=0) != 0
+        flat = names[~varies].tolist()
+        if flat:
+            warns.append(f"zero-variance items left out: {', '.join(flat)}")
+            values, names = values[:, varies], names[varies]
+    k, n = values.shape[1], len(values)
     alpha = low = high = sb = omega = std_alpha = average_r = min_rest = math.nan
-    item_table = pd.DataFrame({"n": n}, index=complete.columns)
+    table = {"family": np.full(k, family, dtype=object), "dimension": np.full(k, dimension, dtype=object),
+             "scope": np.full(k, scope, dtype=object), "item": names, "n": np.full(k, n)}
+    table.update({c: np.full(k, np.nan) for c in ITEM_COLUMNS[5:]})
     if k >= 2 and n >= 3:
-        alpha, low, high = cronbach_alpha(complete)
-        scale, stats_ = alpha_table(complete)
+        alpha, low, high = _alpha_of(values)
+        scale, stats_ = _alpha_arrays(values)
         std_alpha, average_r = scale["std_alpha"], scale["average_r"]
-        item_table = item_table.join(stats_)
-        min_rest = float(stats_["item_rest_r"].min())
+        table.update(stats_)
+        rest = stats_["item_rest_r"]
+        min_rest = float(np.min(rest))
         if alpha < 0:
             warns.append(f"negative alpha ({alpha:.2f}): the items correlate negatively on average; "
                          "they do not measure one thing in one direction")
-        reversed_ = stats_.index[stats_["item_rest_r"] < 0]
-        if len(reversed_):
+        if (rest < 0).any():
             warns.append("reversed? negative item-rest correlation: "
-                         + ", ".join(f"{i} ({r:.2f})" for i, r in stats_.loc[reversed_, "item_rest_r"].items()))
+                         + ", ".join(f"{i} ({r:.2f})" for i, r in zip(names[rest < 0], rest[rest < 0])))
     elif k < 2:
         (warns if flat else notes).append("one item: no internal consistency" if k == 1
-                                          else "no item that varies: no internal consistency")
+                                                         else "no item that varies: no internal consistency")
     else:
         warns.append(f"only {n} complete respondents")
     if k == 2 and n >= 3:
-        r = complete.corr().iloc[0, 1]
+        r = np.corrcoef(values.T)[0, 1]
         sb = spearman_brown(r)
         notes.append(f"two items: Spearman-Brown of r = {r:.3f}")
     if k >= 3 and n <= k:
         warns.append(f"omega not estimable: {n} respondents for {k} items (needs more respondents than items)")
     elif k >= 3:
+        frame = pd.DataFrame(values, columns=names.tolist())
         try:
-            check_data(complete)
-            loadings, _, converged = one_factor_fit(complete)
+            check_data(frame)
+            loadings, _, converged = one_factor_fit(frame)
         except DataError as exc:
             warns.append(f"omega not estimable: {exc}")
         except (ValueError, np.linalg.LinAlgError) as exc:
             warns.append(f"one-factor model failed: {exc}")
         else:
             omega = omega_from_loadings(loadings)
-            item_table["omega_loading"] = loadings
-            warns += omega_notes(complete.columns, loadings, converged)
+            table["omega_loading"] = np.asarray(loadings, dtype=float)
+            warns += omega_notes(names, loadings, converged)
     elif 2 <= k < 3:
         notes.append("omega needs >= 3 items")
     row = {
@@ -335,7 +357,7 @@ def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str
         "spearman_brown": sb, "omega": omega, "note": "; ".join(warns + notes),
         "std_alpha": std_alpha, "average_r": average_r, "min_item_rest_r": min_rest, "warning": bool(warns),
     }  # fmt: skip
-    return row, _item_rows(item_table, family, dimension, scope).reindex(columns=ITEM_COLUMNS)
+    return row, table
 
 
 def scale_row(items: pd.DataFrame, family: str, dimension: str, scope: str) -> dict:
@@ -359,10 +381,13 @@ def _instrument_scales(answers: pd.DataFrame):
 
 
 def _tables(results) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scale table and the item table from :func:`_scale_parts` results (one frame each, built once)."""
     results = list(results)
     scales = pd.DataFrame([row for row, _ in results], columns=COLUMNS)
-    parts = [items for _, items in results if len(items)]
-    items = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ITEM_COLUMNS)
+    parts = [items for _, items in results if len(items["item"])]
+    if not parts:
+        return scales, pd.DataFrame(columns=ITEM_COLUMNS)
+    items = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in ITEM_COLUMNS})
     return scales, items
 
 
@@ -384,7 +409,7 @@ def instrument_reliability(answers: pd.DataFrame, with_items: bool = False):
     used: centring on the person's mean is a scoring choice, not part of the items'
     consistency.
     """
-    scales, items = _tables(scale_item_rows(block, family, dim, "instrument")
+    scales, items = _tables(_scale_parts(block, family, dim, "instrument")
                             for family, dim, block in _instrument_scales(answers))
     return (scales, items) if with_items else scales
 
@@ -484,7 +509,7 @@ def group_reliability(ratings: pd.DataFrame, selection: pd.DataFrame, with_items
     DataFrame with :data:`COLUMNS`: one row per group and dimension with >= 2 keyed items
     in that group (alpha; omega from 3 items); and the item table when asked.
     """
-    scales, items = _tables(scale_item_rows(block, family, dim, scope)
+    scales, items = _tables(_scale_parts(block, family, dim, scope)
                             for family, dim, scope, block in _group_scales(ratings, selection))
     return (scales, items) if with_items else scales
 
