@@ -51,8 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pingouin as pg
-from scipy import stats
 
 import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
@@ -293,6 +291,8 @@ def _model_rng(seed: int, model: str) -> np.random.Generator:
 
 def icc_rows(data: pd.DataFrame, targets: str, raters: str, ratings: str) -> pd.DataFrame:
     """pingouin's ``intraclass_corr`` indexed by its ``Type`` label (``ICC(C,1)``, ``ICC(C,k)``, ...)."""
+    import pingouin as pg  # only where used: its import costs a second
+
     with warnings.catch_warnings():  # pingouin 0.7 uses a pandas keyword pandas 3.1 deprecates
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -323,6 +323,8 @@ def variant_consistency(long: pd.DataFrame) -> dict:
       the paired t-test (one-sample t on the per-item differences); ``order_bias_wilcoxon_p``:
       Wilcoxon's signed-rank test on the same differences (zeros dropped).
     """
+    from scipy import stats  # only where used: its import costs half a second
+
     data = long[(long["variant"] != "numeric_response")].dropna(subset=["value"])
     out = dict.fromkeys(["n_items", "icc", "icc_ci_low", "icc_ci_high", "order_bias", "order_bias_t",
                          "order_bias_p", "order_bias_wilcoxon_p", "n_order_items", "icc_k", "icc_k_ci_low",

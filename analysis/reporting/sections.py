@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 import instruments as inst
 from analysis import group_bias as gb
@@ -48,7 +47,9 @@ def _settings(inp: Inputs) -> dict:
 
 
 def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and t-based CI of the finite values of x."""
+    """Mean and t-based CI of the finite values of x (the t quantile as ``scipy.stats.t.ppf``, from scipy.special)."""
+    from scipy import special
+
     x = x[np.isfinite(x)]
     n = len(x)
     if n == 0:
@@ -56,7 +57,7 @@ def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
     m = float(x.mean())
     if n < 2:
         return m, math.nan, math.nan, n
-    half = stats.t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    half = special.stdtrit(n - 1, (1 + level) / 2) * x.std(ddof=1) / math.sqrt(n)
     return m, m - half, m + half, n
 
 
@@ -996,6 +997,8 @@ def llm_section(inp: Inputs) -> str:
     out.append(_profile_tables(base, plain, low))
     scores = inp.scores
     if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and not pvq.empty:
+        from scipy import stats  # only here: its import costs half a second
+
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         human = scores[[("pvq", v) for v in VALUES]].mean()
         human.index = VALUES
@@ -1012,6 +1015,8 @@ def llm_section(inp: Inputs) -> str:
     else:
         out.append(_consistency_table(cons, low))
     if not pvq.empty:
+        from scipy import stats  # only here: its import costs half a second
+
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         radars = [m for m in plain if m in wide.index]
         figs = []
