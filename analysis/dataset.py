@@ -248,16 +248,37 @@ def input_hash(db: StudyDB, study_id: str) -> str:
     on the data only: not on row order, file layout, the study's name or when it was stored.
     """
     digest = hashlib.sha256()
-    # One encoder for every row (json.dumps with options builds a new one per call), and one
-    # update per table: the bytes hashed are the same, row by row.
-    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
     for table, columns in HASHED_TABLES.items():
         key = [k for k in KEYS[table] if k != "study_id"]
         cols = list(columns) if columns else [c for c in db.frame(f"SELECT * FROM {table} LIMIT 0").columns if c != "study_id"]
         rows = db.query(f"SELECT {', '.join(cols)} FROM {table} WHERE study_id = ? ORDER BY {', '.join(key)}", (study_id,))
         digest.update(json.dumps([table, cols], separators=(",", ":")).encode())
-        digest.update("".join([encode(list(row)) + "\n" for row in rows]).encode())
+        digest.update(json_lines(rows).encode())
     return digest.hexdigest()
+
+
+def json_lines(rows) -> str:
+    """Each row as ``json.dumps(list(row), separators=(",", ":"), default=str)`` plus a newline, joined.
+
+    The same text, built faster: a flat list's JSON is its values' JSON joined by commas in
+    brackets, and each distinct value of a column (ids, ratings repeat thousands of times)
+    is encoded once. Values are told apart by type as well (1, 1.0 and True encode
+    differently but are equal as keys).
+    """
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    columns = list(zip(*rows))
+    encoded = []
+    for column in columns:
+        cache = {}
+        out = []
+        for value in column:
+            key = (type(value), value)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = encode(value)
+            out.append(text)
+        encoded.append(out)
+    return "".join(["[" + ",".join(parts) + "]\n" for parts in zip(*encoded)])
 
 
 def complete_pvq(study: Study) -> pd.Series:
