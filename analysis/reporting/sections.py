@@ -997,7 +997,7 @@ def llm_section(inp: Inputs) -> str:
     out.append(_profile_tables(base, plain, low))
     scores = inp.scores
     if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and not pvq.empty:
-        from scipy import stats  # only here: its import costs half a second
+        from analysis.correlations import spearman_matrix  # scipy's spearmanr to 1e-12, without scipy.stats' import
 
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         human = scores[[("pvq", v) for v in VALUES]].mean()
@@ -1005,7 +1005,11 @@ def llm_section(inp: Inputs) -> str:
         rows = []
         for m in plain:
             if m in wide.index:
-                rho, p = stats.spearmanr(wide.loc[m].reindex(VALUES), human)
+                a, b = wide.loc[m].reindex(VALUES).to_numpy(float), human.to_numpy(float)
+                rho = p = math.nan  # as spearmanr: a value missing on either side gives no rho
+                if not (np.isnan(a).any() or np.isnan(b).any()):
+                    res = spearman_matrix(a[:, None], b[:, None])
+                    rho, p = float(res.rho.iloc[0, 0]), float(res.p_value.iloc[0, 0])
                 rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
         out.append(table(pd.DataFrame(rows), formats={"p": fmt_p}, caption="How far each model orders the ten values "
                          "as the average participant does (Spearman's rho over the ten values)."))
@@ -1015,7 +1019,7 @@ def llm_section(inp: Inputs) -> str:
     else:
         out.append(_consistency_table(cons, low))
     if not pvq.empty:
-        from scipy import stats  # only here: its import costs half a second
+        from analysis.correlations import spearman_matrix  # scipy's spearmanr to 1e-12, without scipy.stats' import
 
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         radars = [m for m in plain if m in wide.index]
