@@ -55,6 +55,11 @@ class Context:
     counts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     log: Callable[[str], None] = print
+    # the two-stage design (analysis/two_stage.py): both waves, the screening wave's results, the funnel
+    waves: object | None = None
+    screen_quality: QualityResult | None = None
+    screen_correlations: pd.DataFrame | None = None
+    design: dict | None = None
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
         write_csv_atomic(frame, self.out_dir / name, index=False)
@@ -239,6 +244,8 @@ STEP_FILES = {
     "cfa": ("cfa_fit.csv",), "replication": ("replication.csv", "replication_shrinkage.csv"),
     "circumplex": ("circumplex.csv",), "intended": ("intended_values.csv",),
 }
+#: Written by the two-stage design's selection only: a one-stage run in the same folder removes it.
+DESIGN_FILES = ("design.csv",)
 STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 #: Rough relative cost on the release, to start the longest optional steps first.
 STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0, "intended": 0}
@@ -247,7 +254,7 @@ STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0,
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
-            progress: bool = False,
+            progress: bool = False, design: str = "one-stage", screen: str | None = None, confirm: str | None = None,
             log: Callable[[str], None] | None = None) -> dict:
     """Run the whole analysis of one study and write its files into `out_dir`.
 
@@ -264,6 +271,9 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
     jobs : worker processes for the optional (psychometric) steps; default min(2, CPUs);
         1 runs everything in this process.
+    design, screen, confirm : ``two-stage``: key items on the confirmation wave `confirm`'s
+        raters only, among the candidates the screening wave `screen` selected
+        (:mod:`analysis.two_stage`); the psychometric steps then run on the confirmation wave.
 
     Returns
     -------
@@ -277,6 +287,14 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--bootstrap: {bootstrap} is negative")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha: {alpha} is outside (0, 1)")
+    from analysis import two_stage
+
+    if design not in two_stage.DESIGNS:
+        raise InputError(f"--design: {design!r} is not one of {', '.join(two_stage.DESIGNS)}")
+    if design == "two-stage":
+        two_stage.check_arguments(study_id, screen, confirm)
+    elif screen or confirm:
+        raise InputError("--screen/--confirm: only with --design two-stage")
     unknown = set(skip) - set(OPTIONAL_STEPS)
     if unknown:
         raise InputError(f"--skip: {', '.join(sorted(unknown))} not among {', '.join(OPTIONAL_STEPS)}")
@@ -290,19 +308,27 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         # the app keeps writing (WAL readers see the database as of their first read).
         db.conn.execute("BEGIN")
         try:
-            sid = db.resolve_study(study_id)
-            study = load_study(db, sid)
-            data_hash = input_hash(db, sid)
+            if design == "two-stage":
+                waves = two_stage.load_waves(db, screen, confirm)
+                sid, study, data_hash = waves.confirm.study_id, waves.confirm, waves.input_sha256
+            else:
+                sid = db.resolve_study(study_id)
+                study = load_study(db, sid)
+                data_hash = input_hash(db, sid)
         finally:
             db.conn.execute("COMMIT")
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
-                "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
+                "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
+                "design": design, **({"screen": waves.screen.study_id, "confirm": sid} if design == "two-stage" else {})}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     steps = {name: {"status": "skipped"} for name, _, _ in STEPS if name in skip}
-    for name, func, required in STEPS:
-        if required:
-            steps[name] = _run_step(ctx, name, func, required)
+    core = [step for step in STEPS if step[2]]
+    if design == "two-stage":
+        ctx.waves = waves
+        core = two_stage.core_steps(step_item_bank)
+    for name, func, required in core:
+        steps[name] = _run_step(ctx, name, func, required)
     optional = [name for name, _, required in STEPS if not required and name not in skip]
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1)
@@ -315,7 +341,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     steps = {name: steps[name] for name, _, _ in STEPS}
     settings["jobs"] = jobs
     written = set(ctx.files.values())
-    stale = [f for files in STEP_FILES.values() for f in files if f not in written and (ctx.out_dir / f).exists()]
+    stale = [f for files in (*STEP_FILES.values(), DESIGN_FILES) for f in files
+             if f not in written and (ctx.out_dir / f).exists()]
     for name in stale:
         (ctx.out_dir / name).unlink()
     if stale:
@@ -339,8 +366,10 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         "database": str(db_path),
         "study_id": sid,
         "study_source": study.source,
+        **({"design": ctx.design} if ctx.design else {}),
         "input_sha256": data_hash,
-        "input_hash_of": "canonical JSON dump of the study's rows used by the analysis (see analysis.dataset.input_hash)",
+        "input_hash_of": "canonical JSON dump of the study's rows used by the analysis (see analysis.dataset.input_hash)"
+                         + ("; for two-stage, sha256 of the two waves' hashes, screening wave first" if ctx.design else ""),
         "settings": settings,
         "quality_options": ctx.quality.summary["options"],
         "score_source": study.score_source,
@@ -476,6 +505,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--design", choices=("one-stage", "two-stage"), default="one-stage",
+                        help="two-stage: key items on the confirmation wave's raters among the screening wave's candidates")
+    parser.add_argument("--screen", default=None, help="with --design two-stage: the screening wave's study id")
+    parser.add_argument("--confirm", default=None, help="with --design two-stage: the confirmation wave's study id")
     add_quality_arguments(parser)
 
 
@@ -487,5 +520,5 @@ def run(args) -> int:
         raise InputError(f"quality options: {exc}") from None
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
             bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs, quality=options, skip=skip,
-            progress=not args.no_progress)
+            progress=not args.no_progress, design=args.design, screen=args.screen, confirm=args.confirm)
     return 0

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-llm": ("analysis.llm.profile", "an LLM's value profile from its answers"),
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
+    "plan-wave": ("analysis.design", "the confirmation wave of a two-stage study, planned from its screening wave"),
 }
 
 

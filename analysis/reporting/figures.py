@@ -232,3 +232,19 @@ def replicate_precision(per_replicate: pd.DataFrame, study: dict[str, float]):
     ax.set_xlabel("precision: share of keyed pairs with population rho >= 0.1")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False, fontsize=8)
     return fig
+
+
+def design_funnel(stages: list[tuple[str, int]], pairs: list[tuple[str, int]] | None = None):
+    """The two-stage funnel: items (and, optionally, keyed pairs) at each stage, as horizontal bars."""
+    fig, ax = plt.subplots(figsize=(6.2, 0.42 * len(stages) + 0.7))
+    y = np.arange(len(stages))
+    counts = [c for _, c in stages]
+    ax.barh(y, counts, color=[SERIES[0], SERIES[4], SERIES[2]][: len(stages)] + [SERIES[6]] * max(0, len(stages) - 3))
+    top = max(counts) if counts else 1
+    for yi, c in zip(y, counts):
+        ax.text(c + top * 0.01, yi, f"{c:,}", va="center", fontsize=8)
+    ax.set_yticks(y, [label for label, _ in stages])
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.12)
+    ax.set_xlabel("items")
+    return fig

@@ -213,6 +213,59 @@ def instruments_section(inp: Inputs) -> str:
     return "".join(out)
 
 
+def design_section(inp: Inputs) -> str | None:
+    """For a two-stage study (`vp analyze --design two-stage`): the design, the funnel, the items screened out."""
+    d = (inp.manifest or {}).get("design")
+    if not isinstance(d, dict) or d.get("design") != "two-stage":
+        return None
+    out = [sources([("manifest.json", True), ("design.csv", inp.has("design.csv"))])]
+    f, r = d.get("funnel") or {}, d.get("raters") or {}
+    ratings = d.get("ratings") or {}
+    out.append(para(
+        f"Two stages. A screening wave ({d.get('screen')}) had every candidate item rated by a few raters; the most "
+        f"promising items went on to a confirmation wave ({d.get('confirm')}) rated by fresh raters. Items were keyed "
+        f"on the confirmation raters only: {r.get('confirm_included', '?')} raters who passed quality control and did "
+        f"not take part in the screening ({r.get('confirm_excluded_earlier_wave', 0)} who had were excluded), with "
+        f"Benjamini-Hochberg q < {d.get('alpha')} within each family over the candidate items' pairs and the usual rule "
+        f"(rho ≥ {d.get('threshold')}, p < {d.get('alpha')}). Because the raters who selected the candidates never enter "
+        "the test, the confirmation p-values are valid and the false discovery rate holds among the candidates."))
+    stages = [("screened", f.get("screened", 0)), ("candidates", f.get("candidates", 0)), ("confirmed", f.get("confirmed", 0))]
+    out.append(figure(F.design_funnel(stages), alt="Items screened, carried to the confirmation wave, and confirmed",
+                      caption=f"The funnel: {f.get('screened', 0):,} items screened, {f.get('candidates', 0):,} "
+                              f"candidates, {f.get('confirmed', 0):,} confirmed (keyed to at least one dimension)."))
+    pairs = d.get("pairs") or {}
+    rows = [{"stage": "screening", "wave": d.get("screen"), "raters included": r.get("screen_included"),
+             "participations": r.get("screen_participations"), "ratings": ratings.get("screen"),
+             "items": f.get("screened"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("screened") for k, v in pairs.items()}},
+            {"stage": "confirmation", "wave": d.get("confirm"), "raters included": r.get("confirm_included"),
+             "participations": r.get("confirm_participations"), "ratings": ratings.get("confirm"),
+             "items": f.get("candidates"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("candidates") for k, v in pairs.items()}},
+            {"stage": "keyed", "wave": d.get("confirm"), "raters included": None, "participations": None, "ratings": None,
+             "items": f.get("confirmed"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("keyed") for k, v in pairs.items()}}]
+    frame = pd.DataFrame(rows)
+    out.append(table(frame, formats={c: _int for c in frame.columns if c not in ("stage", "wave")},
+                     caption="Raters, ratings, items and item-dimension pairs at each stage."))
+    screened_out = f.get("screened_out", 0)
+    out.append(para(
+        f"{screened_out:,} items were screened out: their only estimates come from the screening raters (correlations.csv, "
+        f"stage 'screen', no q-value: they were never tested for keying) and none of them is in the item bank. "
+        f"{f.get('not_confirmed', 0):,} candidates were not confirmed"
+        + (f"; {f.get('not_screened'):,} items of the confirmation wave had not been screened." if f.get("not_screened") else ".")))
+    design = inp.csv("design.csv")
+    if design is not None and not design.empty:
+        shown = design[design["status"] != "screened out"].copy()
+        cols = [c for c in ("portrait_id", "option_id", "status", "promise", "basis", "expected_strong_pairs",
+                            "screen_n", "confirm_group", "confirm_n", "keyed_dimensions") if c in shown.columns]
+        out.append(details(f"Candidates ({len(shown):,}) and their fate",
+                           table(shown[cols], formats={"promise": _f(2), "expected_strong_pairs": _f(2), "screen_n": _int,
+                                                       "confirm_n": _int, "option_id": _int},
+                                 headers={"expected_strong_pairs": "expected pairs ≥ threshold", "keyed_dimensions": "keyed to"},
+                                 caption="Promise: standard deviations above what an item without any relation shows on "
+                                         "the screening raters (circle: the peak of its cosine around the value circle; "
+                                         "single: its largest correlation). Expected pairs: empirical-Bayes estimate.")))
+    return "".join(out)
+
+
 def _circle_distance(matrix: pd.DataFrame) -> str:
     n = len(matrix)
     i, j = np.triu_indices(n, 1)
@@ -424,6 +477,16 @@ def truth_section(inp: Inputs) -> str | None:
     out.append(table(pd.DataFrame(rows), formats={"pairs keyed": _int},
                      caption="Keyed pairs against the truth; the last two columns count a keyed pair as real from a "
                              "population correlation of 0.05, or of anything above 0."))
+    designs = rec.get("designs") or {}
+    if designs:
+        labels = {"one_stage_rule": "one stage, study rule", "one_stage_fdr": "one stage, rule + BH FDR",
+                  "two_stage": "two stages (screening, confirmation)"}
+        frame = pd.DataFrame([{"design": labels.get(k, k), **{c: v.get(c) for c in ("precision", "recall", "keyed", "ratings")}}
+                              for k, v in designs.items()])
+        setup = rec.get("designs_setup") or {}
+        out.append(table(frame, formats={"keyed": _int, "ratings": _int},
+                         caption="The same items and truth at equal cost (paid ratings). " + " ".join(
+                             f"{k.replace('_', ' ')}: {v}." for k, v in setup.items() if k in ("one_stage", "two_stage"))))
     reps = rec.get("rater_replicates") or {}
     per = pd.DataFrame(reps.get("per_replicate") or [])
     if not per.empty and {"selection_precision", "fdr_selection_precision"} <= set(per.columns):
@@ -808,7 +871,20 @@ def methods(inp: Inputs) -> str:
         f"Benjamini-Hochberg q-values within each family of dimensions, and 95% confidence intervals from {ci}.")
     rule = (f"rho ≥ {s.get('threshold', 0.3)}" if keying == "pos"
             else f"|rho| ≥ {s.get('threshold', 0.3)} (negative correlations keyed as reversed)")
-    sentences.append(f"An item was keyed to a dimension when {rule} and p < {s.get('alpha', 0.05)}.")
+    design = m.get("design") if isinstance(m.get("design"), dict) else None
+    if design:
+        f, r = design.get("funnel") or {}, design.get("raters") or {}
+        sentences.append(
+            f"The study had two stages: {f.get('screened', '?')} items were screened on {r.get('screen_included', '?')} "
+            f"raters (wave {design.get('screen')}), and the {f.get('candidates', '?')} most promising were rated by "
+            f"{r.get('confirm_included', '?')} fresh raters (wave {design.get('confirm')}) who had not taken part in the "
+            "screening; selection and confirmation used disjoint raters, so every figure reported for the keyed items "
+            "comes from raters not used to select the candidates.")
+        sentences.append(f"An item was keyed to a dimension when, on the confirmation raters, {rule}, p < "
+                         f"{s.get('alpha', 0.05)} and the Benjamini-Hochberg q-value within its family, over the "
+                         f"candidate items' pairs only, was below {s.get('alpha', 0.05)}.")
+    else:
+        sentences.append(f"An item was keyed to a dimension when {rule} and p < {s.get('alpha', 0.05)}.")
     if keyed:
         parts = [f"{v.get('keyed_pairs', '?')} {FAMILY_NAMES.get(f, f)} pairs" for f, v in keyed.items()]
         sentences.append(f"This keyed {', '.join(parts)}" + (f"; the item bank holds {bank.get('items')} items from "

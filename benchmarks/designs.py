@@ -1,0 +1,110 @@
+"""One-stage vs two-stage study designs at equal cost, on the simulated study's known truth.
+
+For each seed: the default simulated study (12 groups x 48 raters x 40 items = 23,040
+paid ratings) analysed by the study's rule and by rule + BH FDR; and the same items run as
+a two-stage study (``analysis.simulate.simulate_two_stage``: a screening wave, `vp
+plan-wave`'s plan, a confirmation wave on fresh raters, `vp analyze --design two-stage`)
+at several total costs, the screening wave always taking the same share (20 of 48 raters
+per group at full cost). Prints precision, recall and keyed pairs averaged over seeds at
+equal cost, the two targets of issue 15, and the ratings the two-stage design needs to
+match the one-stage FDR recall (linear interpolation between the costs run).
+
+Run: ``.venv/bin/python benchmarks/designs.py --seeds 8`` (about 1 minute per seed on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.demo import SCREEN_RATERS, one_stage_designs, two_stage_design
+from analysis.simulate import SimulationConfig, simulate_study
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=8, help="seeds 0..N-1")
+    parser.add_argument("--fractions", default="0.3,0.4,0.5,0.7,1.0",
+                        help="total costs of the two-stage runs, as fractions of the one-stage cost")
+    parser.add_argument("--screen-raters", type=int, default=SCREEN_RATERS, help="screening raters per group at full cost")
+    parser.add_argument("--population-n", type=int, default=SimulationConfig.population_n)
+    args = parser.parse_args()
+    fractions = sorted({float(f) for f in args.fractions.split(",")} | {1.0})
+    rows, plans = [], []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.seeds):
+            config = SimulationConfig(seed=seed, population_n=args.population_n)
+            truth = simulate_study(config).truth.population.rename(columns={"rho": "population_rho"})
+            lean = dataclasses.replace(config, population_n=0)
+            work = Path(tmp) / f"s{seed}"
+            for name, entry in one_stage_designs(lean, truth, work).items():
+                rows.append({"seed": seed, "design": name, "fraction": 1.0, **entry})
+            full = config.n_groups * config.participants_per_group * config.items_per_group
+            for frac in fractions:
+                screen = max(4, round(args.screen_raters * frac))
+                out = two_stage_design(lean, truth, work / f"f{frac}", screen_raters=screen, total_ratings=round(full * frac))
+                rows.append({"seed": seed, "design": "two_stage", "fraction": frac, **out["two_stage"]})
+                plans.append({"seed": seed, "fraction": frac, **{k: v for k, v in out["plan"].items() if k != "funnel"},
+                              **out["plan"]["funnel"]})
+            done = pd.DataFrame(rows)
+            last = done[(done["seed"] == seed) & (done["fraction"] == 1.0)].set_index("design")
+            print(f"seed {seed}: " + ", ".join(f"{d} P {r.precision:.3f} R {r.recall:.3f} ({r.keyed})"
+                                              for d, r in last.iterrows())
+                  + f"  [{time.perf_counter() - t0:.0f} s]", file=sys.stderr, flush=True)
+    table = pd.DataFrame(rows)
+    equal = table[table["fraction"] == 1.0].groupby("design", sort=False)[["precision", "recall", "keyed", "ratings"]].mean()
+    spread = table[table["fraction"] == 1.0].groupby("design", sort=False)[["precision", "recall"]].agg(["min", "max"])
+    print(f"\nDesigns at equal cost, mean over seeds 0-{args.seeds - 1} (precision: keyed pairs with population "
+          "rho >= 0.1; recall: pairs with population rho >= 0.3 that were keyed)")
+    print(f"{'design':<16}{'precision':>10}{'recall':>9}{'keyed':>8}{'ratings':>9}   precision range   recall range")
+    for design, r in equal.iterrows():
+        sp = spread.loc[design]
+        print(f"{design:<16}{r.precision:>10.3f}{r.recall:>9.3f}{r.keyed:>8.1f}{r.ratings:>9.0f}   "
+              f"{sp[('precision', 'min')]:.3f}-{sp[('precision', 'max')]:.3f}       {sp[('recall', 'min')]:.3f}-{sp[('recall', 'max')]:.3f}")
+    fdr, two = equal.loc["one_stage_fdr"], equal.loc["two_stage"]
+    print(f"\ntarget 1 (23,040 ratings): two-stage precision {two.precision:.3f} (>= 0.9: "
+          f"{'met' if two.precision >= 0.9 else 'missed'}), recall {two.recall:.3f} = "
+          f"{two.recall / fdr.recall:.2f} x the one-stage FDR recall {fdr.recall:.3f} (>= 3x: "
+          f"{'met' if two.recall >= 3 * fdr.recall else 'missed'})")
+    curve = table[table["design"] == "two_stage"].groupby("fraction")[["recall", "precision", "ratings"]].mean()
+    print("\ntwo-stage design by cost (mean over seeds):")
+    print(f"{'ratings':>9}{'fraction':>10}{'precision':>11}{'recall':>9}")
+    for frac, r in curve.iterrows():
+        print(f"{r.ratings:>9.0f}{frac:>10.2f}{r.precision:>11.3f}{r.recall:>9.3f}")
+    needed = _crossing(curve["ratings"].to_numpy(), curve["recall"].to_numpy(), fdr.recall)
+    one_cost = float(equal.loc["one_stage_fdr", "ratings"])
+    if np.isnan(needed):
+        print(f"target 2: the two-stage runs never reach the one-stage FDR recall {fdr.recall:.3f} "
+              f"(lowest cost run: recall {curve['recall'].iloc[0]:.3f})")
+    else:
+        print(f"target 2: the two-stage design reaches the one-stage FDR recall {fdr.recall:.3f} with about "
+              f"{needed:,.0f} ratings = {needed / one_cost:.2f} of the one-stage study's {one_cost:,.0f} "
+              f"(<= 0.5: {'met' if needed <= 0.5 * one_cost else 'missed'})")
+    plan = pd.DataFrame(plans)
+    full_plan = plan[plan["fraction"] == 1.0]
+    print(f"\nplans at full cost: candidates {full_plan['candidates'].mean():.0f} "
+          f"({full_plan['candidates'].min()}-{full_plan['candidates'].max()}), confirmation groups "
+          f"{full_plan['confirm_groups'].mean():.1f}, confirmed items {full_plan['confirmed'].mean():.1f}; "
+          f"{time.perf_counter() - t0:.0f} s in all")
+
+
+def _crossing(x: np.ndarray, y: np.ndarray, level: float) -> float:
+    """The first x at which the piecewise-linear curve y(x) reaches `level` (NaN if it never does)."""
+    if len(y) and y[0] >= level:
+        return float(x[0]) if len(x) == 1 else float("nan") if y[0] > level and x[0] > 0 else float(x[0])
+    for i in range(1, len(y)):
+        if y[i] >= level:
+            return float(x[i - 1] + (level - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+    return float("nan")
+
+
+if __name__ == "__main__":
+    main()
