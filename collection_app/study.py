@@ -87,6 +87,9 @@ class TimeLimits(_Strict):
 
 class StudySpec(_Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
+    # The waves of one two-stage study share a project (default: the study's own id); each
+    # wave has its own study_id. `vp plan-wave` writes it.
+    project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
     title: str = Field(min_length=1)
     items_file: str
     groups: tuple[GroupSpec, ...] = Field(min_length=1)
