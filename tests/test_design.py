@@ -224,8 +224,30 @@ def test_promise_is_standard_when_ratings_and_scores_are_unrelated(screening_db)
         assert np.isfinite(table[col]).all()
     for col in ("z_circle", "z_single"):
         assert abs(table[col].mean()) < 0.2 and 0.8 < table[col].std() < 1.2, col
-    # the larger of two standard statistics: above 0 on average (0.56 for independent normals), not wildly so
-    assert 0.2 < table["promise"].mean() < 1.0
+    # their combination is scaled to unit null variance too
+    assert abs(table["promise"].mean()) < 0.2 and 0.8 < table["promise"].std() < 1.2
+
+
+def test_evidence_weights_are_bartletts_factor_score_by_hand():
+    """z = lambda T + e with noise covariance S0: the weights are S0^-1 lambda (2 x 2 inverse written out), unit null variance."""
+    rng = np.random.default_rng(8)
+    r, lam = 0.5, np.array([0.9, 0.2])
+    s0 = np.array([[1, r], [r, 1]])
+    null = rng.multivariate_normal([0, 0], s0, 400_000)
+    observed = rng.normal(size=(400_000, 1)) * lam + rng.multivariate_normal([0, 0], s0, 400_000)
+    w = design.evidence_weights(observed, null)
+    by_hand = np.array([lam[0] - r * lam[1], lam[1] - r * lam[0]]) / (1 - r ** 2)   # S0^-1 lambda for a 2 x 2
+    by_hand = np.clip(by_hand, 0, None)
+    by_hand /= np.sqrt(by_hand @ s0 @ by_hand)
+    np.testing.assert_allclose(w, by_hand, atol=0.02)
+    assert w @ s0 @ w == pytest.approx(1, abs=0.01)
+    # No signal beyond the null: the two count equally.
+    equal = design.evidence_weights(rng.multivariate_normal([0, 0], s0, 5000), null)  # (the null: many shuffles)
+    assert equal[0] == pytest.approx(equal[1], rel=0.05) and equal @ s0 @ equal == pytest.approx(1, abs=0.05)
+    # A signal in the second statistic only puts the weight there.
+    spiky = np.column_stack([rng.normal(size=20_000), rng.normal(size=20_000) + 2 * (rng.random(20_000) < 0.1)])
+    w = design.evidence_weights(spiky, rng.normal(size=(20_000, 2)))
+    assert w[1] > 5 * w[0]
 
 
 def test_vp_plan_wave_writes_a_study_the_app_loads(screening_db, tmp_path, capsys):

@@ -225,7 +225,9 @@ def design_section(inp: Inputs) -> str | None:
         f"Two stages. A screening wave ({d.get('screen')}) had every candidate item rated by a few raters; the most "
         f"promising items went on to a confirmation wave ({d.get('confirm')}) rated by fresh raters. Items were keyed "
         f"on the confirmation raters only: {r.get('confirm_included', '?')} raters who passed quality control and did "
-        f"not take part in the screening ({r.get('confirm_excluded_earlier_wave', 0)} who had were excluded), with "
+        f"not take part in the screening ("
+        + (f"{r['confirm_excluded_earlier_wave']} who had were excluded" if r.get("confirm_excluded_earlier_wave")
+           else "no one in the confirmation wave had") + "), with "
         f"Benjamini-Hochberg q < {d.get('alpha')} within each family over the candidate items' pairs and the usual rule "
         f"(rho ≥ {d.get('threshold')}, p < {d.get('alpha')}). Because the raters who selected the candidates never enter "
         "the test, the confirmation p-values are valid and the false discovery rate holds among the candidates."))
