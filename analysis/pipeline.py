@@ -9,6 +9,10 @@ atomically.
 
 The analysis is a list of steps (:data:`STEPS`); each reads what earlier steps left in the
 :class:`Context` and writes its own file. Adding a table is adding a step.
+
+``--design two-stage --screen W1 --confirm W2`` replaces the core steps by those of
+:mod:`analysis.two_stage` (keying on the confirmation wave's raters among the screening
+wave's candidates; ``design.csv``); the psychometric steps then run on the confirmation wave.
 """
 
 from __future__ import annotations

@@ -172,3 +172,21 @@ def test_bad_two_stage_arguments_are_one_line_errors(waves, tmp_path, capsys, ex
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_the_report_explains_the_design_and_shows_the_funnel(waves, tmp_path):
+    import html
+
+    from analysis.report import build_report
+
+    ts, db, out, manifest, _ = waves
+    text = build_report(out, db=db)
+    assert ">Two-stage design</h2>" in text
+    section = html.unescape(text[text.index('id="design"'):text.index('id="correlations"')])
+    f = manifest["design"]["funnel"]
+    assert f"The funnel: {f['screened']:,} items screened, {f['candidates']:,} candidates, {f['confirmed']:,} confirmed" in section
+    assert f"{f['screened_out']:,} items were screened out" in section and "<img" in section
+    assert "1 who had were excluded" in section  # the screening rater who came back
+    methods = html.unescape(text[text.index('id="methods"'):])
+    assert "selection and confirmation used disjoint raters" in methods
+    assert "over the candidate items' pairs only" in methods

@@ -94,6 +94,9 @@ def test_two_waves_through_the_app_confirm_the_planted_relations(tmp_path, capsy
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["design"]["funnel"] == {"screened": 24, "candidates": 10, "confirmed": 8, "not_confirmed": 2,
                                             "screened_out": 14, "not_screened": 0}
-    assert manifest["design"]["raters"]["screen_included"] == 30 and manifest["design"]["raters"]["confirm_included"] == 50
+    raters = manifest["design"]["raters"]
+    # (bots answering at full speed can trip the speeder rule now and then: nearly all are included)
+    assert raters["screen_participations"] == 30 and raters["confirm_participations"] == 50
+    assert raters["screen_included"] >= 27 and raters["confirm_included"] >= 45 and raters["shared_included"] == 0
     assert (sel["wave"] == "vals-w2").all()
     assert set(sel["dimension"]) <= set(instruments.FAMILY_OF)
