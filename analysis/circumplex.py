@@ -64,7 +64,7 @@ def structural_summary(
     -------
     DataFrame
         Indexed like ``correlations``: ``elevation, amplitude, displacement`` (degrees in
-        [0, 360)), ``r_squared``, ``nearest_value`` (the value whose angle is closest to
+        [0, 360)), ``r_squared`` (NaN for a flat profile: nothing to explain), ``nearest_value`` (the value whose angle is closest to
         the displacement) and ``prototypical``.
 
     Notes
@@ -105,8 +105,11 @@ def structural_summary(
     fitted = coef @ design.T
     ss_res = ((r - fitted) ** 2).sum(axis=1)
     ss_tot = ((r - r.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    # A flat profile has no variation for a cosine to explain: R^2 does not exist. "Flat"
+    # up to rounding: the spread is a few ulps of the values' own size, never exactly 0.
+    flat = ss_tot <= (64 * np.finfo(float).eps) ** 2 * np.maximum((r**2).sum(axis=1), np.finfo(float).tiny)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r_squared = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.nan)
+        r_squared = np.where(flat, np.nan, 1 - ss_res / ss_tot)
     amplitude = np.hypot(coef[:, 1], coef[:, 2])
     displacement = np.mod(np.rad2deg(np.arctan2(coef[:, 2], coef[:, 1])), 360.0)
     # mod of a tiny negative angle rounds to exactly 360.0; keep the range [0, 360).

@@ -221,10 +221,15 @@ def bh_q_values(p_values) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (statsmodels ``fdr_bh``); NaN stays NaN.
 
     q_(i) = min_{j >= i} p_(j) * m / j over the m non-missing p-values sorted ascending.
+    A p-value outside [0, 1] is not a p-value: ``ValueError`` naming it and its position.
     """
     p = np.asarray(p_values, dtype=float)
     q = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
+    bad = ok & ((p < 0) | (p > 1))
+    if bad.any():
+        at = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(f"p-value {float(p.ravel()[at])!r} at position {at}: a p-value lies in [0, 1]")
     if ok.any():
         q[ok] = multipletests(p[ok], method="fdr_bh")[1]
     return q

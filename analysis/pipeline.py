@@ -127,12 +127,14 @@ def _included_answers(ctx: Context) -> pd.DataFrame:
 
 
 def step_reliability(ctx: Context) -> None:
-    from analysis.reliability import reliability_table
+    from analysis.reliability import reliability_tables
 
     answers = _included_answers(ctx)
-    table = reliability_table(answers if len(answers) else None, _included_ratings(ctx), ctx.selection)
+    table, items = reliability_tables(answers if len(answers) else None, _included_ratings(ctx), ctx.selection)
     ctx.write_csv("reliability.csv", table)
+    ctx.write_csv("reliability_items.csv", items)
     ctx.counts["reliability_rows"] = int(len(table))
+    ctx.counts["reliability_warnings"] = int(table["warning"].fillna(False).astype(bool).sum())
 
 
 def step_power(ctx: Context) -> None:
@@ -145,7 +147,7 @@ def step_power(ctx: Context) -> None:
 
 
 def step_efa(ctx: Context) -> None:
-    from analysis.efa import efa, efa_long
+    from analysis.efa import efa, efa_long, efa_skipped, screen
 
     frames = []
     for k, gid in enumerate(ctx.study.groups["group_id"]):
@@ -154,9 +156,17 @@ def step_efa(ctx: Context) -> None:
         matrix.columns = [f"{p}/{o}" for p, o in matrix.columns]
         if matrix.shape[1] < 3 or len(matrix.dropna()) < 5:
             continue
+        # Not factored where a factor model means nothing: the reason goes in the table.
+        screened = screen(matrix, min_kmo=ctx.settings.get("efa_min_kmo", 0.5))
+        if screened["reason"]:
+            frames.append(efa_skipped(screened, group_id=gid))
+            continue
         frames.append(efa_long(efa(matrix, seed=ctx.settings["seed"] + k), group_id=gid))
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     ctx.write_csv("efa_loadings.csv", table)
+    ctx.counts["efa_groups"] = {"fitted": int(table.loc[table.get("status", pd.Series(dtype=str)) == "fitted", "group_id"].nunique())
+                                if len(table) else 0,
+                                "not_factored": int((table.get("status", pd.Series(dtype=str)) == "skipped").sum())}
 
 
 def step_cfa(ctx: Context) -> None:
@@ -180,8 +190,10 @@ def step_cfa(ctx: Context) -> None:
                 if rev:
                     data[n] = 7 - data[n]
         rows.append(cfa_row("one_factor_keyed", data, one_factor_syntax(dim, names), scope=gid, family=fam, dimension=dim))
-    ctx.write_csv("cfa_fit.csv", pd.DataFrame(rows))
+    table = pd.DataFrame(rows)
+    ctx.write_csv("cfa_fit.csv", table)
     ctx.counts["cfa_models"] = len(rows)
+    ctx.counts["cfa_warnings"] = int(table["warning"].astype(bool).sum()) if len(table) else 0
 
 
 def step_replication(ctx: Context) -> None:
@@ -244,7 +256,7 @@ OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
 #: nothing to compute) removes an earlier run's copy, so every table in the folder, and so
 #: in the report, comes from the run its manifest describes.
 STEP_FILES = {
-    "reliability": ("reliability.csv",), "power": ("power.csv",), "efa": ("efa_loadings.csv",),
+    "reliability": ("reliability.csv", "reliability_items.csv"), "power": ("power.csv",), "efa": ("efa_loadings.csv",),
     "cfa": ("cfa_fit.csv",), "replication": ("replication.csv", "replication_shrinkage.csv"),
     "circumplex": ("circumplex.csv",), "intended": ("intended_values.csv",),
 }
@@ -256,7 +268,7 @@ STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0,
 
 
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
-            bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100,
+            bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100, efa_min_kmo: float = 0.5,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
             progress: bool = False, design: str = "one-stage", screen: str | None = None, confirm: str | None = None,
             log: Callable[[str], None] | None = None) -> dict:
@@ -278,6 +290,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     design, screen, confirm : ``two-stage``: key items on the confirmation wave `confirm`'s
         raters only, among the candidates the screening wave `screen` selected
         (:mod:`analysis.two_stage`); the psychometric steps then run on the confirmation wave.
+    efa_min_kmo : a group whose KMO is below this is not factored (the reason goes in efa_loadings.csv).
 
     Returns
     -------
@@ -291,6 +304,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--bootstrap: {bootstrap} is negative")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha: {alpha} is outside (0, 1)")
+    if not 0 <= efa_min_kmo <= 1:
+        raise InputError(f"--efa-min-kmo: {efa_min_kmo} is outside [0, 1]")
     from analysis import two_stage
 
     if design not in two_stage.DESIGNS:
@@ -322,7 +337,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         finally:
             db.conn.execute("COMMIT")
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
-                "seed": seed, "splits": splits, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
+                "seed": seed, "splits": splits, "efa_min_kmo": efa_min_kmo, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
                 "design": design, **({"screen": waves.screen.study_id, "confirm": sid} if design == "two-stage" else {})}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
@@ -505,6 +520,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
     parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
+    parser.add_argument("--efa-min-kmo", type=float, default=0.5,
+                        help="groups whose KMO is below this are not factored (Kaiser 1974: below .5 unacceptable)")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
     parser.add_argument("--jobs", type=int, default=None,
                         help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
@@ -523,6 +540,7 @@ def run(args) -> int:
     except ValueError as exc:
         raise InputError(f"quality options: {exc}") from None
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
-            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs, quality=options, skip=skip,
+            bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs,
+            efa_min_kmo=args.efa_min_kmo, quality=options, skip=skip,
             progress=not args.no_progress, design=args.design, screen=args.screen, confirm=args.confirm)
     return 0

@@ -9,21 +9,36 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
 
 from valueportrait.errors import InputError
 
 
+def _check_level(alpha: float, power: float | None = None) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha = {alpha}: must lie strictly between 0 and 1")
+    if power is not None and not alpha < power < 1:
+        raise ValueError(f"power = {power}: must lie strictly between alpha ({alpha}) and 1")
+
+
+def _power_corr(**kwargs) -> float:
+    import pingouin as pg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pingouin warns and returns NaN for n <= 4
+        return float(pg.power_corr(**kwargs))
+
+
 def achieved_power(rho, n, alpha: float = 0.05):
-    """Power of the two-sided test of a correlation, as R's ``pwr.r.test``.
+    """Power of the two-sided test of a correlation, as R's ``pwr.r.test`` (pingouin's ``power_corr``).
 
     Parameters
     ----------
     rho : float or array_like
-        True correlation (its sign does not matter for a two-sided test).
+        True correlation in [-1, 1] (its sign does not matter for a two-sided test).
     n : float or array_like
         Number of raters (pairs); broadcast against ``rho``.
     alpha : float
@@ -32,7 +47,7 @@ def achieved_power(rho, n, alpha: float = 0.05):
     Returns
     -------
     float or ndarray
-        Power in [0, 1]; NaN where n <= 3.
+        Power in [0, 1]; NaN where n <= 4 (too few raters for the approximation).
 
     Notes
     -----
@@ -53,25 +68,21 @@ def achieved_power(rho, n, alpha: float = 0.05):
     >>> round(float(achieved_power(0.3, 84.07364, 0.05)), 4)
     0.8
     """
-    rho = np.abs(np.asarray(rho, dtype=float))
-    n = np.asarray(n, dtype=float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dof = n - 2
-        t = stats.t.ppf(1 - alpha / 2, dof)
-        r_crit = np.sqrt(t**2 / (t**2 + dof))
-        z_rho = np.arctanh(rho) + rho / (2 * (n - 1))
-        z_crit = np.arctanh(r_crit)
-        root = np.sqrt(n - 3)
-        power = stats.norm.cdf((z_rho - z_crit) * root) + stats.norm.cdf((-z_rho - z_crit) * root)
-    power = np.where(n > 3, power, np.nan)
+    _check_level(alpha)
+    rho, n = np.broadcast_arrays(np.asarray(rho, dtype=float), np.asarray(n, dtype=float))
+    if np.any(np.abs(rho) > 1):
+        raise ValueError(f"rho = {rho[np.abs(rho) > 1].flat[0]}: a correlation lies in [-1, 1]")
+    # One call per (rho, n): groups, not item-dimension pairs, so a handful.
+    power = np.array([_power_corr(r=r, n=m, alpha=alpha) if m > 4 else math.nan
+                      for r, m in zip(rho.ravel(), n.ravel())]).reshape(rho.shape)
     return power if power.ndim else float(power)
 
 
 def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up).
+    """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up; pingouin).
 
-    Solves :func:`achieved_power` (rho, n, alpha) = power for n with Brent's method.
-    Round the result up for a head count.
+    Raises ``ValueError`` for rho = 0 (no number of raters detects it), |rho| >= 1, or
+    alpha/power out of range.
 
     Examples
     --------
@@ -79,17 +90,26 @@ def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     84.07
     """
     rho = abs(float(rho))
-    lowest = 4 + 1e-9  # the approximation needs n > 3; below 4 it is meaningless
-    if achieved_power(rho, lowest, alpha) >= power:
+    _check_level(alpha, power)
+    if rho == 0:
+        raise ValueError("rho = 0: no number of raters detects a zero correlation")
+    if rho >= 1:
+        raise ValueError(f"rho = {rho}: must lie strictly between -1 and 1")
+    lowest = 4 + 1e-9  # the approximation needs n > 4 (pingouin's own limit)
+    if achieved_power(rho, lowest + 1e-9, alpha) >= power:
         return lowest
-    return float(optimize.brentq(lambda n: achieved_power(rho, n, alpha) - power, lowest, 1e9, xtol=1e-10))
+    return _power_corr(r=rho, power=power, alpha=alpha)
 
 
 def detectable_rho(n: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest correlation that ``n`` raters detect with the given power (two-sided)."""
+    """The smallest correlation that ``n`` raters detect with the given power (two-sided; pingouin).
+
+    NaN when n <= 4: too few raters for the approximation.
+    """
+    _check_level(alpha, power)
     if n <= 4:
         return math.nan
-    return float(optimize.brentq(lambda r: achieved_power(r, n, alpha) - power, 1e-9, 1 - 1e-9, xtol=1e-12))
+    return _power_corr(n=n, power=power, alpha=alpha)
 
 
 def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:

@@ -21,8 +21,12 @@ import instruments as inst
 
 COLUMNS = [
     "family", "dimension", "scope", "n_items", "n", "alpha", "alpha_ci_low", "alpha_ci_high",
-    "spearman_brown", "omega", "note",
+    "spearman_brown", "omega", "note", "std_alpha", "average_r", "min_item_rest_r", "warning",
 ]  # fmt: skip
+#: Per item of every scale (``reliability_items.csv``), as psych's ``alpha()$item.stats``
+#: and ``alpha.drop``: the corrected item-total (item-rest) correlation and alpha without it.
+ITEM_COLUMNS = ["family", "dimension", "scope", "item", "n", "mean", "sd", "item_rest_r", "alpha_if_dropped",
+                "omega_loading"]
 RATING_MAX = 6  # the similarity scale runs 1..6, so a reversed rating is 7 - rating
 BFI_MAX = 5  # BFI-10 answers run 1..5, reversed = 6 - answer
 
@@ -42,6 +46,7 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
     -------
     (alpha, ci_low, ci_high) : tuple of float
         NaN when fewer than 2 items or 2 complete rows, or when the total has no variance.
+        A negative alpha is returned as it is (see :func:`alpha_table` for the warning).
 
     Notes
     -----
@@ -77,6 +82,53 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
     return float(alpha), float(low), float(high)
 
 
+def alpha_table(df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    """psych's ``alpha()`` in one pass: the scale's figures and, per item, the drop statistics.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Respondents x items (complete rows, no constant item), at least 2 items.
+
+    Returns
+    -------
+    (scale, items)
+        ``scale``: ``std_alpha`` (alpha of the standardised items, k r / (1 + (k - 1) r)
+        with r the average inter-item correlation) and ``average_r``. ``items``: a
+        DataFrame indexed by item with ``mean, sd, item_rest_r`` (the corrected item-total
+        correlation, psych's ``r.drop``) and ``alpha_if_dropped`` (psych's
+        ``alpha.drop$raw_alpha``; NaN for a two-item scale: one item has no alpha).
+
+    Notes
+    -----
+    All items at once from the covariance matrix C (total variance V = sum C, row sums
+    c_i): without item i the total has variance V_i = V - 2 c_i + C_ii, so
+    alpha_(-i) = (k - 1) / (k - 2) (1 - (tr C - C_ii) / V_i) and the item-rest
+    correlation is (c_i - C_ii) / sqrt(C_ii V_i).
+
+    Examples
+    --------
+    >>> x = pd.DataFrame({"a": [1, 2, 3, 4, 5], "b": [2, 2, 4, 4, 5], "c": [1, 3, 3, 5, 4]})
+    >>> scale, items = alpha_table(x)  # without a: 2 (1 - (1.8 + 2.2) / 6.8) = 0.824
+    >>> round(scale["std_alpha"], 3), items["alpha_if_dropped"].round(3).tolist()
+    (0.937, [0.824, 0.92, 0.964])
+    """
+    data = df.to_numpy(float)
+    k = data.shape[1]
+    cov = np.cov(data.T)
+    corr = np.corrcoef(data.T)
+    total, trace = cov.sum(), np.trace(cov)
+    rows, own = cov.sum(axis=1), np.diag(cov)
+    rest_var = total - 2 * rows + own
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dropped = (k - 1) / (k - 2) * (1 - (trace - own) / rest_var) if k > 2 else np.full(k, np.nan)
+        item_rest = (rows - own) / np.sqrt(own * rest_var)
+    average_r = (corr.sum() - k) / (k * (k - 1))
+    items = pd.DataFrame({"mean": data.mean(axis=0), "sd": data.std(axis=0, ddof=1), "item_rest_r": item_rest,
+                          "alpha_if_dropped": dropped}, index=df.columns)
+    return {"std_alpha": float(k * average_r / (1 + (k - 1) * average_r)), "average_r": float(average_r)}, items
+
+
 def spearman_brown(r, k: float = 2):
     """Spearman-Brown prophecy: reliability of a test k times as long, k r / (1 + (k - 1) r).
 
@@ -93,20 +145,28 @@ def spearman_brown(r, k: float = 2):
     return float(out) if out.ndim == 0 else out
 
 
-def one_factor_loadings(df: pd.DataFrame) -> np.ndarray:
-    """Standardised loadings of a one-factor maximum-likelihood model (factor_analyzer).
+def one_factor_fit(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
+    """A one-factor maximum-likelihood model (factor_analyzer): loadings, uniquenesses, converged.
 
     The sign is fixed so that the loadings sum to a non-negative number (the factor is
-    only identified up to sign).
+    only identified up to sign). factor_analyzer bounds uniquenesses below at .005: a
+    uniqueness there is a Heywood case (see :func:`omega_notes`).
     """
     from factor_analyzer import FactorAnalyzer
 
     data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scikit-learn's force_all_finite deprecation notice
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         fa = FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)
+    converged = not any("converge" in str(w.message).lower() for w in caught)
     loadings = fa.loadings_.ravel()
-    return -loadings if loadings.sum() < 0 else loadings
+    loadings = -loadings if loadings.sum() < 0 else loadings
+    return loadings, 1 - loadings**2, converged
+
+
+def one_factor_loadings(df: pd.DataFrame) -> np.ndarray:
+    """Standardised loadings of a one-factor maximum-likelihood model (see :func:`one_factor_fit`)."""
+    return one_factor_fit(df)[0]
 
 
 def omega_from_loadings(loadings) -> float:
@@ -121,6 +181,26 @@ def omega_from_loadings(loadings) -> float:
     return float(common / (common + unique))
 
 
+#: factor_analyzer's lower bound on a uniqueness; a fit that reaches it is improper.
+UNIQUENESS_FLOOR = 0.005
+
+
+def omega_notes(items, loadings: np.ndarray, converged: bool = True) -> list[str]:
+    """What makes an omega untrustworthy, as psych's ``omega`` warns: improper fit, mixed signs."""
+    notes = []
+    if not converged:
+        notes.append("one-factor model did not converge: omega not trustworthy")
+    floor = [f"{i} (loading {l:.4f})" for i, l in zip(items, loadings) if 1 - l**2 <= UNIQUENESS_FLOOR + 1e-9]
+    if floor:
+        notes.append(f"one-factor model improper (Heywood case): uniqueness at its floor {UNIQUENESS_FLOOR} for "
+                     f"{', '.join(floor)}: omega not trustworthy")
+    negative = [f"{i} ({l:.2f})" for i, l in zip(items, loadings) if l < 0]
+    if negative:
+        notes.append(f"loadings of mixed sign, negative for {', '.join(negative)}: omega of the unit-weighted "
+                     f"sum; reverse or drop those items")
+    return notes
+
+
 def mcdonald_omega(df: pd.DataFrame) -> float:
     """McDonald's omega (total) from a one-factor model's standardised loadings.
 
@@ -133,7 +213,8 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
     Returns
     -------
     float
-        NaN for fewer than 3 items or when the factor model fails.
+        NaN for fewer than 3 items, no more respondents than items, a constant or
+        collinear item, or when the factor model fails (:func:`scale_row` says which).
 
     Notes
     -----
@@ -148,50 +229,121 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
     Hayes, A. F., & Coutts, J. J. (2020). Use omega rather than Cronbach's alpha for
     estimating reliability. But... Communication Methods and Measures, 14(1), 1-24.
     """
-    if df.shape[1] < 3:
+    from analysis.covariance import DataError, check_data
+
+    data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    if data.shape[1] < 3:
         return math.nan
     try:
-        return omega_from_loadings(one_factor_loadings(df))
-    except (ValueError, np.linalg.LinAlgError):
+        check_data(data)
+        return omega_from_loadings(one_factor_loadings(data))
+    except (DataError, ValueError, np.linalg.LinAlgError):
         return math.nan
 
 
-def scale_row(items: pd.DataFrame, family: str, dimension: str, scope: str) -> dict:
-    """One ``reliability.csv`` row for a scale given as respondents x items (already reversed)."""
-    complete = items.apply(pd.to_numeric, errors="coerce").dropna()
+def _item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> pd.DataFrame:
+    return items.rename_axis("item").reset_index().assign(family=family, dimension=dimension, scope=scope)
+
+
+def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> tuple[dict, pd.DataFrame]:
+    """One ``reliability.csv`` row and its ``reliability_items.csv`` rows, for a scale given
+    as respondents x items (already reversed).
+
+    Warnings go to ``note`` beside the numbers, as psych's ``alpha`` and ``omega`` give
+    them: zero-variance items (left out, named), a negative alpha, items that correlate
+    negatively with the rest ("reversed?"), an improper one-factor model (a uniqueness at
+    its floor), loadings of mixed sign, and no more respondents than items for omega;
+    ``warning`` is True when there is one. Notes that only explain a blank (a two-item
+    scale's Spearman-Brown, no omega for two items) come after them.
+    """
+    from analysis.covariance import DataError, check_data
+
+    complete = items.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    complete.columns = [str(c) for c in complete.columns]
+    warns, notes = [], []  # what a reviewer must see; what only explains a blank
+    flat = [c for c, sd in zip(complete.columns, complete.to_numpy().std(axis=0)) if sd == 0] if len(complete) else []
+    if flat:
+        warns.append(f"zero-variance items left out: {', '.join(flat)}")
+        complete = complete.drop(columns=flat)
     k, n = complete.shape[1], len(complete)
-    notes = []
-    alpha = low = high = sb = omega = math.nan
+    alpha = low = high = sb = omega = std_alpha = average_r = min_rest = math.nan
+    item_table = pd.DataFrame({"n": n}, index=complete.columns)
     if k >= 2 and n >= 3:
         alpha, low, high = cronbach_alpha(complete)
+        scale, stats_ = alpha_table(complete)
+        std_alpha, average_r = scale["std_alpha"], scale["average_r"]
+        item_table = item_table.join(stats_)
+        min_rest = float(stats_["item_rest_r"].min())
+        if alpha < 0:
+            warns.append(f"negative alpha ({alpha:.2f}): the items correlate negatively on average; "
+                         "they do not measure one thing in one direction")
+        reversed_ = stats_.index[stats_["item_rest_r"] < 0]
+        if len(reversed_):
+            warns.append("reversed? negative item-rest correlation: "
+                         + ", ".join(f"{i} ({r:.2f})" for i, r in stats_.loc[reversed_, "item_rest_r"].items()))
     elif k < 2:
-        notes.append("one item: no internal consistency")
+        (warns if flat else notes).append("one item: no internal consistency" if k == 1
+                                          else "no item that varies: no internal consistency")
     else:
-        notes.append(f"only {n} complete respondents")
+        warns.append(f"only {n} complete respondents")
     if k == 2 and n >= 3:
         r = complete.corr().iloc[0, 1]
         sb = spearman_brown(r)
         notes.append(f"two items: Spearman-Brown of r = {r:.3f}")
-    if k >= 3 and n > k:
-        loadings = None
+    if k >= 3 and n <= k:
+        warns.append(f"omega not estimable: {n} respondents for {k} items (needs more respondents than items)")
+    elif k >= 3:
         try:
-            loadings = one_factor_loadings(complete)
+            check_data(complete)
+            loadings, _, converged = one_factor_fit(complete)
+        except DataError as exc:
+            warns.append(f"omega not estimable: {exc}")
         except (ValueError, np.linalg.LinAlgError) as exc:
-            notes.append(f"one-factor model failed: {exc}")
-        if loadings is not None:
+            warns.append(f"one-factor model failed: {exc}")
+        else:
             omega = omega_from_loadings(loadings)
-            if np.any(np.abs(loadings) >= 1):
-                notes.append("Heywood case in the one-factor model")
+            item_table["omega_loading"] = loadings
+            warns += omega_notes(complete.columns, loadings, converged)
     elif 2 <= k < 3:
         notes.append("omega needs >= 3 items")
-    return {
+    row = {
         "family": family, "dimension": dimension, "scope": scope, "n_items": k, "n": n,
         "alpha": alpha, "alpha_ci_low": low, "alpha_ci_high": high,
-        "spearman_brown": sb, "omega": omega, "note": "; ".join(notes),
+        "spearman_brown": sb, "omega": omega, "note": "; ".join(warns + notes),
+        "std_alpha": std_alpha, "average_r": average_r, "min_item_rest_r": min_rest, "warning": bool(warns),
     }  # fmt: skip
+    return row, _item_rows(item_table, family, dimension, scope).reindex(columns=ITEM_COLUMNS)
 
 
-def instrument_reliability(answers: pd.DataFrame) -> pd.DataFrame:
+def scale_row(items: pd.DataFrame, family: str, dimension: str, scope: str) -> dict:
+    """One ``reliability.csv`` row for a scale given as respondents x items (already reversed)."""
+    return scale_item_rows(items, family, dimension, scope)[0]
+
+
+def _instrument_scales(answers: pd.DataFrame):
+    """(family, dimension, respondents x items) for every questionnaire scale, reversed items rescored."""
+    if all(f"pvq{i}" in answers for i in range(1, 22)):
+        key = inst.default_pvq21().key()
+        for value, ids in key.items():
+            yield "pvq", value, answers[[f"pvq{i}" for i in ids]]
+        for higher, values in inst.HIGHER_ORDER.items():
+            yield "higher_pvq", higher, answers[[f"pvq{i}" for v in values for i in key[v]]]
+    if all(f"bfi{i}" in answers for i in range(1, 11)):
+        for trait, items in inst.default_bfi10().key().items():
+            yield "bfi", trait, pd.DataFrame(
+                {f"bfi{i}": (BFI_MAX + 1 - answers[f"bfi{i}"]) if rev else answers[f"bfi{i}"] for i, rev in items}
+            )
+
+
+def _tables(results) -> tuple[pd.DataFrame, pd.DataFrame]:
+    results = list(results)
+    scales = pd.DataFrame([row for row, _ in results], columns=COLUMNS)
+    parts = [items for _, items in results if len(items)]
+    items = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ITEM_COLUMNS)
+    return scales, items
+
+
+def instrument_reliability(answers: pd.DataFrame, with_items: bool = False):
     """Reliability of each PVQ-21 value, higher-order value and BFI-10 trait from raw answers.
 
     Parameters
@@ -199,31 +351,28 @@ def instrument_reliability(answers: pd.DataFrame) -> pd.DataFrame:
     answers : DataFrame
         One row per participant with columns ``pvq1..pvq21`` (1..6) and/or ``bfi1..bfi10``
         (1..5). A questionnaire whose columns are absent is skipped.
+    with_items : bool
+        Also return the per-item table (:data:`ITEM_COLUMNS`).
 
     Returns
     -------
-    DataFrame with :data:`COLUMNS`, scope ``instrument``. BFI-10 reversed items are
-    rescored 6 - answer first. Raw (uncentred) PVQ answers are used: centring on the
-    person's mean is a scoring choice, not part of the items' consistency.
+    DataFrame with :data:`COLUMNS`, scope ``instrument`` (and the item table when asked).
+    BFI-10 reversed items are rescored 6 - answer first. Raw (uncentred) PVQ answers are
+    used: centring on the person's mean is a scoring choice, not part of the items'
+    consistency.
     """
-    rows = []
-    if all(f"pvq{i}" in answers for i in range(1, 22)):
-        key = inst.default_pvq21().key()
-        for value, ids in key.items():
-            rows.append(scale_row(answers[[f"pvq{i}" for i in ids]], "pvq", value, "instrument"))
-        for higher, values in inst.HIGHER_ORDER.items():
-            cols = [f"pvq{i}" for v in values for i in key[v]]
-            rows.append(scale_row(answers[cols], "higher_pvq", higher, "instrument"))
-    if all(f"bfi{i}" in answers for i in range(1, 11)):
-        for trait, items in inst.default_bfi10().key().items():
-            block = pd.DataFrame(
-                {
-                    f"bfi{i}": (BFI_MAX + 1 - answers[f"bfi{i}"]) if rev else answers[f"bfi{i}"]
-                    for i, rev in items
-                }
-            )
-            rows.append(scale_row(block, "bfi", trait, "instrument"))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    scales, items = _tables(scale_item_rows(block, family, dim, "instrument")
+                            for family, dim, block in _instrument_scales(answers))
+    return (scales, items) if with_items else scales
+
+
+def _keyed_block(matrix: pd.DataFrame, keyed: list, reversed_items=(), rating_max: int = RATING_MAX) -> pd.DataFrame:
+    reversed_items = set(reversed_items)
+    block = matrix[list(keyed)].astype(float)
+    flip = [c for c in block.columns if c in reversed_items]
+    if flip:
+        block[flip] = rating_max + 1 - block[flip]
+    return block
 
 
 def keyed_reliability(
@@ -253,41 +402,21 @@ def keyed_reliability(
     dict
         One row with :data:`COLUMNS`.
     """
-    reversed_items = set(reversed_items)
-    block = matrix[list(keyed)].astype(float)
-    flip = [c for c in block.columns if c in reversed_items]
-    if flip:
-        block[flip] = rating_max + 1 - block[flip]
-    return scale_row(block, family, dimension, scope)
+    return scale_row(_keyed_block(matrix, keyed, reversed_items, rating_max), family, dimension, scope)
 
 
 def _item_label(portrait_id, option_id) -> str:
     return f"{portrait_id}/{option_id}"
 
 
-def group_reliability(ratings: pd.DataFrame, selection: pd.DataFrame) -> pd.DataFrame:
-    """Reliability of every dimension's keyed items within every group (``scope`` = group id).
-
-    Parameters
-    ----------
-    ratings : DataFrame
-        Long ratings: ``participant_id, group_id, portrait_id, option_id, rating``.
-    selection : DataFrame
-        The keyed pairs (``selection.csv``): ``portrait_id, option_id, family, dimension``
-        and optionally ``rho``; a negative rho (keying ``abs``) reverses the item.
-
-    Returns
-    -------
-    DataFrame with :data:`COLUMNS`: one row per group and dimension with >= 2 keyed items
-    in that group (alpha; omega from 3 items).
-    """
+def _group_scales(ratings: pd.DataFrame, selection: pd.DataFrame):
+    """(family, dimension, group id, raters x keyed items) for every group and dimension with >= 2 keyed items."""
     ratings = ratings.assign(item=[_item_label(p, o) for p, o in zip(ratings.portrait_id, ratings.option_id)])
     selection = selection.assign(
         item=[_item_label(p, o) for p, o in zip(selection.portrait_id, selection.option_id)]
     )
     item_group = ratings.drop_duplicates("item").set_index("item")["group_id"]
     selection = selection[selection.item.isin(item_group.index)].assign(group_id=lambda s: s.item.map(item_group))
-    rows = []
     for group_id, group_ratings in ratings.groupby("group_id", sort=True):
         chosen = selection[selection.group_id == group_id]
         if chosen.empty:
@@ -297,18 +426,39 @@ def group_reliability(ratings: pd.DataFrame, selection: pd.DataFrame) -> pd.Data
             if len(pairs) < 2:
                 continue
             negative = pairs.item[pairs["rho"] < 0] if "rho" in pairs else []
-            rows.append(
-                keyed_reliability(matrix, pairs.item.tolist(), negative, family, dimension, str(group_id))
-            )
-    return pd.DataFrame(rows, columns=COLUMNS)
+            yield family, dimension, str(group_id), _keyed_block(matrix, pairs.item.tolist(), negative)
 
 
-def reliability_table(
+def group_reliability(ratings: pd.DataFrame, selection: pd.DataFrame, with_items: bool = False):
+    """Reliability of every dimension's keyed items within every group (``scope`` = group id).
+
+    Parameters
+    ----------
+    ratings : DataFrame
+        Long ratings: ``participant_id, group_id, portrait_id, option_id, rating``.
+    selection : DataFrame
+        The keyed pairs (``selection.csv``): ``portrait_id, option_id, family, dimension``
+        and optionally ``rho``; a negative rho (keying ``abs``) reverses the item.
+    with_items : bool
+        Also return the per-item table (:data:`ITEM_COLUMNS`; items as ``portrait/option``).
+
+    Returns
+    -------
+    DataFrame with :data:`COLUMNS`: one row per group and dimension with >= 2 keyed items
+    in that group (alpha; omega from 3 items); and the item table when asked.
+    """
+    scales, items = _tables(scale_item_rows(block, family, dim, scope)
+                            for family, dim, scope, block in _group_scales(ratings, selection))
+    return (scales, items) if with_items else scales
+
+
+def reliability_tables(
     answers: pd.DataFrame | None = None,
     ratings: pd.DataFrame | None = None,
     selection: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """The whole ``reliability.csv``: the questionnaires (when raw answers exist) and the keyed items.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``reliability.csv`` and ``reliability_items.csv``: the questionnaires (when raw answers
+    exist) and the keyed items.
 
     Parameters
     ----------
@@ -319,15 +469,26 @@ def reliability_table(
 
     Returns
     -------
-    DataFrame with columns ``family, dimension, scope, n_items, n, alpha, alpha_ci_low,
-    alpha_ci_high, spearman_brown, omega, note``.
+    (scales, items)
+        ``scales`` with :data:`COLUMNS` (``family, dimension, scope, n_items, n, alpha,
+        alpha_ci_low, alpha_ci_high, spearman_brown, omega, note``, then ``std_alpha,
+        average_r, min_item_rest_r, warning``); ``items`` with :data:`ITEM_COLUMNS`.
     """
     parts = []
     if answers is not None and len(answers):
-        parts.append(instrument_reliability(answers))
+        parts.append(instrument_reliability(answers, with_items=True))
     if ratings is not None and selection is not None and len(selection):
-        parts.append(group_reliability(ratings, selection))
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return pd.DataFrame(columns=COLUMNS)
-    return pd.concat(parts, ignore_index=True)
+        parts.append(group_reliability(ratings, selection, with_items=True))
+    scales = [s for s, _ in parts if len(s)]
+    items = [i for _, i in parts if len(i)]
+    return (pd.concat(scales, ignore_index=True) if scales else pd.DataFrame(columns=COLUMNS),
+            pd.concat(items, ignore_index=True) if items else pd.DataFrame(columns=ITEM_COLUMNS))
+
+
+def reliability_table(
+    answers: pd.DataFrame | None = None,
+    ratings: pd.DataFrame | None = None,
+    selection: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The whole ``reliability.csv`` (the first table of :func:`reliability_tables`)."""
+    return reliability_tables(answers, ratings, selection)[0]

@@ -149,3 +149,38 @@ def test_full_analysis_with_psychometric_steps(release_db, tmp_path):
         assert manifest["steps"][step]["status"] == "ok", manifest["steps"][step]
         assert (tmp_path / "full" / manifest["files"][names.get(step, step)]).exists()
     assert (tmp_path / "full" / "replication_shrinkage.csv").exists()
+    # Improper one-factor solutions are named, with lavaan's unbounded variances.
+    fit = pd.read_csv(tmp_path / "full" / "cfa_fit.csv", dtype={"scope": str}, keep_default_na=False,
+                      na_values=[""])
+    assert list(fit.columns)[-2:] == ["note", "warning"]
+    heywood = fit[fit["note"].fillna("").str.contains("negative residual variance")]
+    assert len(heywood) and heywood["warning"].all()
+    assert manifest["counts"]["cfa_warnings"] == int(fit["warning"].sum())
+
+
+def test_psychometric_tables_carry_their_warnings_on_the_release(release_db, tmp_path):
+    """The release's improper results are named beside the numbers (issue 13's findings)."""
+    out = tmp_path / "psy"
+    manifest = analyze(release_db, out, skip=("replication", "cfa"), jobs=1, log=lambda _: None)
+    rel = pd.read_csv(out / "reliability.csv", dtype={"scope": str})
+    assert list(rel.columns)[:11] == ["family", "dimension", "scope", "n_items", "n", "alpha", "alpha_ci_low",
+                                      "alpha_ci_high", "spearman_brown", "omega", "note"]
+    # g10's two Stimulation items correlate negatively: alpha -0.41, shown before without a word.
+    row = rel[(rel.scope == "g10") & (rel.dimension == "Stimulation")].iloc[0]
+    assert round(row.alpha, 2) == -0.41 and row.note.startswith("negative alpha (-0.41)") and row.warning
+    assert manifest["counts"]["reliability_warnings"] == int(rel["warning"].sum()) > 0
+    items = pd.read_csv(out / "reliability_items.csv", dtype={"scope": str})
+    assert len(items) == rel.loc[rel.n_items.notna(), "n_items"].sum()
+    # Every group has about as many items as raters and a KMO of .10-.39: none is factored,
+    # and the table says why for each (before: factors and loadings were reported).
+    efa = pd.read_csv(out / "efa_loadings.csv")
+    assert sorted(efa["group_id"]) == [f"g{i:02d}" for i in range(1, 13)] and (efa["status"] == "skipped").all()
+    assert efa["loading"].isna().all() and efa["note"].str.startswith("not factored: ").all()
+    assert efa["note"].str.contains("KMO 0.").sum() == 11 and efa["kmo"].max() < 0.4
+    assert manifest["counts"]["efa_groups"] == {"fitted": 0, "not_factored": 12}
+    assert manifest["settings"]["efa_min_kmo"] == 0.5
+
+
+def test_efa_min_kmo_option(release_db, tmp_path, capsys):
+    assert main(["analyze", "--db", str(release_db), "--out", str(tmp_path / "x"), "--efa-min-kmo", "1.5"]) == 2
+    assert "--efa-min-kmo: 1.5" in capsys.readouterr().err

@@ -89,3 +89,16 @@ def test_missing_and_flat_rows_and_long_input():
     table = circumplex_table(long)
     assert len(table) == 1 and table.nearest_value.item() == "Achievement"
     assert table.displacement.item() == pytest.approx(216.0)
+
+
+@pytest.mark.parametrize("level", [0.3, 1 / 3, 0.123, -0.2, 0.0])
+def test_a_flat_profile_has_no_r_squared(level):
+    # Nothing varies, so nothing is explained: R^2 does not exist. Before, 0.3 gave -0.60 and
+    # 1/3 gave 0.40 (rounding noise read by an exact "> 0" test).
+    fit = structural_summary(pd.DataFrame([[level] * 10], columns=CIRCLE)).iloc[0]
+    assert np.isnan(fit.r_squared) and not fit.prototypical
+    assert fit.elevation == pytest.approx(level) and fit.amplitude == pytest.approx(0, abs=1e-12)
+    assert np.isnan(fit.displacement) and fit.nearest_value is None
+    # A nearly flat but real profile keeps its R^2 (a perfect cosine of amplitude 1e-6).
+    tiny = profiles([level], [1e-6], np.array([72.0]))
+    assert structural_summary(tiny).r_squared.item() == pytest.approx(1.0)

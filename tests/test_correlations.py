@@ -131,3 +131,13 @@ def test_bootstrap_with_missing_ratings_resamples_each_items_raters():
     res = spearman_matrix(x, y)
     assert np.isfinite(low).all() and np.isfinite(high).all()
     assert ((low <= res.rho.to_numpy()) & (res.rho.to_numpy() <= high)).all()
+
+
+def test_bh_refuses_values_that_are_not_p_values():
+
+    with pytest.raises(ValueError, match=r"p-value 1.5 at position 1: a p-value lies in \[0, 1\]"):
+        bh_q_values([0.01, 1.5, 0.2])
+    with pytest.raises(ValueError, match="-0.1"):
+        bh_q_values([-0.1])
+    q = bh_q_values([0.01, np.nan, 1.0, 0.0])  # the edges are p-values; NaN stays NaN
+    assert np.isnan(q[1]) and q[3] == 0.0 and q[2] == 1.0

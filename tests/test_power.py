@@ -59,3 +59,37 @@ def test_cli(capsys):
     assert "--rho: 1.5" in capsys.readouterr().err
     assert main(["power", "--power", "0.01"]) == 2
     assert "--power: 0.01" in capsys.readouterr().err
+
+
+def pwr_r_test_power(rho, n, alpha):
+    """pwr.r.test's power written out here by hand (Cohen 1988; pwr's source formula)."""
+    dof = n - 2
+    t = stats.t.ppf(1 - alpha / 2, dof)
+    r_crit = math.sqrt(t**2 / (t**2 + dof))
+    z_rho, z_crit = math.atanh(rho) + rho / (2 * (n - 1)), math.atanh(r_crit)
+    return stats.norm.cdf((z_rho - z_crit) * math.sqrt(n - 3)) + stats.norm.cdf((-z_rho - z_crit) * math.sqrt(n - 3))
+
+
+def test_pingouin_replaces_the_hand_written_formula_to_printed_precision():
+    # pingouin's power_corr now does the work; it agrees with the formula written out by hand
+    # (the project's former own copy) far beyond the printed precision (4 decimals).
+    for rho, n, alpha in [(0.3, 46, 0.05), (0.1, 200, 0.01), (0.5, 20, 0.1), (0.25, 41, 0.05), (0.3, 5, 0.05)]:
+        assert power.achieved_power(rho, n, alpha) == pytest.approx(pwr_r_test_power(rho, n, alpha), abs=1e-12)
+    n = power.raters_needed(0.3, 0.05, 0.8)
+    assert f"{n:.2f}" == "84.07" and pwr_r_test_power(0.3, n, 0.05) == pytest.approx(0.8, abs=1e-9)
+    r = power.detectable_rho(46, 0.05, 0.8)
+    assert pwr_r_test_power(r, 46, 0.05) == pytest.approx(0.8, abs=1e-9)
+
+
+def test_impossible_requests_say_why():
+    # Was brentq's "f(a) and f(b) must have different signs".
+    with pytest.raises(ValueError, match="rho = 0: no number of raters detects a zero correlation"):
+        power.raters_needed(0)
+    with pytest.raises(ValueError, match="rho = 1.0"):
+        power.raters_needed(1.0)
+    with pytest.raises(ValueError, match="power = 0.01"):
+        power.raters_needed(0.3, alpha=0.05, power=0.01)
+    with pytest.raises(ValueError, match="a correlation lies in"):
+        power.achieved_power(1.5, 40)
+    assert math.isnan(power.detectable_rho(4)) and math.isnan(power.achieved_power(0.3, 4, 0.05))
+    assert main(["power", "--rho", "0"]) == 2

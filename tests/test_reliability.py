@@ -140,3 +140,96 @@ def test_group_reliability_reverses_negative_keys():
     expected = numpy_alpha(np.column_stack([wide[1], wide[2], 7 - wide[3]]))
     assert row.alpha == pytest.approx(expected)
     assert row.alpha > 0.7 and row.omega > 0.7
+
+
+# --------------------------------------------------------------------------- psych's alpha() and its warnings
+
+HS_ITEMS = [f"x{i}" for i in range(1, 10)]
+
+
+@pytest.fixture(scope="module")
+def hs() -> pd.DataFrame:
+    holzinger39 = pytest.importorskip("semopy.examples.holzinger39")
+    return holzinger39.get_data()[HS_ITEMS]
+
+
+def test_psych_alpha_on_holzinger_swineford(hs):
+    # psych::alpha(HolzingerSwineford1939[, 7:15]): raw_alpha .76; alpha if each item is dropped
+    # .72 .76 .75 .72 .72 .71 .77 .75 .73.
+    row, items = rel.scale_item_rows(hs, "test", "hs", "all")
+    assert round(row["alpha"], 2) == 0.76 and round(row["std_alpha"], 2) == 0.76
+    assert items["alpha_if_dropped"].round(2).tolist() == [0.72, 0.76, 0.75, 0.72, 0.72, 0.71, 0.77, 0.75, 0.73]
+    # Each alpha-if-dropped is the alpha of the other eight (pingouin), and the corrected
+    # item-total correlation is the correlation of the item with the sum of the others.
+    for item, r in items.set_index("item").iterrows():
+        rest = hs.drop(columns=item)
+        assert r.alpha_if_dropped == pytest.approx(pg.cronbach_alpha(rest)[0], abs=1e-12)
+        assert r.item_rest_r == pytest.approx(np.corrcoef(hs[item], rest.sum(axis=1))[0, 1], abs=1e-12)
+        assert r.sd == pytest.approx(hs[item].std(ddof=1))
+    corr = np.corrcoef(hs.to_numpy().T)
+    rbar = corr[np.triu_indices(9, 1)].mean()
+    assert row["average_r"] == pytest.approx(rbar) and row["std_alpha"] == pytest.approx(9 * rbar / (1 + 8 * rbar))
+    assert row["min_item_rest_r"] == pytest.approx(items["item_rest_r"].min())
+    assert row["note"] == "" and row["warning"] is False
+
+
+def test_negative_alpha_and_reversed_items_are_named():
+    # Two items that move in opposite directions: alpha < 0, as psych warns (finding: -0.41
+    # was shown plainly).
+    rng = np.random.default_rng(2)
+    t = rng.normal(size=200)
+    pair = pd.DataFrame({"a": t + rng.normal(size=200), "b": -t + rng.normal(size=200)})
+    row = rel.scale_row(pair, "f", "d", "g1")
+    assert row["alpha"] < 0 and row["alpha"] == pytest.approx(numpy_alpha(pair.to_numpy()))
+    assert row["note"].startswith(f"negative alpha ({row['alpha']:.2f})") and row["warning"]
+    # One reversed item among four: the only negative item-rest correlation, named.
+    block = pair.assign(c=t + rng.normal(size=200), d=t + rng.normal(size=200))
+    row, items = rel.scale_item_rows(block, "f", "d", "g1")
+    r_b = items.set_index("item").loc["b", "item_rest_r"]
+    assert r_b == pytest.approx(np.corrcoef(block.b, block[["a", "c", "d"]].sum(axis=1))[0, 1])
+    assert f"reversed? negative item-rest correlation: b ({r_b:.2f})" in row["note"]
+    assert (items.set_index("item").drop(index="b")["item_rest_r"] > 0).all()
+    assert "loadings of mixed sign, negative for b" in row["note"]  # omega of a sum with a reversed item
+
+
+def test_zero_variance_items_are_dropped_and_named(hs):
+    row, items = rel.scale_item_rows(hs[["x1", "x2", "x3"]].assign(flat=3.0), "f", "d", "g1")
+    assert row["n_items"] == 3 and "zero-variance items left out: flat" in row["note"] and row["warning"]
+    assert row["alpha"] == pytest.approx(numpy_alpha(hs[["x1", "x2", "x3"]].to_numpy()))
+    assert "flat" not in set(items["item"])
+
+
+def test_omega_at_the_uniqueness_floor_is_named():
+    # The correlation matrix with an implied squared loading of 1.28 for item a: the
+    # one-factor ML fit hits factor_analyzer's floor (.005), loading .9975, and omega was
+    # reported with no note.
+    from tests.test_cfa import HEYWOOD, exact_sample
+
+    row, items = rel.scale_item_rows(exact_sample(HEYWOOD, 200, names=list("abcd")), "f", "d", "g1")
+    assert "one-factor model improper (Heywood case): uniqueness at its floor 0.005 for a (loading 0.9975)" in row["note"]
+    lam = items["omega_loading"].to_numpy()
+    assert lam[0] == pytest.approx(math.sqrt(0.995), abs=1e-4)  # 1 - lambda^2 at the floor
+    # omega is still the formula of those loadings, shown with the warning beside it.
+    assert row["omega"] == pytest.approx(lam.sum() ** 2 / (lam.sum() ** 2 + (1 - lam**2).sum()))
+
+
+def test_omega_needs_more_respondents_than_items():
+    rng = np.random.default_rng(4)
+    block = pd.DataFrame(rng.normal(size=(4, 1)) + rng.normal(size=(4, 5)))
+    row = rel.scale_row(block, "f", "d", "g1")
+    assert math.isnan(row["omega"]) and "omega not estimable: 4 respondents for 5 items" in row["note"]
+    assert not math.isnan(row["alpha"])
+    assert math.isnan(rel.mcdonald_omega(block))
+
+
+def test_reliability_items_table():
+    rng = np.random.default_rng(9)
+    answers = pd.DataFrame({f"pvq{i}": rng.integers(1, 7, 150) for i in range(1, 22)})
+    scales, items = rel.instrument_reliability(answers, with_items=True)
+    assert list(items.columns) == rel.ITEM_COLUMNS and list(scales.columns) == rel.COLUMNS
+    universalism = items[items.dimension == "Universalism"]
+    assert universalism["item"].tolist() == ["pvq3", "pvq8", "pvq19"]
+    assert universalism["omega_loading"].notna().all()
+    two = items[items.dimension == "Power"]
+    assert two["alpha_if_dropped"].isna().all()  # one item left has no alpha
+    assert scales.set_index("dimension").loc["Power", "warning"] in (True, False)

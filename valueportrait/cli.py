@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("analysis.pipeline", "quality control, correlations, selection, reliability, factor analyses"),
     "score-instruments": ("analysis.scoring", "PVQ-21 / BFI-10 raw answers to value and trait scores"),
     "cfa": ("analysis.cfa", "a confirmatory factor analysis in lavaan-style syntax, with fit indices"),
+    "efa": ("analysis.efa", "an exploratory factor analysis with parallel analysis, as psych's fa and fa.parallel"),
     "power": ("analysis.power", "raters needed to detect a correlation"),
     "run-llm": ("analysis.llm.runner", "ask an OpenAI-compatible endpoint to rate every item under every prompt variant"),
     "score-llm": ("analysis.llm.profile", "an LLM's value profile from its answers"),

@@ -57,6 +57,64 @@ def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
     return m, m - half, m + half, n
 
 
+# --------------------------------------------------------------------------- warnings beside numbers
+
+#: The kinds of warning the psychometric tables carry, by the words their notes start with.
+WARNING_KINDS = {
+    "negative residual variance": "negative residual variance (Heywood case)",
+    "negative variance": "negative latent variance",
+    "latent correlation beyond": "latent correlation beyond ±1",
+    "standardised loading beyond": "standardised loading beyond 1",
+    "did not converge": "did not converge",
+    "information matrix singular": "not identified (singular information)",
+    "just identified yet": "cannot reproduce the data (one factor does not fit the correlations' signs)",
+    "not positive definite": "singular or collinear data",
+    "constant variables": "constant variables",
+    "negative alpha": "negative alpha",
+    "reversed?": "item correlating negatively with the rest",
+    "zero-variance items": "zero-variance item left out",
+    "one-factor model improper": "improper one-factor model behind omega",
+    "loadings of mixed sign": "one-factor loadings of mixed sign",
+    "omega not estimable": "omega not estimable",
+}
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Notes as strings, a missing note (read from CSV as NaN) as ""."""
+    return values.astype(object).where(values.notna(), "").astype(str)
+
+
+def _warned(frame: pd.DataFrame) -> pd.Series:
+    """The ``warning`` column, or (older files without it) any non-empty note."""
+    if "warning" in frame.columns:
+        return frame["warning"].astype(str).str.lower().isin(["true", "1"])
+    return _text(frame.get("note", pd.Series("", index=frame.index))).str.len() > 0
+
+
+def _warning_kinds(notes: pd.Series) -> dict[str, int]:
+    notes = _text(notes)
+    out = {}
+    for key, label in WARNING_KINDS.items():
+        count = int(notes.str.contains(key, regex=False).sum())
+        if count:
+            out[label] = count
+    return out
+
+
+def _warning_line(frame: pd.DataFrame, what: str) -> str:
+    warned = _warned(frame)
+    if not warned.any():
+        return para(f"None of the {len(frame)} {what} carries a warning.")
+    kinds = _warning_kinds(frame.loc[warned, "note"]) if "note" in frame.columns else {}
+    detail = "; ".join(f"{label}: {n}" for label, n in kinds.items())
+    return note(f"{int(warned.sum())} of {len(frame)} {what} carry a warning" + (f" ({detail})" if detail else "")
+                + ". The warning stands in the note beside the figures it concerns.")
+
+
+def _warning_style(value) -> str:
+    return "background:rgba(230,159,0,0.25)" if isinstance(value, str) and value.strip() else ""
+
+
 # --------------------------------------------------------------------------- participants
 
 
@@ -149,28 +207,49 @@ def instruments_section(inp: Inputs) -> str:
     if rel is None:
         out.append(missing("No reliability.csv: run vp analyze (psychometrics step)."))
     else:
+        rel = rel.assign(warning=_warned(rel))
         instr = rel[rel["scope"].astype(str) == "instrument"]
-        cols = ["family", "dimension", "n_items", "n", "alpha", "alpha_ci", "spearman_brown", "omega", "note"]
+        cols = ["family", "dimension", "n_items", "n", "alpha", "alpha_ci", "std_alpha", "spearman_brown", "omega", "note"]
         if instr.empty:
             out.append(missing("No questionnaire reliability: it needs raw PVQ-21 / BFI-10 answers, and this study "
                                "has published scores only (as the public release)."))
         else:
             t = instr.assign(alpha_ci=[fmt_ci(a, b) for a, b in zip(instr["alpha_ci_low"], instr["alpha_ci_high"])])
+            out.append(_warning_line(instr, "questionnaire scales"))
             out.append(table(t[[c for c in cols if c in t.columns]],
                              formats={"n_items": _int, "n": _int, "alpha_ci": str},
-                             headers={"alpha_ci": "alpha 95% CI (Feldt)", "spearman_brown": "Spearman-Brown"},
+                             headers={"alpha_ci": "alpha 95% CI (Feldt)", "spearman_brown": "Spearman-Brown",
+                                      "std_alpha": "standardised alpha", "note": "warnings and notes"},
+                             cell_style={"note": _warning_style},
                              caption="Cronbach's alpha; for two-item scales the Spearman-Brown coefficient is the "
-                                     "better estimate. Short scales like the PVQ-21's are expected to be low (~.4-.6)."))
+                                     "better estimate. Short scales like the PVQ-21's are expected to be low (~.4-.6). "
+                                     "Warnings (negative alpha, items that look reversed, an improper one-factor "
+                                     "model behind omega) stand beside the number they concern."))
         bank = rel[rel["scope"].astype(str) != "instrument"]
         if not bank.empty:
             summ = (bank.groupby(["family", "dimension"], sort=False)
                     .agg(groups=("scope", "nunique"), median_items=("n_items", "median"),
                          median_alpha=("alpha", "median"), min_alpha=("alpha", "min"), max_alpha=("alpha", "max"),
-                         median_omega=("omega", "median")).reset_index())
+                         median_omega=("omega", "median"), with_warning=("warning", "sum")).reset_index())
             summ = _order_dims(summ)
-            out.append(details("Reliability of the item bank's scales (keyed items within each group)",
-                               table(summ, formats={"groups": _int, "median_items": _f(0)})
-                               + details("Every group", table(bank, formats={"n_items": _int, "n": _int}))))
+            every = bank[[c for c in ("family", "dimension", "scope", "n_items", "n", "alpha", "alpha_ci_low",
+                                      "alpha_ci_high", "std_alpha", "omega", "min_item_rest_r", "note")
+                          if c in bank.columns]]
+            body = (_warning_line(bank, "item-bank scales")
+                    + table(summ, formats={"groups": _int, "median_items": _f(0), "with_warning": _int},
+                            headers={"with_warning": "scales with a warning"})
+                    + details("Every group", table(every, formats={"n_items": _int, "n": _int},
+                                                   headers={"note": "warnings and notes",
+                                                            "min_item_rest_r": "lowest item-rest r"},
+                                                   cell_style={"note": _warning_style})))
+            items = inp.csv("reliability_items.csv")
+            if items is not None and not items.empty:
+                body += details("Item statistics (psych's alpha: corrected item-total r, alpha if the item is dropped)",
+                                table(items, formats={"n": _int},
+                                      headers={"item_rest_r": "item-rest r", "alpha_if_dropped": "alpha if dropped",
+                                               "omega_loading": "one-factor loading"},
+                                      cell_style={"item_rest_r": lambda v: _warning_style("x") if pd.notna(v) and v < 0 else ""}))
+            out.append(details("Reliability of the item bank's scales (keyed items within each group)", body))
     out.append("<h3>Mean value profile</h3>")
     scores = inp.scores
     if scores is None:
@@ -623,22 +702,26 @@ def factor_analyses(inp: Inputs) -> str:
                                "PVQ-21 answers, which this study does not have."))
         else:
             out.append(table(whole[label_cols + fit_cols + [c for c in ("note",) if c in cfa.columns]], formats=fmts,
-                             headers={"rmsea_ci": "RMSEA 90% CI"}, caption="Questionnaire models (ML, semopy; "
-                             "indices as lavaan reports them)."))
+                             headers={"rmsea_ci": "RMSEA 90% CI", "note": "warnings and notes"},
+                             cell_style={"note": _warning_style}, caption="Questionnaire models (ML as lavaan's "
+                             "defaults: variances unbounded; indices as lavaan reports them)."))
         k = cfa[keyed]
         if not k.empty:
             informative = k[k["df"].fillna(0) > 0]
             good = ((informative["cfi"] >= 0.95) & (informative["rmsea"] <= 0.06) & (informative["srmr"] <= 0.08))
-            notes = k["note"].fillna("").astype(str) if "note" in k.columns else pd.Series("", index=k.index)
+            notes = _text(k["note"]) if "note" in k.columns else pd.Series("", index=k.index)
             out.append(para(f"One-factor models of each dimension's keyed items within a group: {len(k)} models, "
                             f"{len(informative)} with df > 0; {int(good.sum())} of these meet CFI ≥ .95, "
                             f"RMSEA ≤ .06 and SRMR ≤ .08 together (Hu & Bentler 1999). "
-                            f"{int(notes.str.contains('Heywood').sum())} show a Heywood case; "
-                            f"{int(notes.str.contains('just identified').sum())} are just identified."))
+                            f"{int(notes.str.contains('just identified').sum())} are just identified. "
+                            f"Variances are not bounded (lavaan's default), so an improper solution shows as one."))
+            out.append(_warning_line(k.assign(note=notes), "one-factor models"))
             out.append(details("All one-factor models of keyed items",
                                table(_order_dims(k[label_cols + fit_cols + [c for c in ("n_indicators", "note")
                                                                            if c in k.columns]])
-                                     if "family" in k.columns else k, formats=fmts, headers={"rmsea_ci": "RMSEA 90% CI"})))
+                                     if "family" in k.columns else k, formats=fmts,
+                                     headers={"rmsea_ci": "RMSEA 90% CI", "note": "warnings and notes"},
+                                     cell_style={"note": _warning_style})))
     efa = inp.csv("efa_loadings.csv")
     out.append("<h3>Exploratory factor analyses</h3>")
     if efa is None:
@@ -646,26 +729,38 @@ def factor_analyses(inp: Inputs) -> str:
     elif efa.empty:
         out.append(para("efa_loadings.csv is empty: no group had enough raters for an EFA."))
     else:
+        status = efa["status"] if "status" in efa.columns else pd.Series("fitted", index=efa.index)
         g = efa.groupby("group_id", sort=True)
         summ = g.agg(items=("item", "nunique"), **{c: (c, "first") for c in
                                                   ("n", "n_factors", "kmo", "bartlett_chi2", "bartlett_df", "bartlett_p", "note")
                                                   if c in efa.columns}).reset_index()
+        skipped = efa.loc[status == "skipped", "group_id"].unique()
+        summ.loc[summ["group_id"].isin(skipped), "items"] = np.nan
+        if len(skipped):
+            out.append(note(f"{len(skipped)} of {efa['group_id'].nunique()} groups were not factored: a factor model "
+                            f"of them would mean nothing (no more raters than items, a singular correlation matrix, "
+                            f"or KMO below the threshold). The reason for each is in the table."))
         out.append(table(summ, formats={"items": _int, "n": _int, "n_factors": _int, "bartlett_chi2": _f(1),
                                         "bartlett_df": _int, "bartlett_p": fmt_p, "kmo": _f(2)},
-                         headers={"n_factors": "factors (parallel analysis)", "kmo": "KMO"},
+                         headers={"n_factors": "factors (parallel analysis)", "kmo": "KMO", "note": "warnings and notes"},
+                         cell_style={"note": _warning_style},
                          caption="Item ratings within each group: factors retained by Horn's parallel analysis, "
                                  "oblimin rotation. KMO below .5 means the ratings share too little for a factor "
                                  "model, as expected with about 45 raters for 40 items."))
         blocks = []
-        for gid, part in g:
+        for gid, part in efa[status != "skipped"].groupby("group_id", sort=True):
             wide = part.pivot_table(index="item", columns="factor", values="loading", sort=False)
+            if "communality" in part.columns:
+                wide["h2"] = part.groupby("item", sort=False)["communality"].first()
+            factors = [c for c in wide.columns if c != "h2"]
             lim = 1.0
             blocks.append(details(f"Loadings in {gid}", table(
                 wide.reset_index(), formats={c: _f(2) for c in wide.columns},
                 cell_style={c: (lambda v: diverging_bg(v, lim) if pd.notna(v) and abs(v) >= 0.3 else "")
-                            for c in wide.columns},
-                caption="Loadings with |loading| ≥ .30 shaded.")))
-        out.append(details("Loadings per group", "".join(blocks)))
+                            for c in factors},
+                caption="Pattern loadings with |loading| ≥ .30 shaded; h2 the communality, diag(Λ Φ Λᵀ).")))
+        if blocks:
+            out.append(details("Loadings per group", "".join(blocks)))
     return "".join(out)
 
 
