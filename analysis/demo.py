@@ -350,6 +350,8 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
     rec.update(compare_designs(sim, demo_config(seed, quick), out, alpha, design, processed, waves))
     # Fresh samples of raters for the one-stage study (the replicates describe its precision).
     rec["rater_replicates"] = rater_replicates(sim, out, replicates, alpha) if design == "one-stage" else None
+    if design == "two-stage" and replicates:
+        _say("  (--replicates: fresh samples of raters for the one-stage study only; none with --design two-stage)")
     rec["seconds"] = round(time.perf_counter() - start, 1)
     write_json_atomic(rec, out / "recovery.json")
     step("writing the validation report")

@@ -434,8 +434,9 @@ def plan_wave(items: pd.DataFrame, *, budget_participants: int, items_per_partic
     pairs expected at >= the threshold; pairs a little below it are rejected by BH too and
     raise its level, so the calculation errs towards more raters.
     """
-    if budget_participants < 1:
-        raise InputError(f"--budget-participants: {budget_participants} must be at least 1")
+    if budget_participants < 5:
+        raise InputError(f"--budget-participants: {budget_participants} must be at least 5 (a correlation test "
+                         "needs more than 4 raters)")
     if items_per_participant < 1:
         raise InputError(f"--items-per-participant: {items_per_participant} must be at least 1")
     if not 0 <= exclusion_share < 1:

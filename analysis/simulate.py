@@ -1135,7 +1135,7 @@ def simulate_two_stage(config: SimulationConfig, db, *, screen_raters: int = 20,
     if screen_raters < 4:
         raise InputError(f"two-stage simulation: screen_raters: {screen_raters} must be at least 4")
     budget = (total - screen_cost) // config.items_per_group
-    if budget < 4:
+    if budget < 5:
         raise InputError(f"two-stage simulation: total_ratings: {total} leaves {total - screen_cost} ratings after "
                          f"screening ({screen_cost}): not enough for a confirmation wave")
     base = 10_000 + 2 * (config.raters_seed or 0)

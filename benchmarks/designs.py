@@ -92,6 +92,8 @@ def main() -> None:
           f"confirmation keyed {full_plan['confirm_recall'].mean():.2f} of those; the same confirmation wave given the "
           f"items with the strongest true relations (a perfect screen) keys recall {full_plan['oracle_recall'].mean():.3f} "
           f"(precision {full_plan['oracle_precision'].mean():.3f})")
+    print(f"the planner's empirical-Bayes count of strong pairs among the candidates: {full_plan['expected_in_candidates'].mean():.1f} "
+          f"expected, {full_plan['strong_in_candidates'].mean():.1f} true (it sizes the FDR level of the power calculation)")
     print(f"\nplans at full cost: candidates {full_plan['candidates'].mean():.0f} "
           f"({full_plan['candidates'].min()}-{full_plan['candidates'].max()}), confirmation groups "
           f"{full_plan['confirm_groups'].mean():.1f}, confirmed items {full_plan['confirmed'].mean():.1f}; "
@@ -130,6 +132,7 @@ def _limits(out: dict, truth: pd.DataFrame, config, work: Path) -> dict:
             skip=tuple(OPTIONAL_STEPS), jobs=1, log=lambda line: None)
     rec = selection_recovery(pd.read_csv(work / "oracle" / "selection.csv", dtype={"portrait_id": str}), truth)
     return {"screen_recall": len(kept) / len(strong), "confirm_recall": len(hits) / max(len(kept), 1),
+            "strong_in_candidates": len(kept), "expected_in_candidates": waves.plan.figures["expected_strong_pairs"],
             "oracle_recall": rec["recall"], "oracle_precision": rec["precision"]}
 
 

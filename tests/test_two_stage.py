@@ -15,6 +15,8 @@ from analysis.simulate import SimulationConfig, simulate_study, simulate_two_sta
 from valueportrait.cli import main
 from valueportrait.storage import open_db
 
+from test_report import browser  # noqa: F401  (the Chromium fixture)
+
 PAIR = ["portrait_id", "option_id", "family", "dimension"]
 CONFIG = SimulationConfig(seed=5, n_groups=4, population_n=0)
 
@@ -190,3 +192,16 @@ def test_the_report_explains_the_design_and_shows_the_funnel(waves, tmp_path):
     methods = html.unescape(text[text.index('id="methods"'):])
     assert "selection and confirmation used disjoint raters" in methods
     assert "over the candidate items' pairs only" in methods
+
+
+@pytest.mark.browser
+def test_the_two_stage_report_in_chromium(waves, tmp_path, browser):
+    from test_report import check_page, open_in_browser
+
+    from analysis.report import write_report
+
+    ts, db, out, *_ = waves
+    path = write_report(out, tmp_path / "two_stage.html", db=db)
+    result = open_in_browser(browser, path, "two_stage")
+    check_page(result, simulated=False, two_stage=True)  # every section in order, the design's included; figures load
+    assert "Candidates (" in result["text"]
