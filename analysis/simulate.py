@@ -1102,7 +1102,7 @@ class TwoStageSimulation:
         return int(len(self.screen.ratings) + len(self.confirm.ratings))
 
 
-def simulate_two_stage(config: SimulationConfig, db, *, screen_raters: int = 20, total_ratings: int | None = None,
+def simulate_two_stage(config: SimulationConfig, db, *, screen_raters: int = 24, total_ratings: int | None = None,
                        study_id: str = "demo", confirm_id: str | None = None, threshold: float = 0.3,
                        alpha: float = 0.05, power: float = 0.8, rho: float | None = None,
                        permutations: int = 200) -> TwoStageSimulation:

@@ -54,7 +54,7 @@ def main() -> None:
     parts = study.participations[["participant_id", "group_id"]]
     for sample in range(args.samples):
         rng = np.random.default_rng([args.seed, sample])
-        order = parts.groupby("group_id", group_keys=False).apply(lambda g: g.iloc[rng.permutation(len(g))])
+        order = parts.assign(_key=rng.random(len(parts))).sort_values(["group_id", "_key"])[["participant_id", "group_id"]]
         rank = order.groupby("group_id").cumcount()
         screen = order[rank < args.screen]
         confirm = order[(rank >= args.screen) & (rank < args.screen + args.confirm)]
