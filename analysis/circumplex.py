@@ -37,6 +37,34 @@ def value_angles(shared_wedge: bool = False) -> pd.Series:
     return pd.Series(np.array(slots) * 40.0, index=list(CIRCLE))
 
 
+def cosine_r_squared(r: np.ndarray, angles_deg) -> np.ndarray:
+    """R^2 of the cosine fit e + a cos(theta - delta) to correlations `r` (..., values), vectorised.
+
+    The fit is linear in (e, b1, b2) with the design [1, cos theta, sin theta], so the fitted
+    values are ``r @ H`` with H the design's projection matrix, and
+    R^2 = 1 - SS_res / SS_tot over the last axis. Works on any leading shape (items,
+    permutations x items, ...); NaN where a row has a missing value or no variation.
+
+    Examples
+    --------
+    >>> theta = np.arange(10) * 36.0
+    >>> round(float(cosine_r_squared(0.2 * np.cos(np.deg2rad(theta - 72.0)), theta)), 6)
+    1.0
+    """
+    theta = np.deg2rad(np.asarray(angles_deg, dtype=float))
+    design = np.column_stack([np.ones_like(theta), np.cos(theta), np.sin(theta)])
+    hat = design @ np.linalg.pinv(design)          # values x values, symmetric
+    r = np.asarray(r, dtype=float)
+    resid = r - r @ hat
+    dev = r - r.mean(axis=-1, keepdims=True)
+    ss_res, ss_tot = (resid * resid).sum(axis=-1), (dev * dev).sum(axis=-1)
+    # A flat profile has no variation for a cosine to explain: R^2 does not exist. "Flat"
+    # up to rounding: the spread is a few ulps of the values' own size, never exactly 0.
+    flat = ss_tot <= (64 * np.finfo(float).eps) ** 2 * np.maximum((r * r).sum(axis=-1), np.finfo(float).tiny)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flat, np.nan, 1 - ss_res / ss_tot)
+
+
 def structural_summary(
     correlations: pd.DataFrame,
     angles: pd.Series | None = None,
@@ -102,14 +130,7 @@ def structural_summary(
     coef = np.full((len(r), 3), np.nan)
     if complete.any():
         coef[complete] = np.linalg.lstsq(design, r[complete].T, rcond=None)[0].T
-    fitted = coef @ design.T
-    ss_res = ((r - fitted) ** 2).sum(axis=1)
-    ss_tot = ((r - r.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    # A flat profile has no variation for a cosine to explain: R^2 does not exist. "Flat"
-    # up to rounding: the spread is a few ulps of the values' own size, never exactly 0.
-    flat = ss_tot <= (64 * np.finfo(float).eps) ** 2 * np.maximum((r**2).sum(axis=1), np.finfo(float).tiny)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r_squared = np.where(flat, np.nan, 1 - ss_res / ss_tot)
+    r_squared = cosine_r_squared(r, angles[values].to_numpy(float))
     amplitude = np.hypot(coef[:, 1], coef[:, 2])
     displacement = np.mod(np.rad2deg(np.arctan2(coef[:, 2], coef[:, 1])), 360.0)
     # mod of a tiny negative angle rounds to exactly 360.0; keep the range [0, 360).

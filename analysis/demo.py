@@ -216,6 +216,44 @@ def two_stage_design(config, population: pd.DataFrame, workdir: Path, alpha: flo
             "waves": waves, "manifest": manifest, "processed": processed}
 
 
+def _read(processed: Path, name: str) -> pd.DataFrame | None:
+    path = processed / name
+    return pd.read_csv(path, dtype={"portrait_id": str}) if path.exists() else None
+
+
+def chance_and_heldout(processed: Path, population: pd.DataFrame, min_real: float = 0.1) -> dict:
+    """Per family: the chance baseline's false-key share and the held-out rho, beside the truth.
+
+    ``true_false_key_share``: keyed pairs whose population rho is below `min_real`.
+    ``population_rho_of_keyed``: mean population rho of the keyed pairs. The held-out rho
+    estimates the mean population rho of the pairs one half of the raters keys
+    (``population_rho_of_half_keyed``, weighted by selections as the estimate is); keys
+    chosen with all the raters include fewer chance picks, so their mean is a little higher.
+    """
+    key = ["portrait_id", "option_id", "family", "dimension"]
+    pop = population.assign(portrait_id=population["portrait_id"].astype(str))[key + ["population_rho"]]
+    selection, chance = _read(processed, "selection.csv").merge(pop, on=key), _read(processed, "chance.csv")
+    pairs, shrink = _read(processed, "replication.csv"), _read(processed, "replication_shrinkage.csv")
+    out = {}
+    for family in inst.FAMILIES:
+        keyed = selection[selection["family"] == family]
+        row = {"keyed": int(len(keyed)),
+               "true_false_key_share": float((keyed["population_rho"] < min_real).mean()) if len(keyed) else None,
+               "population_rho_of_keyed": float(keyed["population_rho"].mean()) if len(keyed) else None}
+        if chance is not None:
+            c = chance[(chance["family"] == family) & (chance["dimension"] == "all")].iloc[0]
+            row.update(chance_false_key_share=None if pd.isna(c["false_key_share"]) else float(c["false_key_share"]),
+                       chance_expected_mean=float(c["expected_mean"]))
+        if pairs is not None and shrink is not None:
+            half = pairs[pairs["family"] == family].merge(pop, on=key)
+            s = shrink[(shrink["family"] == family) & (shrink["dimension"] == "all")].iloc[0]
+            row.update(heldout_rho_mean=float(s["heldout_rho_mean"]),
+                       population_rho_of_half_keyed=float((half["population_rho"] * half["times_selected"]).sum()
+                                                          / half["times_selected"].sum()) if len(half) else None)
+        out[family] = row
+    return out
+
+
 def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha: float) -> dict:
     from analysis.dataset import load_study
     from valueportrait.storage import open_db
@@ -259,6 +297,7 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
         "participant_score_corr_by_value": {k: float(v) for k, v in score_r.items()},
         "llm_profile_rank_corr": profile_rank_corr(llm, true_llm) if len(llm) >= 3 else None,
         "llm_profile_values_scored": int(llm.notna().sum()),
+        "chance_and_heldout": chance_and_heldout(processed, population),
         "definitions": {
             "selection_precision": "share of keyed pairs whose population correlation under the simulation model is >= 0.1",
             "selection_recall": "share of pairs with population correlation >= 0.3 that were keyed",
@@ -266,6 +305,10 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
             "llm_profile_rank_corr": "Spearman between the recovered and the true simulated-LLM centred PVQ profile",
             "rater_replicates": "the same items rated by fresh simulated samples of raters (same truth), analysed the same way: "
                                 "how much the precision of one study varies; pooled = true positives / keyed over all replicates",
+            "chance_and_heldout": "per family: the share of keys chance alone explains (chance.csv) against the true share "
+                                  "of keyed pairs with population rho < 0.1; the held-out rho (replication_shrinkage.csv, "
+                                  "pooled) against the mean population rho of the pairs it describes (keyed by a half of "
+                                  "the raters, weighted by selections) and of the study's keyed pairs",
         },
     }
 
@@ -377,6 +420,12 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
         _say(f"  the same items with {reps['n']} fresh samples of raters: precision {_fmt(r['mean'])} (study rule), "
              f"{_fmt(f['mean'])} (rule + BH FDR; {_fmt(f['min'])} to {_fmt(f['max'])}, "
              f"{f['keyed_per_run']:.0f} pairs keyed per study)")
+    pvq = (rec.get("chance_and_heldout") or {}).get("pvq") or {}
+    if pvq.get("chance_false_key_share") is not None and pvq.get("heldout_rho_mean") is not None:
+        _say(f"  PVQ keys chance alone explains: {_fmt(pvq['chance_false_key_share'])} (truth: "
+             f"{_fmt(pvq['true_false_key_share'])} have population rho < 0.1); held-out rho "
+             f"{_fmt(pvq['heldout_rho_mean'])} (truth: {_fmt(pvq['population_rho_of_half_keyed'])} for keys of half the "
+             f"raters, {_fmt(pvq['population_rho_of_keyed'])} for the study's keys)")
     _say("  designs at equal cost (same items and truth):")
     for name, label in (("one_stage_rule", "one stage, study rule"), ("one_stage_fdr", "one stage, rule + BH FDR"),
                         ("two_stage", "two stages")):

@@ -42,7 +42,7 @@ from scipy import stats
 
 import instruments as inst
 from analysis.circumplex import CIRCLE, structural_summary
-from analysis.correlations import _blocks, _standardised_ranks, spearman_matrix
+from analysis.correlations import spearman_matrix
 from analysis.power import achieved_power, raters_needed
 from valueportrait import DEFAULT_DB
 from valueportrait.errors import InputError
@@ -67,26 +67,18 @@ def permuted_rho(ratings, scores, n_perm: int, rng: np.random.Generator) -> np.n
     Returns
     -------
     ndarray (n_perm, items, dimensions): rho under the null that an item's ratings have
-    nothing to do with the raters' scores. A permutation moves whole score rows, so the
-    ratings' and the scores' own structure (ties, the correlations among the values) is
-    kept; only their link is broken. Ranks do not change under a permutation, so each
-    column is ranked once and every permutation is one batched product. Within a block of
-    raters with the same missing-data pattern (:func:`analysis.correlations._blocks`) the
-    rows are permuted among themselves.
+    nothing to do with the raters' scores, by the chance baseline's machinery
+    (:func:`analysis.chance.permuted_correlations`): a permutation moves whole score rows,
+    so the ratings' and the scores' own structure (ties, the correlations among the values)
+    is kept and only their link is broken; with complete data each batch of permutations is
+    one product of ranks computed once.
     """
+    from analysis.chance import permutation_rows, permuted_correlations
+
     x = np.asarray(ratings, dtype=float)
     y = np.asarray(scores, dtype=float)
-    out = np.full((n_perm, x.shape[1], y.shape[1]), np.nan)
-    for rows, ci, cd in _blocks(x, y):
-        m = int(rows.sum())
-        if m < 3 or not len(ci) or not len(cd):
-            continue
-        zx = _standardised_ranks(x[rows][:, ci])                      # (m, items)
-        zy = _standardised_ranks(y[rows][:, cd])                      # (m, dims)
-        order = rng.permuted(np.broadcast_to(np.arange(m), (n_perm, m)), axis=1)
-        rho = np.einsum("mi,bmd->bid", zx, zy[order], optimize=True)
-        out[np.ix_(np.arange(n_perm), ci, cd)] = np.clip(rho, -1.0, 1.0)
-    return out
+    orders = permutation_rows(x.shape[0], n_perm, rng)
+    return np.concatenate([rho for rho, _ in permuted_correlations(x, y, orders)], axis=0)
 
 
 def _item_statistics(rho: np.ndarray, dims: list[str], keying: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 Reads one study from the database and writes, into the output folder, ``quality.csv``,
 ``correlations.csv``, ``selection.csv``, ``item_bank.json``, the psychometric tables
 (``reliability.csv``, ``cfa_fit.csv``, ``efa_loadings.csv``, ``power.csv``,
-``replication.csv`` with ``replication_shrinkage.csv``, ``circumplex.csv``) and
+``replication.csv`` with ``replication_shrinkage.csv``, ``circumplex.csv``), the chance
+baseline (``chance.csv``, ``chance_distributions.csv``, ``chance_circumplex.csv``) and
 ``manifest.json`` (settings, tool version, a hash of the input data, counts), each written
 atomically.
 
@@ -221,6 +222,22 @@ def step_circumplex(ctx: Context) -> None:
     ctx.write_csv("circumplex.csv", circumplex_table(ctx.correlations))
 
 
+def step_chance(ctx: Context) -> None:
+    from analysis.chance import chance_baseline, study_groups
+
+    s = ctx.settings
+    result = chance_baseline(study_groups(ctx.study, ctx.included), permutations=s["permutations"],
+                             threshold=s["threshold"], alpha=s["alpha"], keying=s["keying"], seed=s["seed"])
+    ctx.write_csv("chance.csv", result.table)
+    ctx.write_csv("chance_distributions.csv", result.distributions)
+    if len(result.circumplex):
+        ctx.write_csv("chance_circumplex.csv", result.circumplex)
+        ctx.counts["chance_circumplex"] = result.circumplex_counts()
+    ctx.counts["chance"] = result.counts()
+    for line in result.summary_lines() + [f"chance: {n}" for n in result.notes]:
+        ctx.log(line)
+
+
 def step_intended(ctx: Context) -> None:
     from analysis.intended import intended_value_check, intended_values, summary
 
@@ -249,6 +266,7 @@ STEPS: list[Step] = [
     ("cfa", step_cfa, False),
     ("replication", step_replication, False),
     ("circumplex", step_circumplex, False),
+    ("chance", step_chance, False),
     ("intended", step_intended, False),
 ]
 OPTIONAL_STEPS = [name for name, _, required in STEPS if not required]
@@ -259,16 +277,19 @@ STEP_FILES = {
     "reliability": ("reliability.csv", "reliability_items.csv"), "power": ("power.csv",), "efa": ("efa_loadings.csv",),
     "cfa": ("cfa_fit.csv",), "replication": ("replication.csv", "replication_shrinkage.csv"),
     "circumplex": ("circumplex.csv",), "intended": ("intended_values.csv",),
+    "chance": ("chance.csv", "chance_distributions.csv", "chance_circumplex.csv"),
 }
 #: Written by the two-stage design's selection only: a one-stage run in the same folder removes it.
 DESIGN_FILES = ("design.csv",)
 STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 #: Rough relative cost on the release, to start the longest optional steps first.
-STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "power": 0, "circumplex": 0, "intended": 0}
+STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "chance": 1, "power": 0, "circumplex": 0,
+             "intended": 0}
 
 
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100, efa_min_kmo: float = 0.5,
+            permutations: int = 200,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
             progress: bool = False, design: str = "one-stage", screen: str | None = None, confirm: str | None = None,
             log: Callable[[str], None] | None = None) -> dict:
@@ -282,6 +303,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         also keys strong negative correlations, reversed).
     bootstrap, seed : resamples for the percentile intervals (0: none) and the seed of every random step.
     splits : random split-halves of each group's raters for the replication step.
+    permutations : permutations of the scores within each group for the chance baseline
+        (``chance.csv``); 0 leaves the chance step out.
     study_id : the study (default: the only one in the database).
     quality : the quality-control rules and thresholds (default: all rules, default thresholds).
     skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
@@ -302,6 +325,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--splits: {splits} must be at least 1")
     if bootstrap < 0:
         raise InputError(f"--bootstrap: {bootstrap} is negative")
+    if permutations < 0:
+        raise InputError(f"--permutations: {permutations} is negative")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha: {alpha} is outside (0, 1)")
     if not 0 <= efa_min_kmo <= 1:
@@ -337,10 +362,13 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         finally:
             db.conn.execute("COMMIT")
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
-                "seed": seed, "splits": splits, "efa_min_kmo": efa_min_kmo, "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
+                "seed": seed, "splits": splits, "efa_min_kmo": efa_min_kmo, "permutations": permutations,
+                "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
                 "design": design, **({"screen": waves.screen.study_id, "confirm": sid} if design == "two-stage" else {})}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    if permutations == 0 and "chance" not in skip:
+        skip = (*skip, "chance")
     steps = {name: {"status": "skipped"} for name, _, _ in STEPS if name in skip}
     core = [step for step in STEPS if step[2]]
     if design == "two-stage":
@@ -520,6 +548,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
     parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
+    parser.add_argument("--permutations", type=int, default=200,
+                        help="permutations of the scores within groups for the chance baseline (0: off)")
     parser.add_argument("--efa-min-kmo", type=float, default=0.5,
                         help="groups whose KMO is below this are not factored (Kaiser 1974: below .5 unacceptable)")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
@@ -541,6 +571,6 @@ def run(args) -> int:
         raise InputError(f"quality options: {exc}") from None
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
             bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs,
-            efa_min_kmo=args.efa_min_kmo, quality=options, skip=skip,
+            efa_min_kmo=args.efa_min_kmo, permutations=args.permutations, quality=options, skip=skip,
             progress=not args.no_progress, design=args.design, screen=args.screen, confirm=args.confirm)
     return 0

@@ -2,8 +2,25 @@
 
 Choosing the items whose rho passes 0.3 and then quoting that same rho reuses the raters
 twice: the chosen correlations are biased upwards (the winner's curse). Here each group's
-raters are split at random into two halves, many times: pairs are selected on half A with
-the usual rule and their rho is measured on half B, which played no part in choosing them.
+raters are split at random into two halves, many times, and each split is used both ways:
+pairs are selected on one half with the usual rule and their rho is measured on the other
+half, which played no part in choosing them (Mosier's double cross-validation).
+
+What the figures mean
+---------------------
+One *selection* is one half keying one pair in one split. Every figure below averages over
+selections, and in each selection the measuring half is disjoint from the selecting one.
+
+- Per dimension (``replication_shrinkage.csv``, one row per dimension and one ``all`` row
+  per family): ``heldout_rho_mean`` is the honest estimate of how strongly the rule's keys
+  really relate to the dimension. It describes keys chosen with half the raters, which
+  include more chance picks than keys chosen with all of them, so for the study's own keys
+  it errs low.
+- Per pair (``replication.csv``): how often a half keyed the pair and how it did on the
+  other half. These describe the pair's stability under resampling. For a pair chosen
+  because it is keyed on all the raters, its ``heldout_rho_mean`` is *not* held out: the
+  full sample that chose it contains both halves (on scores shuffled within groups, keyed
+  pairs average about .2 there). Do not average it over the keyed pairs.
 """
 
 from __future__ import annotations
@@ -98,19 +115,24 @@ def split_half_replication(
     Returns
     -------
     dict
-        ``pairs``: one row per item and dimension selected in at least one split, with
-        ``times_selected`` (splits in which half A selected it), ``replication_rate`` (of
-        those, the share in which half B passes the same rule), ``heldout_rho_mean`` (mean
-        rho in half B over those splits), ``selected_rho_mean`` (mean rho in half A),
-        ``full_rho`` and ``keyed_full`` (the pair's rho and keying on all the group's raters).
-        ``shrinkage``: per dimension over all groups and splits, the mean selected rho in A,
-        the mean held-out rho in B and their difference ``shrinkage``.
+        ``pairs``: one row per item and dimension selected by at least one half, with
+        ``times_selected`` (selections: halves that keyed it, out of 2 x `splits`),
+        ``replication_rate`` (of those, the share in which the other half passes the same
+        rule), ``heldout_rho_mean`` (mean rho in the other half over those selections),
+        ``selected_rho_mean`` (mean rho in the selecting halves), ``full_rho`` and
+        ``keyed_full`` (the pair's rho and keying on all the group's raters).
+        ``shrinkage``: per dimension, and per family (``dimension = "all"``), over all
+        groups, splits and selections: ``n_selections``, the mean rho in the selecting
+        halves, the mean held-out rho and their difference ``shrinkage``, and the share of
+        selections that replicate.
 
     Notes
     -----
-    Half B has about half the raters, so the same p < alpha rule is harder to pass there:
-    ``replication_rate`` is a strict criterion; ``heldout_rho_mean`` is the unbiased
-    estimate of a selected pair's correlation. Spearman's rho comes from
+    A half has about half the raters, so the same p < alpha rule is harder to pass there:
+    ``replication_rate`` is a strict criterion. ``heldout_rho_mean`` of the shrinkage
+    table, pooled over selections, is the unbiased estimate of the correlation of the pairs
+    the rule keys with half the raters; per pair it is a stability figure, biased upwards
+    for pairs chosen by their full-sample rho (see the module's notes). Spearman's rho comes from
     :func:`analysis.correlations.spearman_matrix` (ranks within the half, one matrix
     product), so missing ratings or scores drop a rater from that pair only.
 
@@ -145,15 +167,17 @@ def split_half_replication(
         rho_a_sum = np.zeros(shape)
         rho_b_sum = np.zeros(shape)
         for rho_a, p_a, rho_b, p_b in _split_correlations(x, y, halves):
-            chosen = _passes(rho_a, p_a, threshold, alpha, keying)
-            direction = np.sign(rho_a) if keying == "abs" else np.ones_like(rho_a)
-            again = _passes(rho_b, p_b, threshold, alpha, keying)
-            if keying == "abs":
-                again &= np.sign(rho_b) == direction
-            selected_count += chosen.sum(axis=0)
-            replicated += (chosen & again).sum(axis=0)
-            rho_a_sum += np.where(chosen, rho_a * direction, 0.0).sum(axis=0)
-            rho_b_sum += np.where(chosen, np.nan_to_num(rho_b) * direction, 0.0).sum(axis=0)
+            # Each split both ways: A selects and B measures, then B selects and A measures.
+            for sel_rho, sel_p, out_rho, out_p in ((rho_a, p_a, rho_b, p_b), (rho_b, p_b, rho_a, p_a)):
+                chosen = _passes(sel_rho, sel_p, threshold, alpha, keying)
+                direction = np.sign(sel_rho) if keying == "abs" else np.ones_like(sel_rho)
+                again = _passes(out_rho, out_p, threshold, alpha, keying)
+                if keying == "abs":
+                    again &= np.sign(out_rho) == direction
+                selected_count += chosen.sum(axis=0)
+                replicated += (chosen & again).sum(axis=0)
+                rho_a_sum += np.where(chosen, sel_rho * direction, 0.0).sum(axis=0)
+                rho_b_sum += np.where(chosen, np.nan_to_num(out_rho) * direction, 0.0).sum(axis=0)
         full = spearman_matrix(x, y)
         full_rho = full.rho.to_numpy()
         keyed_full = _passes(full_rho, full.p_value.to_numpy(), threshold, alpha, keying)
@@ -189,11 +213,18 @@ def split_half_replication(
     pairs = pd.concat(pair_frames, ignore_index=True) if pair_frames else pd.DataFrame(columns=PAIR_COLUMNS)
     if shrink_parts:
         totals = pd.concat(shrink_parts).groupby("dimension", sort=False).sum().reindex(dims)
+        family_of = pd.Series([families[d] for d in dims], index=dims)
+        blocks = []  # per family: its dimensions, then the family pooled (dimension "all")
+        for fam in dict.fromkeys(family_of):
+            part = totals[family_of == fam]
+            blocks += [part.assign(family=fam), part.sum().to_frame("all").T.assign(family=fam)]
+        totals = pd.concat(blocks).rename_axis("dimension").reset_index()
+        totals = totals.astype({c: float for c in ("n_selections", "rho_a", "rho_b", "replicated")})
         with np.errstate(invalid="ignore", divide="ignore"):
             shrinkage = pd.DataFrame(
                 {
-                    "family": [families[d] for d in dims],
-                    "dimension": dims,
+                    "family": totals.family.to_numpy(),
+                    "dimension": totals.dimension.to_numpy(),
                     "n_selections": totals.n_selections.astype(int).to_numpy(),
                     "selected_rho_mean": (totals.rho_a / totals.n_selections).to_numpy(),
                     "heldout_rho_mean": (totals.rho_b / totals.n_selections).to_numpy(),

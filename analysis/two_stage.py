@@ -164,6 +164,12 @@ def step_selection(ctx) -> None:
     design = design_table(ctx)
     ctx.write_csv("design.csv", design)
     ctx.design = design_summary(ctx, design)
+    if s.get("permutations", 200):
+        ctx.design["chance"] = chance_keys(ctx.study, ctx.included, chosen, permutations=s.get("permutations", 200),
+                                           threshold=s["threshold"], alpha=s["alpha"], keying=s["keying"], seed=s["seed"])
+        ctx.log("two-stage keys against chance: " + ", ".join(
+            f"{fam} {c['observed']} keyed, {c['expected_mean']:.1f} [{c['expected_low']:.0f}-{c['expected_high']:.0f}] "
+            "by chance" for fam, c in ctx.design["chance"].items()))
     f = ctx.design["funnel"]
     ctx.log(f"two-stage funnel: {f['screened']} items screened, {f['candidates']} candidates, {f['confirmed']} confirmed "
             f"({f['screened_out']} screened out)")
@@ -227,6 +233,76 @@ def design_summary(ctx, design: pd.DataFrame) -> dict:
                    "each family over the candidate items' pairs"),
         "threshold": s["threshold"], "alpha": s["alpha"],
     }
+
+
+def bh_rows(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values of every row of `p` at once (rows x tests; NaN stays NaN).
+
+    Row by row the same as :func:`analysis.correlations.bh_q_values` (statsmodels' ``fdr_bh``):
+    sort, ``p_(i) m / i``, running minimum from the largest down, capped at 1.
+    """
+    p = np.asarray(p, dtype=float)
+    ok = ~np.isnan(p)
+    m = ok.sum(axis=1, keepdims=True)
+    filled = np.where(ok, p, np.inf)
+    order = np.argsort(filled, axis=1, kind="stable")
+    ranked = np.take_along_axis(filled, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        q = ranked * m / np.arange(1, p.shape[1] + 1)[None, :]
+    q = np.minimum(np.minimum.accumulate(q[:, ::-1], axis=1)[:, ::-1], 1.0)
+    out = np.empty_like(q)
+    np.put_along_axis(out, order, q, axis=1)
+    return np.where(ok, out, np.nan)
+
+
+def chance_keys(study, included: pd.DataFrame, selection: pd.DataFrame, *, permutations: int = 200,
+                threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos", seed: int = 0,
+                level: float = 0.95) -> dict:
+    """What the two-stage keying rule keys by chance among the candidates.
+
+    The confirmation raters' scores are permuted within each group (the chance baseline's
+    machinery, :mod:`analysis.chance`): every item-score relation is broken, everything else
+    kept. Each permutation is keyed exactly as the data were (rho >= threshold, p < alpha,
+    BH q < alpha within each family over all candidate pairs), all permutations at once.
+
+    Returns
+    -------
+    ``{family: {observed, expected_mean, expected_low, expected_high}}``: keyed pairs in the
+    data and by chance (mean and the central `level` range over permutations).
+    """
+    from analysis.chance import permutation_rows, permuted_correlations, study_groups
+    from analysis.correlations import spearman_p
+
+    families = study.scores.columns.get_level_values("family").to_numpy()
+    rho_parts, n_parts = [], []
+    for k, (gid, ratings, scores) in enumerate(study_groups(study, included)):
+        x, y = ratings.to_numpy(float), scores.to_numpy(float)
+        keep = ~np.isnan(y).all(axis=1)
+        x, y = x[keep], y[keep]
+        if len(x) < 3 or x.shape[1] == 0:
+            continue
+        orders = permutation_rows(len(x), permutations, np.random.default_rng([seed, k, 2]))
+        batches = list(permuted_correlations(x, y, orders))
+        rho_parts.append(np.concatenate([r for r, _ in batches], axis=0))
+        n_parts.append(np.concatenate([np.broadcast_to(n, r.shape) for r, n in batches], axis=0))
+    out = {}
+    if not rho_parts:
+        return out
+    rho, n = np.concatenate(rho_parts, axis=1), np.concatenate(n_parts, axis=1)   # (perms, items, dims)
+    p = spearman_p(rho, n)
+    strength = np.abs(rho) if keying == "abs" else rho
+    tail = (1 - level) / 2
+    for family in dict.fromkeys(families):
+        cols = families == family
+        p_f = p[:, :, cols].reshape(permutations, -1)
+        q_f = bh_rows(p_f)
+        with np.errstate(invalid="ignore"):
+            keyed = (strength[:, :, cols].reshape(permutations, -1) >= threshold) & (p_f < alpha) & (q_f < alpha)
+        counts = keyed.sum(axis=1)
+        low, high = np.quantile(counts, [tail, 1 - tail])
+        out[family] = {"observed": int((selection["family"] == family).sum()), "expected_mean": float(counts.mean()),
+                       "expected_low": float(low), "expected_high": float(high)}
+    return out
 
 
 #: The two-stage design's core steps: same names as the one-stage ones, so the manifest lists them alike.

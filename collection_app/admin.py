@@ -84,6 +84,29 @@ def export_csv(db: StudyDB, study: Study, table: str) -> bytes:
     return df.to_csv(index=False).encode("utf-8")
 
 
+def prolific_section(db: StudyDB, study: Study) -> None:
+    """What the last `vp prolific sync` (or `review`) found: the reconciliation and the review plan."""
+    from collection_app.prolific import KINDS, latest_sync
+
+    st.subheader("Prolific")
+    syncs = latest_sync(db, study.study_id)
+    if not syncs:
+        st.caption("No Prolific sync yet: run `vp prolific sync --db FILE --prolific-study ID`.")
+        return
+    for sync in syncs:
+        plan, rec = sync["plan"], sync["reconciliation"]
+        counts = plan["decision"].value_counts() if len(plan) else {}
+        st.caption(f"Prolific study {sync['prolific_study_id']}, synced {sync['synced_at']}: {sync['submissions']} "
+                   f"submissions. Review plan: approve {counts.get('approve', 0)}, reject {counts.get('reject', 0)}, "
+                   f"manual review {counts.get('manual', 0)}.")
+        found = {KINDS[k]: int((rec["kind"] == k).sum()) if len(rec) else 0 for k in KINDS}
+        st.dataframe(pd.DataFrame({"check": list(found), "found": list(found.values())}), hide_index=True)
+        if len(rec):
+            st.dataframe(rec, hide_index=True)
+        if len(plan):
+            st.dataframe(plan[plan["decision"] != "none"], hide_index=True)
+
+
 def render(study: Study, db_path: str) -> None:
     st.html('<div data-vp-page="admin"></div>')
     st.title(f"Admin: {study.spec.title}")
@@ -124,6 +147,7 @@ def render(study: Study, db_path: str) -> None:
         st.dataframe(checks, hide_index=True)
         st.subheader("Participants")
         st.dataframe(participants_overview(db, study, include_tests), hide_index=True)
+        prolific_section(db, study)
         st.subheader("Exports (CSV)")
         cols = st.columns(3)
         for n, table in enumerate(EXPORTS):

@@ -129,10 +129,11 @@ def assign_group(db: StudyDB, study: Study, participant_id: str, *, test_mode: b
         return Assignment(group, new=True)
 
 
-def decline_token(study: Study, participant_id: str) -> str:
+def decline_token(study: Study | str, participant_id: str) -> str:
     """What a decline stores instead of the platform id: a one-way hash, enough to know the
-    same link again, not to read who it was."""
-    digest = hashlib.sha256(f"{study.study_id}\0{participant_id}".encode()).hexdigest()
+    same link again, not to read who it was. `study` is the study or its id."""
+    study_id = study if isinstance(study, str) else study.study_id
+    digest = hashlib.sha256(f"{study_id}\0{participant_id}".encode()).hexdigest()
     return f"declined-{digest[:32]}"
 
 

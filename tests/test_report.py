@@ -186,7 +186,7 @@ def synthetic_processed(root: Path) -> Path:
                                                          "text": f"Query {NASTY}"}, "outputs": outs})
     (out / "item_bank.json").write_text(json.dumps(bank), encoding="utf-8")
     rep = sel[["portrait_id", "option_id", "family", "dimension"]].assign(
-        group_id="g01", times_selected=40, replication_rate=0.6, heldout_rho_mean=0.21, selected_rho_mean=0.41,
+        group_id="g01", times_selected=40, replication_rate=0.6, heldout_rho_mean=0.217, selected_rho_mean=0.41,
         full_rho=sel["rho"].to_numpy(), keyed_full=True)
     rep.to_csv(out / "replication.csv", index=False)
     rel = [{"family": "pvq", "dimension": v, "scope": "instrument", "n_items": 2, "n": 38, "alpha": 0.55,
@@ -278,7 +278,10 @@ def test_synthetic_report_content(tmp_path):
     assert "model-a" in gbias and "Paired radar charts for model-a" in gbias
     assert "No LLM profiles" not in text
     sel = text[text.index('id="selected-items"'):text.index('id="known-truth"')]
-    assert "60%" in sel and "replicated in 60% of splits" in sel
+    assert "60%" in sel and "replicated in 60% of the halves that keyed it" in sel
+    # without chance.csv / replication_shrinkage.csv the section says how to get them, and shows no held-out rho
+    assert "No chance.csv: vp analyze --permutations N" in sel and "No replication_shrinkage.csv" in sel
+    assert "0.217" not in sel and "<th>held-out rho</th>" not in sel  # replication.csv's per-pair mean over keyed pairs is not a held-out figure
     # the simulated study's known truth: recovery.json's figures, and the replicates' figure
     truth = html.unescape(text[text.index('id="known-truth"'):text.index('id="factor-analyses"')])
     assert re.search(r"rule \+ BH FDR</td><td class=\"num\">8</td><td class=\"num\">0\.88</td><td class=\"num\">0\.20</td>"
@@ -440,3 +443,128 @@ def test_demo_report_in_chromium(demo_processed, tmp_path, browser):
     out, db = demo_processed
     path = write_report(out, tmp_path / "demo.html", db=db)
     check_page(open_in_browser(browser, path, "demo"))
+
+
+# --------------------------------------------------------------------------- honest selection (issue 14)
+
+
+class _Tables(html.parser.HTMLParser):
+    """Every table of a page: its caption and its rows of cell texts (header row first)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self._cell: list[str] | None = None
+        self._in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"caption": "", "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "caption":
+            self._in_caption = True
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1]["rows"][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "caption":
+            self._in_caption = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._in_caption and self.tables:
+            self.tables[-1]["caption"] += data
+
+
+def tables_in(text: str, caption_start: str) -> list[pd.DataFrame]:
+    parser = _Tables()
+    parser.feed(text)
+    return [pd.DataFrame(t["rows"][1:], columns=t["rows"][0]) for t in parser.tables
+            if t["caption"].startswith(caption_start)]
+
+
+def test_release_report_honest_selection(release_processed, tmp_path):
+    """The Selected items section shows keys against chance, the pooled held-out rho from
+    replication_shrinkage.csv (never the circular mean over keyed pairs), and a verdict per pair
+    in tables pre-sorted several ways."""
+    out, db = release_processed
+    text = write_report(out, tmp_path / "release.html", db=db).read_text(encoding="utf-8")
+    assert_self_contained(text)  # the sortable table needs no script
+    chance = pd.read_csv(out / "chance.csv").set_index(["family", "dimension"])
+    shrink = pd.read_csv(out / "replication_shrinkage.csv").set_index(["family", "dimension"])
+    pvq = chance.loc[("pvq", "all")]
+    said = f"{pvq.expected_mean:.0f} [{pvq.expected_low:.0f}-{pvq.expected_high:.0f}]"
+    corr_section = text[text.index('id="correlations"'):text.index('id="selected-items"')]
+    assert f"PVQ values: 287 pairs keyed, {said} expected by chance alone" in corr_section
+    assert "Histogram of rho in each family against the permutation band" in corr_section
+
+    selected = text[text.index('id="selected-items"'):text.index('id="known-truth"') if 'id="known-truth"' in text
+                    else text.index('id="factor-analyses"')]
+    (dims,) = tables_in(selected, "Keyed by chance alone")
+    row = dims[(dims["family"] == "PVQ") & (dims["dimension"] == "all")].iloc[0]
+    assert row["keyed pairs"] == "287" and row["keyed by chance alone"] == said
+    assert row["held-out rho"] == f"{shrink.loc[('pvq', 'all'), 'heldout_rho_mean']:.3f}"
+    assert row["false-key share"] == f"{100 * pvq.false_key_share:.0f}%"
+    # Every held-out figure is the pooled one, never the circular mean over the keyed pairs
+    # (keyed on all raters, "held out" on half of them: about .22 on the release).
+    rep = pd.read_csv(out / "replication.csv")
+    circular = rep[rep["keyed_full"]].groupby(["family", "dimension"])["heldout_rho_mean"].mean()
+    assert circular.loc[("pvq", "Power")] > 0.2
+    names = {"PVQ": "pvq", "higher-order": "higher_pvq", "Big Five": "bfi"}
+    for _, r in dims.iterrows():
+        key = (names[r["family"]], r["dimension"].replace("-", "_"))
+        assert r["held-out rho"] == f"{shrink.loc[key, 'heldout_rho_mean']:.3f}", key
+        if key in circular.index:
+            assert r["held-out rho"] != f"{circular.loc[key]:.3f}", key
+
+    views = tables_in(selected, "Every keyed pair")
+    assert len(views) == 5 and all(len(v) == 629 for v in views)  # 287 + 118 + 224 keyed pairs
+    assert len(re.findall(r'<input type="radio"[^>]*>', selected)) == 5
+    assert len(re.findall(r'<input type="radio"[^>]* checked>', selected)) == 1
+    by_rho = views[2]["rho"].astype(float).to_numpy()
+    assert (np.diff(by_rho) <= 0).all()
+    verdicts = views[0]["verdict"]
+    from analysis.selection import VERDICTS
+    assert set(verdicts) <= set(VERDICTS) and (verdicts == VERDICTS[-1]).mean() > 0.8
+    fdr = views[0]["verdict"].str.contains("survives FDR").sum()
+    corr = pd.read_csv(out / "correlations.csv")
+    sel = pd.read_csv(out / "selection.csv").merge(corr, on=["portrait_id", "option_id", "family", "dimension"],
+                                                    suffixes=("", "_c"))
+    assert fdr == (sel["q_value"] < 0.05).sum()
+
+    instruments = text[text.index('id="instruments"'):text.index('id="correlations"')]
+    circ = pd.read_csv(out / "chance_circumplex.csv").set_index("statistic").loc["median_r_squared"]
+    assert (f"median R² {circ.observed:.2f} against {circ.expected_mean:.2f} [{circ.expected_low:.2f}-"
+            f"{circ.expected_high:.2f}] by chance") in instruments
+
+
+@pytest.mark.browser
+def test_verdict_table_sorts_in_chromium_without_scripts(release_processed, tmp_path, browser):
+    out, db = release_processed
+    path = write_report(out, tmp_path / "release.html", db=db)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True, java_script_enabled=False)
+    page = context.new_page()
+    page.goto(path.resolve().as_uri())
+
+    def visible_column(name):
+        tables = [t for t in page.query_selector_all("#selected-items .views .view") if t.is_visible()]
+        assert len(tables) == 1
+        header = [th.inner_text() for th in tables[0].query_selector_all("thead th")]
+        k = header.index(name)
+        return [row.query_selector_all("td")[k].inner_text() for row in tables[0].query_selector_all("tbody tr")]
+
+    page.click("#selected-items summary:has-text('keyed pairs with their verdicts')")
+    dims = visible_column("dimension")
+    assert dims[0] == "Universalism"  # by dimension (circle order) first
+    page.click("label[for='verdicts-v2']")  # "rho", highest first
+    rho = np.array(visible_column("rho"), dtype=float)
+    assert (np.diff(rho) <= 0).all() and len(rho) == 629
+    page.click("label[for='verdicts-v1']")  # "verdict", strongest first
+    verdicts = visible_column("verdict")
+    assert verdicts[0].startswith("keyed, survives FDR") and verdicts[-1] == "keyed, does not replicate"
+    context.close()

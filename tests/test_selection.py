@@ -47,3 +47,22 @@ def test_keying_abs_keys_strong_negatives_as_reversed():
     # threshold and alpha are honoured: rho exactly at the threshold keys, p exactly at alpha does not
     assert len(select(table, threshold=0.35)) == 1
     assert len(select(table, alpha=0.01)) == 0
+
+
+def test_item_verdicts_by_hand():
+    """Four keyed pairs, one per verdict: q against alpha, replication rate against one half."""
+    from analysis.selection import VERDICTS, item_verdicts
+
+    key = pd.DataFrame({"portrait_id": ["1001", "1001", "2002", "2002"], "option_id": [1, 2, 1, 2],
+                        "family": "pvq", "dimension": ["Power", "Power", "Benevolence", "Tradition"]})
+    sel = key.assign(rho=[0.6, 0.5, 0.4, 0.31], p_value=[1e-5, 1e-4, 0.01, 0.04])
+    corr = key.assign(q_value=[0.01, 0.049, 0.3, 0.05])
+    rep = pd.concat([key.iloc[:3], key.iloc[:1].assign(dimension="Tradition", portrait_id="9999")]).assign(
+        times_selected=[150, 40, 12, 7], replication_rate=[0.8, 0.45, 0.5, 1.0])
+    out = item_verdicts(sel, corr, rep, alpha=0.05)
+    assert out["verdict"].tolist() == [VERDICTS[0], VERDICTS[1], VERDICTS[2], VERDICTS[3]]
+    # q = 0.05 is not below alpha; a pair no half keyed (2002/2 is not in replication.csv) does not replicate
+    assert not out.loc[3, "survives_fdr"] and out.loc[3, "times_selected"] == 0 and not out.loc[3, "replicates"]
+    assert list(out.columns[:6]) == SELECTION_COLUMNS and len(out) == len(sel)
+    fdr_only = item_verdicts(sel, corr, None)
+    assert fdr_only["verdict"].tolist() == ["keyed, survives FDR", "keyed, survives FDR", "keyed", "keyed"]

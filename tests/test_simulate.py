@@ -214,10 +214,49 @@ def test_true_values_recovered_and_bfi_links(big):
     _, scores = _scores(big)
     true = big.truth.values.loc[scores.index]
     r = np.array([np.corrcoef(scores[v], true[v])[0, 1] for v in VALUES])
-    assert r.min() > 0.6
+    # Two PVQ items per value with alpha ~.5 and half their content from a neighbouring
+    # value (as real PVQ-21 items): a score tracks its value only moderately (sqrt(.5) = .71
+    # is the ceiling from reliability alone), but more than it tracks any other value.
+    assert r.min() > 0.45
+    cross = scores[VALUES].apply(lambda s: true[VALUES].corrwith(s)).to_numpy()  # true x scored
+    assert (cross.argmax(axis=0) == np.arange(10)).all()
     assert scores["Openness"].corr(scores["Self_Direction"]) > 0.1
     assert scores["Agreeableness"].corr(scores["Benevolence"]) > 0.05
     assert scores["Extraversion"].corr(scores["Stimulation"]) > 0.05
+
+
+def test_pvq_item_content_by_hand():
+    w = S.pvq_item_content(0.5)
+    assert w.shape == (10, 21) and np.allclose(w.sum(axis=0), 1)
+    u, sd, be = VALUES.index("Universalism"), VALUES.index("Self_Direction"), VALUES.index("Benevolence")
+    # Universalism's items 3, 8, 19: the first leans back to Self-Direction, the second on to
+    # Benevolence, the third is Universalism alone.
+    assert w[[u, sd], 2].tolist() == [0.5, 0.5] and w[[u, be], 7].tolist() == [0.5, 0.5] and w[u, 18] == 1
+    assert (S.pvq_item_content(0.0) == (np.arange(10)[:, None] == S.PVQ_ITEM_VALUE[None, :])).all()
+
+
+def test_pvq21_as_unreliable_as_real_data(sim):
+    """The demo's PVQ-21 behaves like real PVQ-21 data, so the report's warnings get exercised.
+
+    Outside figures: two- and three-item PVQ-21 scales give Cronbach's alpha of about .4-.7
+    in real samples (issue 14; the European Social Survey's value scales), and the
+    ten-value CFA does not reach Hu & Bentler's (1999) CFI >= .95 / RMSEA <= .06 comfortably:
+    items cross-load on neighbouring values and neighbouring values correlate near or
+    beyond 1 (Davidov, Schmidt & Schwartz 2008; Beierlein et al. 2012). With items that
+    measure only their own value (the old model) alpha was .70-.84 and the CFA fitted
+    perfectly (CFI 1.000, RMSEA .000); seeds 0..5 now give alpha .44-.69, CFI .90-.94,
+    RMSEA .047-.060 (a check of pingouin's alpha against psych is in test_reliability).
+    """
+    from analysis.cfa import fit_cfa, pvq_value_syntax
+    from analysis.reliability import cronbach_alpha
+
+    good = sim.truth.participants.index[sim.truth.participants["kind"] == "good"]
+    answers = sim.answers_wide().loc[lambda d: d.index.isin(good)]
+    key = inst.default_pvq21().key()
+    alpha = {v: cronbach_alpha(answers[[f"pvq{i}" for i in key[v]]])[0] for v in VALUES}
+    assert all(0.4 <= a <= 0.72 for a in alpha.values()), alpha
+    fit = fit_cfa(answers, pvq_value_syntax())
+    assert fit["cfi"] < 0.95 and fit["rmsea"] > 0.045 and fit["srmr"] > 0.04, fit
 
 
 def test_demographic_group_differences(sim):
@@ -282,13 +321,15 @@ def test_population_truth_shape(sim):
     assert m.to_numpy()[valid].max(axis=1).mean() > m.to_numpy()[~valid].max(axis=1).mean() + 0.1
     # The circle fit of the population rho lies near the loading angle for valid items
     # (the Self-Enhancement rating style pulls it a little, more for the items that follow
-    # the style most: w_i up to ~2), by the SSM formula written out here.
+    # the style most: w_i up to ~2; with PVQ-21 scores as unreliable as real ones the style
+    # link that reproduces the release's is stronger, so the weakest valid items move up
+    # to ~50 degrees), by the SSM formula written out here.
     th = S.circle_angles()
     r = m[VALUES].to_numpy()
     angle = np.rad2deg(np.arctan2(r @ np.sin(th), r @ np.cos(th))) % 360
     np.testing.assert_allclose(angle, items["rho_angle_deg"], atol=1e-6)
     off = np.abs((items["rho_angle_deg"] - items["angle_deg"] + 180) % 360 - 180).to_numpy()
-    assert np.median(off[valid]) < 15 and off[valid].max() < 45
+    assert np.median(off[valid]) < 15 and off[valid].max() < 60
     # Some pairs have real relations, most do not.
     assert 0.005 < (pop.loc[pop["family"] == "pvq", "rho"] >= 0.3).mean() < 0.05
 
@@ -329,7 +370,7 @@ def test_calibrated_to_release(release_dir, sim):
     The simulated figures are computed on the participants the quality rules keep (the
     release is published after exclusions), 44-46 raters per item like the release's 41-48.
     Tolerances come from the spread between seeds of the default study (keyed share
-    4.4-5.8 %, rho SD 0.175-0.186 over seeds 0..5): keyed share within 2.5 points (the
+    4.7-6.1 %, rho SD 0.179-0.192 over seeds 0..5): keyed share within 2.5 points (the
     study rule's null alone keys ~2 %), rho SD within 15 %, each quantile within 0.05,
     each rating share within 3 points.
     """
@@ -361,8 +402,10 @@ def _circle_pattern(scores):
 def test_value_structure_calibrated_to_release(release_dir, sim):
     """Neighbours and opposites on the circle correlate about as much as in the release
     (published centred scores, 569 people: adjacent 0.179, opposite -0.354). Seeds 0..5 of
-    the default give adjacent 0.14-0.19, opposite -0.35 to -0.40; the earlier amplitude
-    (circumplex_a 0.45) gave opposites of -0.42 to -0.44 and fails here. The release's
+    the default give adjacent 0.17-0.22, opposite -0.33 to -0.38 (PVQ items that share
+    content with a neighbouring value raise the adjacent ones; circumplex_a 0.27 keeps the
+    opposite ones at the release's); an amplitude of 0.45 gave opposites of -0.42 to -0.44
+    and fails here. The release's
     Power-Achievement 0.45 stands out from its other neighbours; an equally spaced circle
     cannot give one pair more than the rest, so that is not asked.
     """

@@ -127,6 +127,33 @@ def test_keying_uses_bh_over_the_candidate_pairs_only(waves):
     assert len(keyed) <= ((confirm["rho"] >= 0.3) & (confirm["p_value"] < 0.05)).sum()
 
 
+def test_bh_rows_is_statsmodels_row_by_row():
+    from analysis.two_stage import bh_rows
+
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=(7, 50)) ** 3
+    p[2, [4, 9]] = np.nan
+    p[5, :] = np.nan
+    q = bh_rows(p)
+    for row, got in zip(p, q):
+        ok = ~np.isnan(row)
+        assert np.isnan(got[~ok]).all()
+        if ok.any():
+            np.testing.assert_allclose(got[ok], multipletests(row[ok], method="fdr_bh")[1], rtol=1e-12)
+
+
+def test_keys_stand_beside_what_chance_keys_among_the_candidates(waves):
+    ts, db, out, manifest, _ = waves
+    chance = manifest["design"]["chance"]
+    sel = _csv(out / "selection.csv")
+    assert set(chance) == {"pvq", "higher_pvq", "bfi"}
+    for family, c in chance.items():
+        assert c["observed"] == (sel["family"] == family).sum()
+        assert 0 <= c["expected_low"] <= c["expected_mean"] <= c["expected_high"]
+    # BH over the candidates: chance keys about nothing, the data key many more
+    assert chance["pvq"]["expected_mean"] < 1 and chance["pvq"]["observed"] > chance["pvq"]["expected_high"]
+
+
 def test_the_funnel_reports_screened_out_items(waves):
     ts, db, out, manifest, _ = waves
     design = _csv(out / "design.csv")

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
     "plan-wave": ("analysis.design", "the confirmation wave of a two-stage study, planned from its screening wave"),
+    "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
 }
 
 

@@ -10,16 +10,21 @@ import yaml
 from valueportrait.errors import InputError
 
 
-def read_data_file(path: str | Path, kind: str | None = None) -> object:
-    """The parsed content of a YAML or JSON file (`kind` 'yaml' or 'json'; default: by suffix)."""
-    path = Path(path)
-    kind = kind or ("json" if path.suffix.lower() == ".json" else "yaml")
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """A user's text file; an unreadable or non-UTF-8 file is a one-line error naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding=encoding)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not UTF-8 text: byte {exc.start}") from None
+
+
+def read_data_file(path: str | Path, kind: str | None = None) -> object:
+    """The parsed content of a YAML or JSON file (`kind` 'yaml' or 'json'; default: by suffix)."""
+    path = Path(path)
+    kind = kind or ("json" if path.suffix.lower() == ".json" else "yaml")
+    text = read_text(path)
     try:
         return json.loads(text) if kind == "json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:

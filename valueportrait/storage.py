@@ -27,7 +27,7 @@ import sqlite_utils
 
 from valueportrait.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 30_000
 
 # Tables, keys and meaning. Timestamps are ISO 8601 UTC strings; `seconds` is time taken.
@@ -148,8 +148,81 @@ CREATE INDEX ratings_by_group ON ratings (study_id, group_id);
 CREATE INDEX participations_by_group ON participations (study_id, group_id, status);
 """
 
+# Prolific (`vp prolific`, collection_app/prolific.py): what the platform says, and every
+# state-changing request we make, written down before it is sent (the crash guard). The API
+# token is never stored.
+SCHEMA_V2_PROLIFIC = """
+CREATE TABLE prolific_studies (          -- our study and the Prolific study `vp prolific create` made for it
+    study_id TEXT PRIMARY KEY,
+    prolific_study_id TEXT UNIQUE,       -- NULL between sending the create request and reading its answer
+    internal_name TEXT NOT NULL,         -- carries a one-off marker, so a create whose answer was lost is found again
+    status TEXT,                         -- Prolific's study status as last seen (UNPUBLISHED, ACTIVE, ...)
+    request_json TEXT NOT NULL,          -- the body sent to create it
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE prolific_submissions (      -- every submission of a Prolific study, as of the last sync
+    prolific_study_id TEXT NOT NULL,
+    submission_id TEXT NOT NULL,         -- Prolific's SESSION_ID
+    participant_id TEXT NOT NULL,        -- Prolific's PROLIFIC_PID
+    status TEXT NOT NULL,                -- ACTIVE, AWAITING REVIEW, APPROVED, REJECTED, RETURNED, TIMED-OUT, ...
+    study_code TEXT,                     -- the completion code the participant entered
+    started_at TEXT,
+    completed_at TEXT,
+    time_taken REAL,                     -- seconds
+    raw_json TEXT NOT NULL,
+    synced_at TEXT NOT NULL,
+    PRIMARY KEY (prolific_study_id, submission_id)
+);
+CREATE TABLE prolific_demographics (     -- Prolific's demographic export, one row per submission
+    prolific_study_id TEXT NOT NULL,
+    submission_id TEXT NOT NULL,
+    participant_id TEXT,
+    fields_json TEXT NOT NULL,           -- the export's columns as they came
+    synced_at TEXT NOT NULL,
+    PRIMARY KEY (prolific_study_id, submission_id)
+);
+CREATE TABLE prolific_actions (          -- one review decision per submission, ever: intended -> sent -> confirmed
+    prolific_study_id TEXT NOT NULL,
+    submission_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    action TEXT NOT NULL,                -- APPROVE or REJECT
+    rejection_category TEXT,
+    message TEXT,                        -- what a rejected participant is told
+    reason TEXT NOT NULL,                -- why we decided it
+    request TEXT,                        -- 'bulk-approve <batch>' or 'transition'
+    state TEXT NOT NULL,                 -- intended, sent, confirmed, refused, superseded
+    detail TEXT,                         -- Prolific's answer when refused, or what superseded it
+    intended_at TEXT NOT NULL,
+    sent_at TEXT,
+    confirmed_at TEXT,
+    PRIMARY KEY (prolific_study_id, submission_id)
+);
+CREATE TABLE prolific_bonus_batches (    -- one bonus CSV = one batch (paying is not idempotent on Prolific)
+    prolific_study_id TEXT NOT NULL,
+    batch_key TEXT NOT NULL,             -- sha256 of the validated rows: the same file is the same batch
+    csv_bonuses TEXT NOT NULL,           -- `participant_id,amount` lines as sent
+    total_amount TEXT NOT NULL,          -- sum of the amounts, study currency
+    bulk_id TEXT,                        -- Prolific's bulk bonus payment id, once set up
+    state TEXT NOT NULL,                 -- intended, set_up, paying, paid, refused
+    detail TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (prolific_study_id, batch_key)
+);
+CREATE TABLE prolific_syncs (            -- the last sync of a Prolific study: what the admin page shows
+    prolific_study_id TEXT PRIMARY KEY,
+    study_id TEXT NOT NULL,
+    synced_at TEXT NOT NULL,
+    submissions INTEGER NOT NULL,
+    reconciliation_json TEXT NOT NULL,
+    plan_json TEXT NOT NULL
+);
+CREATE INDEX prolific_submissions_by_participant ON prolific_submissions (prolific_study_id, participant_id)
+"""
+
 #: MIGRATIONS[v] takes a database at schema version v to v + 1.
-MIGRATIONS: dict[int, str] = {0: SCHEMA_V1}
+MIGRATIONS: dict[int, str] = {0: SCHEMA_V1, 1: SCHEMA_V2_PROLIFIC}
 
 #: Primary keys of the tables answers are upserted into.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -163,6 +236,12 @@ KEYS: dict[str, tuple[str, ...]] = {
     "ratings": ("study_id", "participant_id", "portrait_id", "option_id"),
     "attention_checks": ("study_id", "participant_id", "check_id"),
     "llm_answers": ("study_id", "model", "portrait_id", "option_id", "variant"),
+    "prolific_studies": ("study_id",),
+    "prolific_submissions": ("prolific_study_id", "submission_id"),
+    "prolific_demographics": ("prolific_study_id", "submission_id"),
+    "prolific_actions": ("prolific_study_id", "submission_id"),
+    "prolific_bonus_batches": ("prolific_study_id", "batch_key"),
+    "prolific_syncs": ("prolific_study_id",),
 }
 
 

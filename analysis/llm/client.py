@@ -20,7 +20,6 @@ the run with a hint to leave the parameter out or rename it (``--no-seed``,
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib.util
 import json
 import random
@@ -38,6 +37,7 @@ if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None
 
 from analysis.llm.bank import Item
+from valueportrait.retry import backoff_delay, retry_after_seconds  # noqa: F401 - retry_after_seconds is part of this module's API
 
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 FATAL_STATUS = frozenset({401, 403, 404})
@@ -106,22 +106,6 @@ def request_options(args) -> dict:
     """The OpenAIBackend keywords `add_request_arguments` asks for."""
     return {"seed": None if args.no_seed else args.seed, "temperature": None if args.no_temperature else 0.0,
             "token_field": args.max_tokens_field}
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
 
 
 def chat_url(base_url: str) -> str:
@@ -230,10 +214,8 @@ class OpenAIBackend:
         return body
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
-        delay = min(self.backoff_cap, self.backoff_base * 2**retry) * (0.5 + self.rng.random())
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_after_cap))
-        return delay
+        return backoff_delay(retry, retry_after, base=self.backoff_base, cap=self.backoff_cap,
+                             retry_after_cap=self.retry_after_cap, rng=self.rng)
 
     async def ask(self, question: Question) -> Reply:
         body = self._body(question)

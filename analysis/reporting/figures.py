@@ -234,8 +234,8 @@ def replicate_precision(per_replicate: pd.DataFrame, study: dict[str, float]):
     return fig
 
 
-def design_funnel(stages: list[tuple[str, int]], pairs: list[tuple[str, int]] | None = None):
-    """The two-stage funnel: items (and, optionally, keyed pairs) at each stage, as horizontal bars."""
+def design_funnel(stages: list[tuple[str, int]]):
+    """The two-stage funnel: items at each stage, as horizontal bars."""
     fig, ax = plt.subplots(figsize=(6.2, 0.42 * len(stages) + 0.7))
     y = np.arange(len(stages))
     counts = [c for _, c in stages]
@@ -247,4 +247,37 @@ def design_funnel(stages: list[tuple[str, int]], pairs: list[tuple[str, int]] | 
     ax.invert_yaxis()
     ax.set_xlim(0, top * 1.12)
     ax.set_xlabel("items")
+    return fig
+
+
+def null_band_histograms(dist: pd.DataFrame, panels: list[tuple[str, str]], xlabel: str, *,
+                         threshold: float | None = None, log: bool = False, level: str = "95%"):
+    """Observed histograms (bars) against what chance gives (mean line and range band), one panel each.
+
+    ``dist``: rows ``family, bin_low, bin_high, observed, expected_mean, expected_low, expected_high``
+    (``chance_distributions.csv`` for one statistic); ``panels``: ``(family, title)``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.6, 3.0), squeeze=False)
+    for ax, (family, title) in zip(axes[0], panels):
+        d = dist[dist["family"] == family].sort_values("bin_low")
+        left, right = d["bin_low"].to_numpy(float), d["bin_high"].to_numpy(float)
+        ax.bar(left, d["observed"], width=right - left, align="edge", color="#2a5d9f", alpha=0.55,
+               label="observed", linewidth=0)
+        edges = np.append(left, right[-1])
+        step = lambda v: np.append(v, v[-1])  # noqa: E731 (a value per bin, drawn as steps)
+        ax.fill_between(edges, step(d["expected_low"].to_numpy(float)), step(d["expected_high"].to_numpy(float)),
+                        step="post", color="#888", alpha=0.35, linewidth=0, label=f"chance, {level} range")
+        ax.step(edges, step(d["expected_mean"].to_numpy(float)), where="post", color="#333", lw=1,
+                label="chance, mean")
+        if threshold is not None:
+            ax.axvline(threshold, color="#c0392b", lw=1, ls="--", label=f"threshold {threshold:g}")
+        if log:
+            ax.set_yscale("symlog", linthresh=1)
+            ax.set_ylim(bottom=0)
+        ax.set_title(title, fontsize=8.5)
+        ax.set_xlabel(xlabel)
+    axes[0][0].set_ylabel("pairs (log scale)" if log else "items")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncols=len(labels), frameon=False, fontsize=7.5)
     return fig

@@ -98,6 +98,44 @@ def table(
     return "".join(out)
 
 
+def sorted_views(frame: pd.DataFrame, views: list[tuple[str, list[str], list[bool]]], name: str, **table_args) -> str:
+    """One table shown sorted several ways, chosen with radio buttons: sortable with no script.
+
+    ``views`` are ``(label, columns to sort by, ascending flags)``; the first is shown first.
+    Columns whose name starts with ``_`` can serve as sort keys and are not shown. Every
+    view is a pre-sorted copy of the table; CSS shows the one whose button is checked (and
+    prints it). ``name`` must be unique on the page; ``table_args`` go to :func:`table`.
+    """
+    if len(views) > MAX_VIEWS:
+        raise ValueError(f"at most {MAX_VIEWS} views")
+    out = ['<div class="views">', '<span class="views-label">Sort by:</span>']
+    for k, (label, _, _) in enumerate(views):
+        ident = esc(f"{name}-v{k}")
+        out.append(f'<input type="radio" class="v{k}" id="{ident}" name="{esc(name)}"{" checked" if k == 0 else ""}>'
+                   f'<label for="{ident}">{esc(label)}</label>')
+    for k, (_, by, ascending) in enumerate(views):
+        ordered = frame.sort_values(by, ascending=ascending, kind="stable", na_position="last")
+        shown = ordered[[c for c in ordered.columns if not str(c).startswith("_")]]
+        out.append(f'<div class="view v{k}">{table(shown, **table_args)}</div>')
+    out.append("</div>")
+    return "".join(out)
+
+
+MAX_VIEWS = 6
+#: The CSS behind :func:`sorted_views` (radio buttons and the pre-sorted copies of a table).
+VIEWS_CSS = (
+    ".views > input { position: absolute; opacity: 0; }"
+    " .views > label { display: inline-block; border: 1px solid var(--line); border-radius: 4px; padding: 1px 8px;"
+    " margin: 0 4px 6px 0; cursor: pointer; font-size: 0.88em; }"
+    " .views > input:checked + label { background: var(--accent); color: #fff; border-color: var(--accent); }"
+    " .views > input:focus-visible + label { outline: 2px solid var(--accent); }"
+    " .views-label { color: var(--muted); font-size: 0.88em; margin-right: 6px; }"
+    " .views > .view { display: none; }"
+    + "".join(f" .views > input.v{k}:checked ~ .view.v{k} {{ display: block; }}" for k in range(MAX_VIEWS))
+    + " @media print { .views > label, .views-label { display: none; } }"
+)
+
+
 def _isna(v) -> bool:
     try:
         return bool(pd.isna(v))
@@ -214,7 +252,7 @@ def page(title: str, header_html: str, toc: list[tuple[str, str]], body_html: st
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>"
+        f"<title>{esc(title)}</title><style>{CSS}{VIEWS_CSS}</style></head><body><main>"
         f'<header class="top">{header_html}</header>'
         f'<nav class="toc" aria-label="Contents"><b>Contents</b><ol>{nav}</ol></nav>'
         f"{body_html}</main></body></html>\n"

@@ -19,8 +19,9 @@ from analysis import group_bias as gb
 from valueportrait import software_versions
 from analysis.reporting import figures as F
 from analysis.reporting.html import (
-    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, missing, note, para, sources, table,
+    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, missing, note, para, sorted_views, sources, table,
 )  # fmt: skip
+from analysis.selection import VERDICTS, item_verdicts
 from analysis.reporting.inputs import Inputs
 
 VALUES = list(inst.PVQ_VALUES)
@@ -288,7 +289,7 @@ def instruments_section(inp: Inputs) -> str:
         out.append(missing("No circumplex.csv: the structural-summary fit of each item (angle, amplitude, R²) "
                            "comes from vp analyze's circumplex step."))
     else:
-        out.append(_circumplex_items(circ))
+        out.append(_circumplex_items(circ, inp))
     return "".join(out)
 
 
@@ -326,6 +327,13 @@ def design_section(inp: Inputs) -> str | None:
     frame = pd.DataFrame(rows)
     out.append(table(frame, formats={c: _int for c in frame.columns if c not in ("stage", "wave")},
                      caption="Raters, ratings, items and item-dimension pairs at each stage."))
+    chance = d.get("chance") or {}
+    if chance:
+        parts = [f"{FAMILY_NAMES.get(k, k)}: {v.get('observed')} keyed, {fmt_num(v.get('expected_mean'), 1)} "
+                 f"[{fmt_num(v.get('expected_low'), 0)}-{fmt_num(v.get('expected_high'), 0)}] by chance"
+                 for k, v in chance.items()]
+        out.append(para("Against chance: keying the candidates the same way after permuting the confirmation raters' "
+                        "scores within each group (every item-value relation broken) gives " + "; ".join(parts) + "."))
     screened_out = f.get("screened_out", 0)
     out.append(para(
         f"{screened_out:,} items were screened out: their only estimates come from the screening raters (correlations.csv, "
@@ -363,7 +371,7 @@ def _circle_distance(matrix: pd.DataFrame) -> str:
     return table(t, formats={"steps apart on the circle": _int, "pairs": _int}) + para(verdict)
 
 
-def _circumplex_items(circ: pd.DataFrame) -> str:
+def _circumplex_items(circ: pd.DataFrame, inp: Inputs) -> str:
     parts = []
     r2 = circ["r_squared"] if "r_squared" in circ.columns else None
     if r2 is not None:
@@ -374,12 +382,40 @@ def _circumplex_items(circ: pd.DataFrame) -> str:
             proto = circ["prototypical"].astype(str).str.lower().isin(["true", "1"])
             line += f" {proto.mean():.0%} are prototypical (the structural summary's criteria)."
         parts.append(para(line))
+        parts.append(_circumplex_against_chance(inp))
     if "nearest_value" in circ.columns:
         counts = circ["nearest_value"].value_counts().reindex(VALUES).fillna(0).astype(int)
         parts.append(table(pd.DataFrame({"nearest value on the circle": counts.index, "items": counts.to_numpy()}),
                            formats={"items": _int}))
     parts.append(details("All items", table(circ)))
     return "".join(parts)
+
+
+def _circumplex_against_chance(inp: Inputs) -> str:
+    """The items' R² against what ratings unrelated to the values give on the same value scores."""
+    summ, dist = inp.csv("chance_circumplex.csv"), inp.csv("chance_distributions.csv")
+    if summ is None or dist is None or not (dist["statistic"] == "r_squared").any():
+        return missing("No chance baseline for the circle fit (chance_circumplex.csv): vp analyze --permutations N.")
+    c = summ.set_index("statistic")
+    share = next((k for k in c.index if k.startswith("share_r_squared")), None)
+    bits = []
+    if "median_r_squared" in c.index:
+        m = c.loc["median_r_squared"]
+        bits.append(f"median R² {m.observed:.2f} against {m.expected_mean:.2f} [{m.expected_low:.2f}-"
+                    f"{m.expected_high:.2f}] by chance")
+    if share is not None:
+        m = c.loc[share]
+        bits.append(f"R² ≥ .70 for {m.observed:.0%} of items against {m.expected_mean:.0%} [{m.expected_low:.0%}-"
+                    f"{m.expected_high:.0%}] by chance")
+    text = (f"Chance alone fits the circle well too: the ten centred value scores correlate among themselves "
+            f"in a circular pattern, so even ratings unrelated to the values give cosine-shaped correlations. With the "
+            f"scores permuted among each group's raters ({_permutations(inp)}): {'; '.join(bits)}. Only the excess "
+            "over chance says the items follow the circle.")
+    fig = figure(F.null_band_histograms(dist[dist["statistic"] == "r_squared"], [("pvq", "items' circle fit")], "R²"),
+                 "Histogram of the items' circle-fit R² against the permutation band",
+                 "Bars: the R² of each item's cosine fit to its ten value correlations. Grey band and line: the same "
+                 "with the scores permuted among each group's raters (95% range and mean).", width="420px")
+    return para(text) + fig
 
 
 def _order_dims(frame: pd.DataFrame) -> pd.DataFrame:
@@ -393,6 +429,7 @@ def _order_dims(frame: pd.DataFrame) -> pd.DataFrame:
 
 def correlations_section(inp: Inputs) -> str:
     out = [sources([("correlations.csv", inp.has("correlations.csv")), ("selection.csv", inp.has("selection.csv")),
+                    ("chance.csv", inp.has("chance.csv")), ("chance_distributions.csv", inp.has("chance_distributions.csv")),
                     ("power.csv", inp.has("power.csv"))])]
     corr = inp.csv("correlations.csv")
     sel = inp.csv("selection.csv")
@@ -405,6 +442,8 @@ def correlations_section(inp: Inputs) -> str:
                           "Spearman's rho of every item with every dimension (box: quartiles; whiskers: 5th-95th "
                           "percentile; triangle: the largest rho). Blue: PVQ values; purple: higher-order values; "
                           "green: Big Five traits. Dashed red: the keying threshold.", width="780px"))
+        out.append(_rho_against_chance(inp, threshold))
+        chance = _chance_totals(inp)
         rows = []
         for fam, dims in inst.FAMILIES.items():
             c = corr[corr["family"] == fam]
@@ -415,9 +454,16 @@ def correlations_section(inp: Inputs) -> str:
                          "pairs": len(c), "median |rho|": c["rho"].abs().median(), "largest rho": c["rho"].max(),
                          "pairs with q < .05": int((c["q_value"] < 0.05).sum()) if "q_value" in c else np.nan,
                          "keyed pairs": len(s) if s is not None else np.nan,
-                         "keyed items": s[["portrait_id", "option_id"]].drop_duplicates().shape[0] if s is not None else np.nan})
-        out.append(table(pd.DataFrame(rows), formats={k: _int for k in ("items", "pairs", "pairs with q < .05",
-                                                                       "keyed pairs", "keyed items")}))
+                         "keyed items": s[["portrait_id", "option_id"]].drop_duplicates().shape[0] if s is not None else np.nan,
+                         **({"keyed by chance alone": _expected_text(chance.loc[fam]),
+                             "false-key share": chance.loc[fam, "false_key_share"]}
+                            if chance is not None and fam in chance.index else {})})
+        out.append(table(pd.DataFrame(rows), formats={**{k: _int for k in ("items", "pairs", "pairs with q < .05",
+                                                                         "keyed pairs", "keyed items")},
+                                                      "keyed by chance alone": str, "false-key share": _pct},
+                         caption=("Keyed by chance alone: pairs the same rule keys when the scores are permuted among "
+                                  "each group's raters (mean and 95% range over permutations); false-key share: that "
+                                  "mean over the pairs keyed, at most 100%." if chance is not None else None)))
         if sel is not None and len(sel):
             out.append(_selected_heatmap(corr, sel))
     out.append("<h3>Power</h3>")
@@ -435,6 +481,52 @@ def correlations_section(inp: Inputs) -> str:
                         "replication below)."))
         out.append(details("Power per group", table(p, formats={"n": _int, "raters_needed": _int})))
     return "".join(out)
+
+
+def _chance_totals(inp: Inputs) -> pd.DataFrame | None:
+    """chance.csv's family totals (``dimension == "all"``), indexed by family."""
+    ch = inp.csv("chance.csv")
+    if ch is None or not {"family", "dimension", "observed", "expected_mean"} <= set(ch.columns):
+        return None
+    return ch[ch["dimension"] == "all"].set_index("family")
+
+
+def _expected_text(row) -> str:
+    """'108 [82-138]': the mean count of keys under permutation and its range."""
+    if row is None or pd.isna(row.get("expected_mean")):
+        return ""
+    return f"{row['expected_mean']:.0f} [{row['expected_low']:.0f}-{row['expected_high']:.0f}]"
+
+
+def _permutations(inp: Inputs) -> str:
+    n = _settings(inp).get("permutations")
+    return f"{int(n):,} permutations" if n else "permutations"
+
+
+def _rho_against_chance(inp: Inputs, threshold: float) -> str:
+    """The histogram of rho in each family with the band chance alone gives, and what it says."""
+    dist = inp.csv("chance_distributions.csv")
+    chance = _chance_totals(inp)
+    if dist is None or chance is None:
+        return missing("No chance baseline (chance.csv, chance_distributions.csv): vp analyze --permutations N "
+                       "(default 200) shows how many pairs the rule keys when no item relates to anything.")
+    rho = dist[dist["statistic"] == "rho"]
+    panels = [(f, FAMILY_NAMES.get(f, f)) for f in inst.FAMILIES if (rho["family"] == f).any()]
+    parts = [figure(F.null_band_histograms(rho, panels, "Spearman's rho", threshold=threshold, log=True),
+                    "Histogram of rho in each family against the permutation band",
+                    f"Bars: rho of every item with every dimension of the family. Grey band and line: the count in "
+                    f"each bin when the scores are permuted among each group's raters ({_permutations(inp)}; 95% "
+                    "range and mean), i.e. when no item relates to any dimension. Bars above the band right of the "
+                    "threshold are keys chance does not explain; the rest of the keyed pairs sit inside what "
+                    "chance gives. Log scale.", width="900px")]
+    lines = []
+    for fam, r in chance.iterrows():
+        share = "" if pd.isna(r["false_key_share"]) else f", so about {r['false_key_share']:.0%} of its keys may be false"
+        lines.append(f"{FAMILY_NAMES.get(fam, fam)}: {int(r['observed']):,} pairs keyed, "
+                     f"{_expected_text(r)} expected by chance alone{share}")
+    parts.append(para("The keying rule uses an uncorrected p-value at about 45 raters per item, so it keys pairs "
+                      "with no relation too. " + "; ".join(lines) + "."))
+    return "".join(parts)
 
 
 def _item_key(frame: pd.DataFrame) -> pd.Series:
@@ -471,7 +563,9 @@ def _selected_heatmap(corr: pd.DataFrame, sel: pd.DataFrame) -> str:
 
 def selected_items(inp: Inputs) -> str:
     out = [sources([("selection.csv", inp.has("selection.csv")), ("correlations.csv", inp.has("correlations.csv")),
-                    ("replication.csv", inp.has("replication.csv")), ("item_bank.json", inp.item_bank is not None)])]
+                    ("chance.csv", inp.has("chance.csv")), ("replication.csv", inp.has("replication.csv")),
+                    ("replication_shrinkage.csv", inp.has("replication_shrinkage.csv")),
+                    ("item_bank.json", inp.item_bank is not None)])]
     sel = inp.csv("selection.csv")
     corr = inp.csv("correlations.csv")
     if sel is None:
@@ -481,10 +575,13 @@ def selected_items(inp: Inputs) -> str:
         out.append(para("No item was keyed to any dimension with these settings."))
         return "".join(out)
     s = _settings(inp)
-    out.append(para(f"An item is keyed to a dimension when rho ≥ {s.get('threshold', 0.3)} and p < "
-                    f"{s.get('alpha', 0.05)} (keying '{s.get('keying', 'pos')}'). Rho is estimated on the same raters "
-                    "who selected it, so it is biased upwards; the split-half replication rate says how often a pair "
-                    "selected on half the raters passes again on the other half."))
+    alpha = float(s.get("alpha", 0.05))
+    out.append(para(f"An item is keyed to a dimension when rho ≥ {s.get('threshold', 0.3)} and p < {alpha} "
+                    f"(uncorrected; keying '{s.get('keying', 'pos')}'). The rho that keyed a pair comes from the raters "
+                    "who selected it, so it is biased upwards. The honest figures below come from raters who did not "
+                    "select: each group's raters were split in random halves many times, pairs were keyed on one half "
+                    "and measured on the other (held-out rho); and the scores were permuted among each group's raters "
+                    "to count the keys chance alone gives."))
     merged = sel.copy()
     if corr is not None:
         extra = [c for c in ("group_id", "q_value", "n", "ci_low", "ci_high", "fz_ci_low", "fz_ci_high") if c in corr.columns]
@@ -493,49 +590,117 @@ def selected_items(inp: Inputs) -> str:
     lo, hi, ci_kind = _ci_columns(merged)
     merged["ci_low_"], merged["ci_high_"] = lo, hi
     rep = inp.csv("replication.csv")
-    rep_pairs = None
-    if rep is not None and {"portrait_id", "option_id", "replication_rate"} <= set(rep.columns):
-        rep_pairs = rep
-        merged = merged.merge(rep[["portrait_id", "option_id", "family", "dimension", "replication_rate",
-                                   *(["heldout_rho_mean"] if "heldout_rho_mean" in rep.columns else [])]],
-                              on=["portrait_id", "option_id", "family", "dimension"], how="left")
-    elif rep is not None:
-        out.append(note("replication.csv has no per-pair replication_rate column: rates left out."))
-    summ = merged.groupby(["family", "dimension"], sort=False).agg(
-        items=("rho", "size"), median_rho=("rho", "median"), min_rho=("rho", "min"), max_rho=("rho", "max"),
-        median_ci_width=("ci_high_", lambda x: np.nan), max_q=("rho", lambda x: np.nan)).reset_index()
-    width = (merged["ci_high_"] - merged["ci_low_"]).groupby([merged["family"], merged["dimension"]]).median()
-    summ["median_ci_width"] = [width.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
-    if "q_value" in merged.columns:
-        qmax = merged.groupby(["family", "dimension"])["q_value"].max()
-        summ["max_q"] = [qmax.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
-    if "replication_rate" in merged.columns:
-        rr = merged.groupby(["family", "dimension"])["replication_rate"].mean()
-        summ["replication_rate"] = [rr.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
-        if "heldout_rho_mean" in merged.columns:
-            hr = merged.groupby(["family", "dimension"])["heldout_rho_mean"].mean()
-            summ["heldout_rho"] = [hr.get((f, d), np.nan) for f, d in zip(summ["family"], summ["dimension"])]
-    summ = _order_dims(summ)
-    if "q_value" in merged.columns:
-        sig = int((merged["q_value"] < 0.05).sum())
-        out.append(para(f"{sig:,} of the {len(merged):,} keyed pairs also have a Benjamini-Hochberg q below .05 "
-                        "within their family; the others pass p < alpha uncorrected only."))
-    out.append(table(summ, formats={"items": _int, "max_q": _f(3), "replication_rate": _pct},
-                     headers={"median_ci_width": f"median CI width ({ci_kind})", "max_q": "largest q",
-                              "median_rho": "median rho", "min_rho": "min rho", "max_rho": "max rho",
-                              "replication_rate": "split-half replication", "heldout_rho": "held-out rho"},
-                     caption="Keyed items per dimension."))
-    shrink = inp.csv("replication_shrinkage.csv")
-    if shrink is not None and not shrink.empty:
-        out.append(details("Shrinkage per dimension (all pairs selected on half the raters)",
-                           table(_order_dims(shrink), formats={"n_selections": _int, "replication_rate": _pct},
-                                 caption="rho on the selecting half vs on the held-out half; shrinkage = the difference.")))
-    if rep_pairs is None:
-        out.append(missing("No replication.csv: the split-half replication rate comes from vp analyze's "
-                           "replication step."))
+    if rep is not None and not {"portrait_id", "option_id", "times_selected", "replication_rate"} <= set(rep.columns):
+        out.append(note("replication.csv has no per-pair times_selected / replication_rate: verdicts use FDR only."))
+        rep = None
+    merged = item_verdicts(merged, replication=rep, alpha=alpha)
+    out.append("<h3>Keys per dimension: against chance and on held-out raters</h3>")
+    out.append(_dimension_table(inp, merged, alpha))
+    out.append("<h3>Verdict per item</h3>")
+    out.append(_verdict_table(inp, merged, ci_kind, alpha, rep is not None))
     out.append(_intended(inp))
     out.append(_item_lists(merged, inp, ci_kind))
     return "".join(out)
+
+
+def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
+    """Per dimension (and per family): keys observed, expected by chance, held-out rho, replication, FDR."""
+    chance = inp.csv("chance.csv")
+    shrink = inp.csv("replication_shrinkage.csv")
+    keys = ["family", "dimension"]
+    per = merged.groupby(keys, sort=False).agg(keyed=("rho", "size"), fdr=("survives_fdr", "sum")).reset_index()
+    fam = merged.groupby("family", sort=False).agg(keyed=("rho", "size"),
+                                                   fdr=("survives_fdr", "sum")).reset_index().assign(dimension="all")
+    rows = pd.concat([per, fam], ignore_index=True)
+    frames = [("chance", chance, ["expected_mean", "expected_low", "expected_high", "false_key_share"]),
+              ("shrink", shrink, ["heldout_rho_mean", "selected_rho_mean", "shrinkage", "replication_rate"])]
+    for _, frame, cols in frames:
+        if frame is not None and set(keys + cols) <= set(frame.columns):
+            rows = rows.merge(frame[keys + cols], on=keys, how="outer")
+    rows["keyed"] = rows["keyed"].fillna(0)
+    rows["fdr"] = rows["fdr"].fillna(0)
+    rank = {fd: k for k, fd in enumerate(ORDER)}
+    fam_rank = {f: k for k, f in enumerate(inst.FAMILIES)}
+    rows["_k"] = [(fam_rank.get(f, 9), 99 if d == "all" else rank.get((f, d), 98)) for f, d in zip(rows["family"], rows["dimension"])]
+    rows = rows.sort_values("_k").drop(columns="_k").reset_index(drop=True)
+    short = {"pvq": "PVQ", "higher_pvq": "higher-order", "bfi": "Big Five"}
+    table_ = pd.DataFrame({
+        "family": [short.get(f, f) for f in rows["family"]],
+        "dimension": ["all" if d == "all" else F.short(d) for d in rows["dimension"]],
+        "keyed pairs": rows["keyed"],
+    })
+    parts = []
+    if "expected_mean" in rows:
+        table_["keyed by chance alone"] = [_expected_text(r) for _, r in rows.iterrows()]
+        table_["beyond chance"] = np.where(rows["keyed"] > rows["expected_high"], "yes", "no")
+        table_["false-key share"] = rows["false_key_share"]
+    else:
+        parts.append(missing("No chance.csv: vp analyze --permutations N (default 200) counts the keys chance alone gives."))
+    if "heldout_rho_mean" in rows:
+        table_["held-out rho"] = rows["heldout_rho_mean"]
+        table_["rho where keyed"] = rows["selected_rho_mean"]
+        table_["replicated"] = rows["replication_rate"]
+    else:
+        parts.append(missing("No replication_shrinkage.csv: the held-out rho comes from vp analyze's replication step."))
+    table_[f"q < {alpha:g}"] = rows["fdr"]
+    parts.insert(0, table(table_, formats={"keyed pairs": _int, "keyed by chance alone": str, "false-key share": _pct,
+                                           "replicated": _pct, f"q < {alpha:g}": _int, "held-out rho": _f(3),
+                                           "rho where keyed": _f(3)},
+                          caption="Keyed by chance alone: the same rule on scores permuted among each group's raters "
+                                  "(mean [95% range]); beyond chance: more keys than the top of that range; false-key "
+                                  "share: that mean over the keys observed, at most 100%. "
+                                  "Held-out rho: the mean rho, on the other half, of the pairs one half of the raters "
+                                  "keyed (pooled over all splits both ways); it describes keys chosen with half the "
+                                  "raters, so for the keys chosen with all of them it errs low. Rho where keyed: the "
+                                  "same pairs on the half that keyed them; the difference is the winner's curse. "
+                                  "Replicated: how often the other half keyed the pair too. q: Benjamini-Hochberg "
+                                  "within the family."))
+    return "".join(parts)
+
+
+def _verdict_table(inp: Inputs, merged: pd.DataFrame, ci_kind: str, alpha: float, have_replication: bool) -> str:
+    splits = int(_settings(inp).get("splits") or 0)
+    counts = merged["verdict"].value_counts()
+    rank = {v: k for k, v in enumerate(VERDICTS)}
+    plain = dict(zip(VERDICTS, ("survive FDR and replicate", "survive FDR but do not replicate",
+                                "replicate but do not survive FDR", "neither survive FDR nor replicate")))
+    plain.update({"keyed, survives FDR": "survive FDR", "keyed": "do not survive FDR"})
+    said = ", ".join(f"{int(counts[v]):,} {plain.get(v, v)}" for v in sorted(counts.index, key=lambda v: rank.get(v, 9)))
+    parts = [para(f"Of the {len(merged):,} keyed pairs, {said}. A pair survives FDR when its Benjamini-Hochberg q "
+                  f"(within its family, over every pair tested) is below {alpha:g}. It replicates when, among the "
+                  "random halves of its group's raters that keyed it, the other half keyed it too at least half the "
+                  "time; a half has about 23 raters, so a pair with a true rho of .3 passes there only about a third "
+                  "of the time, and a pair no half keyed does not replicate. Replication is checked on raters the "
+                  "selecting half did not use, but the pair was listed because all its raters keyed it: read it as "
+                  "stability, not as an unbiased figure (on the release with scores shuffled within groups, 2-3% of "
+                  "the keys replicate, against 8% on the real release).")]
+    if not have_replication:
+        parts.append(missing("No replication.csv: verdicts say only whether a pair survives FDR."))
+    dim_rank = {fd: k for k, fd in enumerate(ORDER)}
+    t = pd.DataFrame({
+        "item": _item_key(merged),
+        "group": merged["group_id"] if "group_id" in merged else "",
+        "dimension": [F.short(d) for d in merged["dimension"]],
+        "rho": merged["rho"],
+        f"CI ({ci_kind})": [fmt_ci(a, b) for a, b in zip(merged["ci_low_"], merged["ci_high_"])],
+        "q": merged["q_value"],
+        "keyed by a half": merged["times_selected"] / (2 * splits) if splits and have_replication else np.nan,
+        "replicated": merged["replication_rate"],
+        "verdict": merged["verdict"],
+        "_dim": [dim_rank.get((f, d), 999) for f, d in zip(merged["family"], merged["dimension"])],
+        "_verdict": merged["verdict"].map(rank),
+        "_rep": merged["replication_rate"].fillna(-1),
+    })
+    views = [("dimension", ["_dim", "rho"], [True, False]), ("verdict", ["_verdict", "rho"], [True, False]),
+             ("rho", ["rho"], [False]), ("replication", ["_rep", "rho"], [False, False]),
+             ("q", ["q", "rho"], [True, False])]
+    views_html = sorted_views(t, views, "verdicts", formats={"rho": _f(2), "q": fmt_p, "keyed by a half": _pct,
+                                                             "replicated": _pct, f"CI ({ci_kind})": str},
+                              caption="Every keyed pair. Rho and its interval are on all the item's raters (biased "
+                                      "upwards); keyed by a half: the share of halves of the raters (2 per split) "
+                                      "that keyed it; replicated: of those, the share whose other half keyed it too.")
+    parts.append(details(f"All {len(t):,} keyed pairs with their verdicts (sortable)", views_html))
+    return "".join(parts)
 
 
 def truth_section(inp: Inputs) -> str | None:
@@ -568,6 +733,23 @@ def truth_section(inp: Inputs) -> str | None:
         out.append(table(frame, formats={"keyed": _int, "ratings": _int},
                          caption="The same items and truth at equal cost (paid ratings). " + " ".join(
                              f"{k.replace('_', ' ')}: {v}." for k, v in setup.items() if k in ("one_stage", "two_stage"))))
+    honest = rec.get("chance_and_heldout") or {}
+    if honest:
+        rows = [{"family": FAMILY_NAMES.get(f, f), "pairs keyed": r.get("keyed"),
+                 "false-key share by chance": r.get("chance_false_key_share"),
+                 "true share with rho < 0.1": r.get("true_false_key_share"),
+                 "held-out rho": r.get("heldout_rho_mean"),
+                 "true rho, keys of half the raters": r.get("population_rho_of_half_keyed"),
+                 "true rho, the study's keys": r.get("population_rho_of_keyed")} for f, r in honest.items()]
+        out.append(table(pd.DataFrame(rows), formats={"pairs keyed": _int, "false-key share by chance": _pct,
+                                                      "true share with rho < 0.1": _pct, "held-out rho": _f(3),
+                                                      "true rho, keys of half the raters": _f(3),
+                                                      "true rho, the study's keys": _f(3)},
+                         caption="The honest figures of the Selected items section against the truth. The chance "
+                                 "baseline counts keys among pairs with no relation at all; pairs with a weak real "
+                                 "relation (below 0.1) are false keys by the truth's line but not by chance's. The "
+                                 "held-out rho estimates the true rho of keys chosen with half the raters; the "
+                                 "study's own keys, chosen with all of them, are a little stronger."))
     reps = rec.get("rater_replicates") or {}
     per = pd.DataFrame(reps.get("per_replicate") or [])
     if not per.empty and {"selection_precision", "fdr_selection_precision"} <= set(per.columns):
@@ -659,9 +841,11 @@ def _item_lists(merged: pd.DataFrame, inp: Inputs, ci_kind: str) -> str:
             if hasattr(r, "n") and pd.notna(r.n):
                 bits.append(f"n {int(r.n)}")
             if hasattr(r, "replication_rate") and pd.notna(r.replication_rate):
-                bits.append(f"replicated in {_pct(r.replication_rate)} of splits")
+                bits.append(f"replicated in {_pct(r.replication_rate)} of the halves that keyed it")
             if r.rho < 0:
                 bits.append("reversed")
+            if hasattr(r, "verdict"):
+                bits.append(str(r.verdict))
             grp = f" · {r.group_id}" if hasattr(r, "group_id") and pd.notna(r.group_id) else ""
             body.append(
                 '<div class="item">'
