@@ -162,9 +162,9 @@ def rater_replicates(sim, out: Path, n: int, alpha: float) -> dict | None:
 
 #: Screening raters per group of a simulated two-stage study: 24 of the one-stage study's 48
 #: (11,520 of its 23,040 ratings); the confirmation wave gets the rest. Over seeds 0-7
-#: (`benchmarks/designs.py --screen-raters 16|20|24`) 16, 20 and 24 gave two-stage recall
-#: 0.363, 0.373 and 0.389 and precision 0.959, 0.943 and 0.978: within the seeds' noise of
-#: each other, 24 the best of the three and the top of the range issue 15's rough model named.
+#: (`benchmarks/designs.py --screen-raters 20|24`) 20 and 24 gave two-stage recall 0.375 and
+#: 0.390, precision 0.953 and 0.978: close, 24 the better and the top of the range issue
+#: 15's rough model named.
 SCREEN_RATERS = 24
 DESIGN_KEYS = ("precision", "recall", "keyed", "ratings")
 

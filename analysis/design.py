@@ -135,8 +135,8 @@ def promise_scores(study, included: pd.DataFrame, *, keying: str = "pos", permut
     correlation the item has with any direction around the circle, higher-order values
     included) is estimated with far less noise than any one of them. On the simulated
     study (seed 0, 20 screening raters per item, the 120 most promising of 480 kept, six
-    samples of raters; `benchmarks/promise.py`) the candidates held 54 of the 82 pairs with
-    population rho >= 0.3 when ranked by the peak and 42 when ranked by the largest
+    samples of raters; `benchmarks/promise.py`) the candidates held 60.5 of the 95 pairs
+    with population rho >= 0.3 when ranked by the peak and 48.5 when ranked by the largest
     correlation.
 
     An item tied to one value only (a spike, not a cosine) or to a personality trait is
@@ -148,11 +148,11 @@ def promise_scores(study, included: pd.DataFrame, *, keying: str = "pos", permut
     the two with the weights the screening data give them (:func:`evidence_weights`: the
     factor score of what they share beyond the null), in null standard deviations: "this
     far above what an item with no relation would show". On the simulated study this keeps
-    most of the circle's advantage (recall after confirmation with candidates chosen by the
-    circle alone 0.396, by this score 0.384, by the larger of the two z's 0.362, by the
-    largest correlation 0.315; same benchmark) while the bots' one-value items, which the
-    circle misses, are found by the single correlation. ``table.attrs["weights"]`` holds
-    the weights.
+    the circle's advantage (recall after confirmation with candidates chosen by the circle
+    alone 0.402, by this score 0.400, by the larger of the two z's 0.368, by the largest
+    correlation 0.323; same benchmark) while the bots' one-value items, which the circle
+    misses, are found by the single correlation. ``table.attrs["weights"]`` holds the
+    weights.
     """
     if keying not in ("pos", "abs"):
         raise InputError(f"--keying: {keying!r} is not one of pos, abs")
