@@ -141,8 +141,13 @@ def _seconds_between(start: pd.Series, end: pd.Series) -> pd.Series:
     return (b - a).dt.total_seconds()
 
 
-def load_study(db: StudyDB, study_id: str | None = None) -> Study:
-    """Read study `study_id` (or the only study) from `db`."""
+def load_study(db: StudyDB, study_id: str | None = None, *, include_tests: bool = False) -> Study:
+    """Read study `study_id` (or the only study) from `db`.
+
+    Test-mode participations (the app's runs without a Prolific id: pilots, the researcher's
+    own clicks) and everything their participants answered are left out, with a note, unless
+    `include_tests`.
+    """
     study_id = db.resolve_study(study_id)
     source = db.query("SELECT source FROM studies WHERE study_id = ?", (study_id,))[0][0]
     groups = db.frame("SELECT group_id, position, target_n FROM item_groups WHERE study_id = ? ORDER BY position, group_id",
@@ -168,8 +173,17 @@ def load_study(db: StudyDB, study_id: str | None = None) -> Study:
     raw = _instrument_wide(db.frame("SELECT participant_id, instrument, item_id, answer FROM instrument_answers "
                                     "WHERE study_id = ?", (study_id,)))
     published = db.frame("SELECT participant_id, family, dimension, score FROM scores WHERE study_id = ?", (study_id,))
-    scores, score_source = _scores(raw, published)
     notes = []
+    tests = participations["test_mode"].fillna(0).astype(int) == 1
+    if tests.any() and not include_tests:
+        gone = set(participations.loc[tests, "participant_id"]) - set(participations.loc[~tests, "participant_id"])
+        participations = participations[~tests].reset_index(drop=True)
+        ratings, participants, attention = (f[~f["participant_id"].isin(gone)].reset_index(drop=True)
+                                            for f in (ratings, participants, attention))
+        raw = raw.drop(index=list(gone), errors="ignore")
+        published = published[~published["participant_id"].isin(gone)]
+        notes.append(f"{int(tests.sum())} test-mode participations (no Prolific id) left out")
+    scores, score_source = _scores(raw, published)
     if raw.empty:
         notes.append("no raw PVQ-21/BFI-10 answers: scores are the published ones")
     return Study(study_id, source, groups, items, ratings, participations, participants, attention, raw, scores,
@@ -202,3 +216,12 @@ def complete_pvq(study: Study) -> pd.Series:
 
 
 __all__ = ["Study", "load_study", "input_hash", "DIMENSIONS", "complete_pvq"]
+
+
+def participants_without_ratings(study: Study) -> list[str]:
+    """People with questionnaire scores or answers who rated no item (the release has ten).
+
+    They are in no participation, so quality control never sees them; the methods name them.
+    """
+    scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
+    return sorted(scored - set(study.ratings["participant_id"].astype(str)))

@@ -15,23 +15,34 @@ Two sides, compared value by value on the ten PVQ values (circle order):
 
   (``slug`` may be left out: it is then derived from ``persona`` as run-llm does).
 
-Per model and group: the Euclidean distance between the persona's centred profile and the
-human group's mean profile, and their Spearman rank correlation. Per model and pair of
-groups of one attribute, the *gap analysis*: the human gap (A - B, per value) against the
-LLM's gap between the two personas. A value's LLM gap
+**One scale.** Human profiles are centred PVQ-21 scores; persona profiles are centred item
+ratings: different units (a model may also use less or more of the rating scale than people
+use of the PVQ's). Before anything is compared, both sides are standardised the same way:
+per model and attribute, over the groups both sides have, each side's profiles are divided
+by that side's *spread*, the standard deviation (ddof = 0) across the values of the mean of
+its group profiles, s = SD_v(mean_g p_gv) (over the values both sides score). A
+standardised gap of 1 is as large as the typical difference between two values in the
+source's own average profile. The standardisation removes any change of units on either
+side (a persona profile read as a + b * p gives the same standardised gaps as p).
 
-* ``reverses`` the human gap when the two have opposite signs (h * l < 0);
-* ``exaggerates`` it when they agree in sign (or the humans show none) and |l| > |h|;
-* ``attenuates`` it otherwise (same sign, |l| <= |h|).
+Per model and group: the Euclidean distance between the persona's profile and the human
+group's mean profile (raw and standardised) and their Spearman rank correlation. Per model
+and pair of groups of one attribute, the *gap analysis*: the human gap h (A - B, per value,
+standardised) against the LLM's standardised gap l between the two personas. With a
+tolerance t (default :data:`DEFAULT_TOLERANCE`: a fifth of the spread), a gap with |gap| < t
+counts as near zero, and a value's LLM gap
+
+* ``reverses`` the human gap when both are beyond the tolerance and have opposite signs;
+* ``exaggerates`` it when |l| > |h| otherwise (including a gap the humans do not show);
+* ``attenuates`` it when |l| <= |h| otherwise (including a human gap the model misses);
+* is ``near zero`` when both gaps are within the tolerance (nothing to compare).
 
 Per model the shares of each label and the slope of the LLM gap on the human gap
 (least squares through the origin, slope = sum(h l) / sum(h^2): a gap's sign depends only
 on which group is named first, so the fit must not depend on that order; slope > 1 means
-the model exaggerates the human differences on average, slope < 0 that it reverses them).
-
-Human and LLM centred profiles are on different scales (PVQ answers centred on the
-person's mean; item ratings centred on the mean over keyed items), as in the Value
-Portrait study: distances compare shapes on a common 1..6 metric, not calibrated units.
+the model exaggerates the human differences on average, slope < 0 that it reverses them),
+on the raw gaps (``slope``, mixed units, kept for comparison) and the standardised ones
+(``slope_std``).
 
 Reference: Han et al. (2025), Value Portrait, ACL (the persona analysis of its section 6).
 """
@@ -57,14 +68,19 @@ VALUES: tuple[str, ...] = inst.PVQ_VALUES  # circle order
 ATTRIBUTES: tuple[str, ...] = ("gender", "age_band", "education", "politics")
 AGE_BANDS: tuple[tuple[float, float, str], ...] = ((18, 29, "18-29"), (30, 44, "30-44"), (45, 59, "45-59"), (60, math.inf, "60+"))
 PERSONA_MARK = "__persona-"
+#: Standardised gaps smaller than this (in units of the source's spread) count as near zero.
+DEFAULT_TOLERANCE = 0.2
 
 PROFILE_COLUMNS = ["source", "attribute", "group", "dimension", "n", "mean", "sd", "ci_low", "ci_high"]
 TEST_COLUMNS = ["attribute", "dimension", "test", "n_groups", "n", "statistic", "p_value", "q_value",
                 "kruskal_h", "kruskal_p", "kruskal_q", "eta_squared", "difference"]  # fmt: skip
-BIAS_COLUMNS = ["model", "attribute", "group", "slug", "n_humans", "n_values", "euclidean", "spearman_rho", "spearman_p"]
-GAP_COLUMNS = ["model", "attribute", "group_a", "group_b", "dimension", "human_gap", "llm_gap", "label"]
+BIAS_COLUMNS = ["model", "attribute", "group", "slug", "n_humans", "n_values", "euclidean", "spearman_rho", "spearman_p",
+                "euclidean_std"]  # fmt: skip
+GAP_COLUMNS = ["model", "attribute", "group_a", "group_b", "dimension", "human_gap", "llm_gap", "label",
+               "human_gap_std", "llm_gap_std", "human_scale", "llm_scale"]  # fmt: skip
 SUMMARY_COLUMNS = ["model", "attribute", "n_gaps", "share_exaggerated", "share_reversed", "share_attenuated", "slope",
-                   "mean_euclidean", "mean_spearman"]  # fmt: skip
+                   "mean_euclidean", "mean_spearman", "share_near_zero", "slope_std", "mean_euclidean_std",
+                   "tolerance"]  # fmt: skip
 
 # Prolific export headers (and ours), after _norm_header: lower case, non-alphanumerics -> "_".
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -333,16 +349,47 @@ def persona_profiles(llm_profiles: pd.DataFrame, personas: pd.DataFrame) -> tupl
     return merged[merged["dimension"].isin(VALUES)][cols].reset_index(drop=True), notes
 
 
+def profile_scales(human: pd.DataFrame, llm: pd.DataFrame) -> pd.DataFrame:
+    """Per model and attribute, each side's spread: the unit both sides' profiles are divided by.
+
+    Over the groups both sides have (and the values both score), the spread of a side is
+    ``SD_v(mean_g p_gv)`` (ddof = 0): the standard deviation across values of the mean of
+    its group profiles. Returns ``model, attribute, n_groups, human_scale, llm_scale``
+    (NaN when a side has fewer than two values or no spread at all).
+    """
+    h = human.pivot_table(index=["attribute", "group"], columns="dimension", values="mean").reindex(columns=list(VALUES))
+    rows = []
+    for (model, attribute), part in llm.groupby(["model", "attribute"], sort=True):
+        l = part.pivot_table(index="group", columns="dimension", values="centered_mean").reindex(columns=list(VALUES))
+        groups = [g for g in _order(attribute, l.index) if (attribute, g) in h.index]
+        if not groups:
+            continue
+        hm = h.loc[[(attribute, g) for g in groups]].to_numpy(float).mean(axis=0)
+        lm = l.loc[groups].to_numpy(float).mean(axis=0)
+        ok = np.isfinite(hm) & np.isfinite(lm)
+        hs, ls = (float(x[ok].std()) if ok.sum() >= 2 else math.nan for x in (hm, lm))
+        rows.append({"model": model, "attribute": attribute, "n_groups": len(groups),
+                     "human_scale": hs if hs > 0 else math.nan, "llm_scale": ls if ls > 0 else math.nan})
+    return pd.DataFrame(rows, columns=["model", "attribute", "n_groups", "human_scale", "llm_scale"])
+
+
+def _scale_lookup(scales: pd.DataFrame) -> dict[tuple[str, str], tuple[float, float]]:
+    return {(r.model, r.attribute): (r.human_scale, r.llm_scale) for r in scales.itertuples()}
+
+
 def profile_distances(human: pd.DataFrame, llm: pd.DataFrame, min_values: int = 3) -> pd.DataFrame:
     """Per model and group: Euclidean distance and Spearman's rho between LLM and human profiles.
 
     d = sqrt(sum_v (l_v - h_v)^2) and rho = ``scipy.stats.spearmanr(l, h)`` over the values
     both sides have (all ten normally; a small bank may leave a value with no keyed item,
     and then ``n_values`` says over how many the figures are, so compare distances only
-    at equal ``n_values``). Groups with fewer than `min_values` shared values are left out.
+    at equal ``n_values``). ``euclidean_std`` is the same distance between the two profiles
+    each divided by its side's spread (:func:`profile_scales`): on one scale. Groups with
+    fewer than `min_values` shared values are left out.
     """
     h = human.pivot_table(index=["attribute", "group"], columns="dimension", values="mean")
     n = human.groupby(["attribute", "group"])["n"].first()
+    scales = _scale_lookup(profile_scales(human, llm))
     rows = []
     for (model, attribute, group, slug), part in llm.groupby(["model", "attribute", "group", "slug"], sort=True):
         if (attribute, group) not in h.index:
@@ -353,37 +400,58 @@ def profile_distances(human: pd.DataFrame, llm: pd.DataFrame, min_values: int = 
         if ok.sum() < min_values:
             continue
         rho, p = stats.spearmanr(lv[ok], hv[ok])
+        s_h, s_l = scales.get((model, attribute), (math.nan, math.nan))
         rows.append({"model": model, "attribute": attribute, "group": group, "slug": slug,
                      "n_humans": int(n.loc[(attribute, group)]), "n_values": int(ok.sum()),
                      "euclidean": float(np.sqrt(((lv[ok] - hv[ok]) ** 2).sum())),
-                     "spearman_rho": float(rho), "spearman_p": float(p)})
+                     "spearman_rho": float(rho), "spearman_p": float(p),
+                     "euclidean_std": float(np.sqrt(((lv[ok] / s_l - hv[ok] / s_h) ** 2).sum()))})
     return pd.DataFrame(rows, columns=BIAS_COLUMNS)
 
 
-def gap_labels(human_gap, llm_gap) -> np.ndarray:
-    """'reverses' if h*l < 0; 'exaggerates' if h*l >= 0 and |l| > |h|; else 'attenuates'.
+def gap_labels(human_gap, llm_gap, tolerance: float = 0.0) -> np.ndarray:
+    """Label each LLM gap against the human gap; gaps with |gap| < tolerance are near zero.
+
+    'near zero' if both are near zero; 'reverses' if neither is and they have opposite signs;
+    else 'exaggerates' if |l| > |h| and 'attenuates' if not; '' where either is NaN.
 
     >>> gap_labels([0.4, 0.4, 0.4, 0.0], [0.6, 0.2, -0.1, 0.0]).tolist()
     ['exaggerates', 'attenuates', 'reverses', 'attenuates']
+    >>> gap_labels([0.4, 0.05, 0.05, 0.4], [-0.1, -0.1, -0.3, 0.02], tolerance=0.2).tolist()
+    ['attenuates', 'near zero', 'exaggerates', 'attenuates']
     """
     h, l = np.asarray(human_gap, float), np.asarray(llm_gap, float)
-    return np.where(h * l < 0, "reverses", np.where(np.abs(l) > np.abs(h), "exaggerates", "attenuates"))
+    near_h, near_l = np.abs(h) < tolerance, np.abs(l) < tolerance
+    out = np.where(near_h & near_l, "near zero",
+                   np.where(~near_h & ~near_l & (h * l < 0), "reverses",
+                            np.where(np.abs(l) > np.abs(h), "exaggerates", "attenuates")))
+    return np.where(np.isfinite(h) & np.isfinite(l), out, "").astype(object)
 
 
-def gap_analysis(human: pd.DataFrame, llm: pd.DataFrame) -> pd.DataFrame:
-    """For every model and pair of groups of one attribute: human gap (A - B) vs LLM gap, per value."""
+def gap_analysis(human: pd.DataFrame, llm: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """For every model and pair of groups of one attribute: human gap (A - B) vs LLM gap, per value.
+
+    Raw gaps, standardised gaps (each divided by its side's spread, :func:`profile_scales`)
+    and the label of the standardised pair (:func:`gap_labels` with `tolerance`).
+    """
     h = human.set_index(["attribute", "group", "dimension"])["mean"]
+    scales = _scale_lookup(profile_scales(human, llm))
     frames = []
     for (model, attribute), part in llm.groupby(["model", "attribute"], sort=True):
         l = part.set_index(["group", "dimension"])["centered_mean"]
         order = [g for g in _order(attribute, part["group"].unique()) if (attribute, g, VALUES[0]) in h.index]
+        s_h, s_l = scales.get((model, attribute), (math.nan, math.nan))
         for a, b in combinations(order, 2):
             hg = np.array([h[(attribute, a, v)] - h[(attribute, b, v)] for v in VALUES])
             lg = l.loc[a].reindex(VALUES).to_numpy(float) - l.loc[b].reindex(VALUES).to_numpy(float)
+            hs, ls = hg / s_h, lg / s_l
             frames.append(pd.DataFrame({"model": model, "attribute": attribute, "group_a": a, "group_b": b,
                                         "dimension": list(VALUES), "human_gap": hg, "llm_gap": lg,
-                                        "label": gap_labels(hg, lg)}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=GAP_COLUMNS)
+                                        "label": gap_labels(hs, ls, tolerance), "human_gap_std": hs,
+                                        "llm_gap_std": ls, "human_scale": s_h, "llm_scale": s_l}))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=GAP_COLUMNS)
+    out.attrs["tolerance"] = tolerance
+    return out
 
 
 def _order(attribute: str, groups) -> list[str]:
@@ -393,9 +461,15 @@ def _order(attribute: str, groups) -> list[str]:
     return sorted(groups, key=str)
 
 
-def summarise_gaps(gaps: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
+def summarise_gaps(gaps: pd.DataFrame, distances: pd.DataFrame, tolerance: float | None = None) -> pd.DataFrame:
     """Per model, per attribute and over all attributes (``attribute = "all"``): label shares,
-    the through-origin slope sum(h l) / sum(h^2), and the mean distance and rank correlation."""
+    the through-origin slope sum(h l) / sum(h^2) on the raw gaps (``slope``) and on the
+    standardised ones (``slope_std``), and the mean distances and rank correlation.
+
+    `tolerance` is recorded beside the shares (default: the one `gaps` were labelled with).
+    """
+    if tolerance is None:
+        tolerance = gaps.attrs.get("tolerance", DEFAULT_TOLERANCE)
     rows = []
     for model in sorted(set(gaps["model"]) | set(distances["model"])):
         g_m, d_m = gaps[gaps["model"] == model], distances[distances["model"] == model]
@@ -405,13 +479,22 @@ def summarise_gaps(gaps: pd.DataFrame, distances: pd.DataFrame) -> pd.DataFrame:
             d = d_m if attribute == "all" else d_m[d_m["attribute"] == attribute]
             g = g.dropna(subset=["human_gap", "llm_gap"])
             hh = float((g["human_gap"] ** 2).sum())
+            share = {label: (g["label"] == label).mean() if len(g) else np.nan
+                     for label in ("exaggerates", "reverses", "attenuates", "near zero")}
+            std = g.dropna(subset=["human_gap_std", "llm_gap_std"]) if "human_gap_std" in g else g.iloc[:0]
+            hh_std = float((std["human_gap_std"] ** 2).sum()) if len(std) else 0.0
             rows.append({"model": model, "attribute": attribute, "n_gaps": len(g),
-                         "share_exaggerated": (g["label"] == "exaggerates").mean() if len(g) else np.nan,
-                         "share_reversed": (g["label"] == "reverses").mean() if len(g) else np.nan,
-                         "share_attenuated": (g["label"] == "attenuates").mean() if len(g) else np.nan,
+                         "share_exaggerated": share["exaggerates"], "share_reversed": share["reverses"],
+                         "share_attenuated": share["attenuates"],
                          "slope": float((g["human_gap"] * g["llm_gap"]).sum()) / hh if hh > 0 else np.nan,
                          "mean_euclidean": d["euclidean"].mean() if len(d) else np.nan,
-                         "mean_spearman": d["spearman_rho"].mean() if len(d) else np.nan})
+                         "mean_spearman": d["spearman_rho"].mean() if len(d) else np.nan,
+                         "share_near_zero": share["near zero"],
+                         "slope_std": (float((std["human_gap_std"] * std["llm_gap_std"]).sum()) / hh_std
+                                       if hh_std > 0 else np.nan),
+                         "mean_euclidean_std": (d["euclidean_std"].mean() if len(d) and "euclidean_std" in d
+                                                else np.nan),
+                         "tolerance": tolerance})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -530,7 +613,8 @@ def load_demographics(processed_dir=None, db=None, demographics_csv=None) -> pd.
     return out.reset_index()
 
 
-def run_group_bias(processed_dir, db=None, demographics_csv=None, personas=None, min_n: int = 2) -> dict[str, pd.DataFrame]:
+def run_group_bias(processed_dir, db=None, demographics_csv=None, personas=None, min_n: int = 2,
+                   tolerance: float = DEFAULT_TOLERANCE) -> dict[str, pd.DataFrame]:
     """The whole group-bias analysis from a processed folder (plus the database / a Prolific CSV).
 
     Returns a dict of DataFrames: ``group_profiles`` (humans and LLM personas, long),
@@ -575,8 +659,8 @@ def run_group_bias(processed_dir, db=None, demographics_csv=None, personas=None,
             llm_long["n"], llm_long["sd"], llm_long["ci_low"], llm_long["ci_high"] = np.nan, np.nan, np.nan, np.nan
             tables["group_profiles"] = pd.concat([human, llm_long[PROFILE_COLUMNS]], ignore_index=True)
             dist = profile_distances(human, lp)
-            gaps = gap_analysis(human, lp)
-            tables.update(group_bias=dist, group_gaps=gaps, group_bias_summary=summarise_gaps(gaps, dist))
+            gaps = gap_analysis(human, lp, tolerance)
+            tables.update(group_bias=dist, group_gaps=gaps, group_bias_summary=summarise_gaps(gaps, dist, tolerance))
     tables["notes"] = pd.DataFrame({"note": notes}, dtype=object)
     return tables
 

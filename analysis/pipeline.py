@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.correlations import add_fisher_z_ci, correlation_table
-from analysis.dataset import Study, input_hash, load_study
+from analysis.dataset import Study, input_hash, load_study, participants_without_ratings
 from analysis.item_bank import build_item_bank
 from analysis.quality import QualityOptions, QualityResult, add_quality_arguments, options_from_args, quality_control, summary_lines
 from valueportrait.atomic import write_csv_atomic, write_json_atomic
@@ -405,6 +405,9 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     for rule, entry in ctx.quality.summary["rules"].items():
         if entry["on"] and not entry["applicable"]:
             notes.append(f"{rule} rule {entry['note']}")
+    unrated = participants_without_ratings(study)
+    if unrated:
+        notes.append(f"{len(unrated)} participants have scores but no ratings (not analysed)")
     manifest = {
         "tool": "valueportrait",
         "version": __version__,
@@ -423,6 +426,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         "counts": {
             "participants": int(study.participations["participant_id"].nunique()),
             "participations": int(len(study.participations)),
+            "participants_without_ratings": len(unrated),
             "included_participants": int(included["participant_id"].nunique()),
             "included_participations": int(len(included)),
             "excluded_participations": int(ctx.quality.summary["excluded_participations"]),

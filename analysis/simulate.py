@@ -1348,7 +1348,8 @@ def write_to_db(sim: Simulation, db, study_id: str = "demo", *, project: str | N
     under `study_id` is replaced (its rows are deleted first, so nothing of an earlier seed
     survives); a study of another source under that id is refused. The groups are those of
     ``sim.items`` in order, each with its participations as target. `project` (the waves of
-    a two-stage study share one) is recorded in ``config_json``.
+    a two-stage study share one; default the study id) goes in the studies table and in
+    ``config_json``.
     """
     from valueportrait.storage import StudyDB, open_db
 
@@ -1367,7 +1368,7 @@ def write_to_db(sim: Simulation, db, study_id: str = "demo", *, project: str | N
             config = {**asdict(c), **({"project": project} if project else {})}
             store.upsert("studies", [{
                 "study_id": study_id, "title": title or f"Simulated study (seed {c.seed})", "source": "simulation",
-                "config_json": json.dumps(config), "created_at": _iso(start),
+                "config_json": json.dumps(config), "created_at": _iso(start), "project": project or study_id,
             }])
             per_group = sim.participations.groupby("group_id").size()
             store.upsert("item_groups", [{"study_id": study_id, "group_id": gid, "position": i + 1,

@@ -27,7 +27,7 @@ from valueportrait.storage import open_db
 
 from collection_app import bots, pages, store, wsbot
 from collection_app.study import load_study
-from collection_app.testing import Server, stored_answers
+from collection_app.testing import Server, acknowledged, stored_answers
 
 
 def _tree_rss_kb(root: int, exclude: set[int]) -> int:
@@ -84,7 +84,7 @@ def verify(db_path: Path, study, results) -> dict:
             prog = store.load_progress(db, study, r.participant_id)
             steps = pages.question_steps(study, prog)
             for index, given in r.answers.items():
-                lost += stored_answers(db, r.participant_id, steps[index][1]) != [given["answer"]]
+                lost += stored_answers(db, r.participant_id, steps[index][1]) != acknowledged(given)
             if prog.group_id:
                 want = pages.expected_counts(study, prog.group_id)
                 got = db.query("SELECT COUNT(*) FROM ratings WHERE participant_id=?", (r.participant_id,))[0][0]

@@ -27,12 +27,14 @@ def _study(study_path: str | None, mtime: float, db_path: str):
 
 
 def main() -> None:
-    st.set_page_config(page_title="Study", page_icon=None, layout="centered", initial_sidebar_state="collapsed")
+    params = st.query_params.to_dict()
+    # The admin page uses the whole width for its tables; participants get a narrow column.
+    st.set_page_config(page_title="Study", page_icon=None, layout="wide" if "admin" in params else "centered",
+                       initial_sidebar_state="collapsed")
     db_path = pages.db_path_from_env()
     study_path = os.environ.get("VP_STUDY") or None
     mtime = os.path.getmtime(study_path) if study_path and os.path.exists(study_path) else 0.0
     study = _study(study_path, mtime, db_path)
-    params = st.query_params.to_dict()
     if "admin" in params:
         from collection_app import admin
         admin.render(study, db_path)

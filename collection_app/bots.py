@@ -57,6 +57,11 @@ _SETTLED_JS = """(prev) => {
 }"""
 
 
+# The frontend's connection state ('CONNECTED' when its websocket is up).
+_CONNECTION_JS = """() => { const app = document.querySelector("[data-testid='stApp']");
+  return app ? app.getAttribute('data-test-connection-state') : null; }"""
+
+
 @dataclass
 class BotResult:
     participant_id: str
@@ -70,6 +75,9 @@ class BotResult:
     recoveries: list[str] = field(default_factory=list)  # no new page in time, reloaded and carried on
     reloads: int = 0
     resume_checks: list[tuple[int, int]] = field(default_factory=list)  # (expected step, step seen)
+    # Presses sent again on a connection the bot reopened the way a browser tab does after the
+    # server went away (no page load): (page key before, whether a new page came back).
+    reconnect_presses: list[tuple[str, bool]] = field(default_factory=list)
 
 
 class Profile:
@@ -146,7 +154,7 @@ def _responses_by_text(study_file: Path | None) -> dict[str, str]:
     return {i.response: i.value for i in study.items if i.value}
 
 
-END_PAGES = ("full", "declined", "timed-out", "bad-link")
+END_PAGES = ("full", "declined", "timed-out", "timed-out-partial", "bad-link", "earlier-wave")
 
 
 class Participant:
@@ -156,8 +164,9 @@ class Participant:
     A driver (the browser :class:`Bot`, the websocket ``collection_app.wsbot.WsBot``) supplies
     the hooks: ``_open(kind)``, ``_close()``, ``_where() -> (page, step, key)``,
     ``_completion_code()``, ``_press(kind, label)``, ``_demographics()``,
-    ``_question(kind, step)`` and ``_disrupt(step)``; ``retryable`` names the errors that
-    mean "no new page" rather than a broken bot.
+    ``_question(kind, step)`` (one scale, or on a side-by-side ``ratings`` page one scale per
+    response) and ``_disrupt(step)``; ``retryable`` names the errors that mean "no new page"
+    rather than a broken bot.
     """
 
     retryable: tuple[type[BaseException], ...] = (Exception,)
@@ -179,9 +188,17 @@ class Participant:
     async def _think(self) -> None:
         await asyncio.sleep(think_delay(self.behaviour, self.think, self.rng))
 
-    async def _rate(self, kind: str, step: int, text: str, n_options: int, choose) -> bool:
-        """Answer a statement or response shown as `text` on a 1..n_options scale: pick the
-        behaviour's answer, think, ``await choose(index)`` (True when a new page came), record it."""
+    async def _rate(self, kind: str, step: int, text: str | list[str], n_options: int, choose) -> bool:
+        """Answer a statement or response shown as `text` on a 1..n_options scale (or, on a
+        side-by-side page, each of a list of responses): pick the behaviour's answers, think,
+        ``await choose(index or indices)`` (True when a new page came), record them."""
+        if isinstance(text, list):
+            answers = [self.profile.answer(kind, t, 1, n_options) for t in text]
+            await self._think()
+            ok = await choose([a - 1 for a in answers])
+            if ok:
+                self.result.answers[step] = {"page": kind, "texts": text, "answers": answers}
+            return ok
         answer = self.profile.answer(kind, text, 1, n_options)
         await self._think()
         ok = await choose(answer - 1)
@@ -214,9 +231,12 @@ class Participant:
                         ok = await self._press("consent", "I agree")
                     elif page_kind == "platform":
                         ok = await self._press("platform", "Start the study")
+                    elif page_kind in ("intro", "query"):
+                        await self._think()
+                        ok = await self._press(page_kind, "Continue")
                     elif page_kind == "demographics":
                         ok = await self._demographics()
-                    elif page_kind in ("question", "rating"):
+                    elif page_kind in ("question", "rating", "ratings"):
                         ok = await self._question(page_kind, step)
                     else:  # no marker: an error, or a page this bot does not know
                         ok = False
@@ -290,11 +310,40 @@ class Bot(Participant):
         return await self._submit(kind, label)
 
     async def _submit(self, kind: str, button: str = "Next") -> bool:
-        """Press a button and wait for a new page; False if the page did not change in time."""
+        """Press a button and wait for a new page; False if the page did not change in time.
+
+        If the connection dropped meanwhile (the server went away), do what a person does:
+        wait in the same tab until it has reconnected by itself, and press again. That first
+        press after the reconnect must be stored (``reconnect_presses``).
+        """
         prev, t0 = self.state, time.perf_counter()
-        await self.page.get_by_role("button", name=button, exact=True).click(timeout=self.timeout * 1000)
+        target = self.page.get_by_role("button", name=button, exact=True)
+        await target.click(timeout=self.timeout * 1000)
         try:
             self.state = await self._settle(prev, kind, t0)
+            return True
+        except Exception:
+            pass
+        if not await self._reconnected():
+            return False
+        t0 = time.perf_counter()
+        try:
+            await target.click(timeout=self.timeout * 1000)
+            self.state = await self._settle(prev, kind, t0)
+            self.result.reconnect_presses.append((prev, True))
+            return True
+        except Exception:
+            self.result.reconnect_presses.append((prev, False))
+            return False
+
+    async def _reconnected(self, wait: float = 90.0) -> bool:
+        """True once a tab whose connection dropped is connected again (False: it never dropped)."""
+        state = await self.page.evaluate(_CONNECTION_JS)
+        if state == "CONNECTED":
+            return False
+        try:
+            await self.page.wait_for_function(f"() => ({_CONNECTION_JS})() === 'CONNECTED'", timeout=wait * 1000,
+                                              polling=200)
             return True
         except Exception:
             return False
@@ -319,16 +368,21 @@ class Bot(Participant):
         options = self.page.locator("[data-testid='stForm'] [data-testid='stRadioOption']")
         # The marker can be drawn a moment before the form (e.g. right after a reconnect).
         await options.last.wait_for(timeout=self.timeout * 1000)
-        text = await self.page.locator(f"[data-vp-role='{role}']").inner_text()
-        n_options = await options.count()
+        texts = await self.page.locator(f"[data-vp-role='{role}']").all_inner_texts()
+        groups = self.page.locator("[data-testid='stForm'] [role='radiogroup']")
+        n_groups = await groups.count()
+        if n_groups != len(texts) or not texts:
+            return False
+        n_options = await groups.first.locator("[data-testid='stRadioOption']").count()
         if n_options < 2:
             return False
 
-        async def choose(index: int) -> bool:
-            await self._pick(None, index)
+        async def choose(index) -> bool:
+            for g, i in enumerate(index if isinstance(index, list) else [index]):
+                await groups.nth(g).locator("[data-testid='stRadioOption']").nth(i).click(timeout=self.timeout * 1000)
             return await self._submit(kind)
 
-        return await self._rate(kind, step, text, n_options, choose)
+        return await self._rate(kind, step, texts if kind == "ratings" else texts[0], n_options, choose)
 
     async def _disrupt(self, step: int) -> None:
         """Refresh, or close the browser and come back later with the same link."""
@@ -429,6 +483,9 @@ def summary(results: list[BotResult], elapsed: float) -> str:
     recovered = sum(len(r.recoveries) for r in results)
     if recovered:
         lines.append(f"pages that did not answer in time and were reloaded: {recovered}")
+    again = [ok for r in results for _, ok in r.reconnect_presses]
+    if again:
+        lines.append(f"presses made again after the connection came back: {len(again)}, new page for {sum(again)}")
     lines.append(f"failures: {len(fails)}")
     lines += [f"  {pid} ({beh}): {f}" for pid, beh, f in fails]
     bad_resume = [(r.participant_id, c) for r in results for c in r.resume_checks if c[1] != c[0]]

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
 from valueportrait import DEFAULT_DB
+from valueportrait.errors import InputError
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -42,6 +44,18 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
+def _why(exc: BaseException) -> str:
+    """What went wrong opening a database, in words a researcher can act on."""
+    text = str(exc).split(": ", 1)[-1] if isinstance(exc, RuntimeError) else str(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        return "it is not an SQLite database; give a new file name or an existing study database"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in text:
+        return "cannot open or create a file there (a folder, or no permission to write?)"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from collection_app.study import load_study
     from valueportrait.storage import open_db
@@ -50,8 +64,11 @@ def run(args: argparse.Namespace) -> int:
     # Fail here, in one line, rather than in the participant's browser.
     study = load_study(args.study)
     db_path = Path(args.db).resolve()
-    with open_db(db_path) as db:
-        sync_study(db, study)
+    try:
+        with open_db(db_path) as db:
+            sync_study(db, study)
+    except (sqlite3.Error, OSError, RuntimeError) as exc:
+        raise InputError(f"{args.db}: --db: cannot use it as the study database ({_why(exc)})") from None
     env = dict(os.environ, VP_DB=str(db_path))
     if args.study:
         env["VP_STUDY"] = str(Path(args.study).resolve())

@@ -747,6 +747,9 @@ def create_body(args, study) -> tuple[dict, list[str]]:
     if spec.completion.failed_checks_code:
         codes.append({"code": spec.completion.failed_checks_code, "code_type": "FAILED_ATTENTION_CHECK",
                       "actions": [{"action": "MANUALLY_REVIEW"}]})
+    if spec.completion.partial_code:  # the app's code for a participant whose time ran out part-way
+        codes.append({"code": spec.completion.partial_code, "code_type": "OTHER",
+                      "actions": [{"action": "MANUALLY_REVIEW"}]})
     if not (spec.completion.url or "").startswith("https://app.prolific.com/submissions/complete"):
         notes.append(f"completion.url is {spec.completion.url!r}: participants will not be sent back to Prolific "
                      "with their code by the app")

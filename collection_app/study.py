@@ -63,11 +63,22 @@ class Completion(_Strict):
     # may be done with them). None: everyone gets `code`.
     failed_checks_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{4,40}$")
     failed_checks_min: int = Field(default=2, ge=1)
+    # Prolific's "partial" code: given to someone whose time ran out after they had answered
+    # at least `partial_min_share` of the study's questions, so the researcher can review and
+    # pay for the part done. None: a timed-out participant is asked to return the study.
+    partial_code: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-]{4,40}$")
+    partial_min_share: float = Field(default=0.5, gt=0, le=1)
 
     @model_validator(mode="after")
     def _codes_differ(self):
-        if self.failed_checks_code is not None and self.failed_checks_code == self.code:
-            raise ValueError(f"failed_checks_code: {self.failed_checks_code!r} is the same as code")
+        codes = {"code": self.code, "failed_checks_code": self.failed_checks_code, "partial_code": self.partial_code}
+        seen: dict[str, str] = {}
+        for name, code in codes.items():
+            if code is None:
+                continue
+            if code in seen:
+                raise ValueError(f"{name}: {code!r} is the same as {seen[code]}")
+            seen[code] = name
         return self
 
     @field_validator("url")
@@ -79,10 +90,51 @@ class Completion(_Strict):
 
 
 class TimeLimits(_Strict):
-    # A started participant keeps their place in a group while seen within this time.
-    active_minutes: float = Field(default=60, gt=0)
+    # A started participant holds a place in a group while seen within this time. Someone
+    # whose place lapsed (idle longer) may still come back and finish before max_minutes:
+    # they are not turned away after doing part of the work, so a group can end above its
+    # target; the admin page and the export count that overfill.
+    active_minutes: float = Field(default=60, gt=0, allow_inf_nan=False)
     # After this long from the start, a participant can no longer finish.
-    max_minutes: float = Field(default=120, gt=0)
+    max_minutes: float = Field(default=120, gt=0, allow_inf_nan=False)
+    # A warning on every page once fewer minutes than this are left (0: no warning).
+    warn_minutes: float = Field(default=10, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.active_minutes > self.max_minutes:
+            raise ValueError(f"active_minutes {self.active_minutes:g} is more than max_minutes {self.max_minutes:g}: "
+                             "a place would outlast the time anyone has to finish (swapped?)")
+        if self.warn_minutes >= self.max_minutes:
+            raise ValueError(f"warn_minutes {self.warn_minutes:g} is not less than max_minutes {self.max_minutes:g}: "
+                             "the warning would show from the first page")
+        return self
+
+
+class Ratings(_Strict):
+    """How the item ratings are laid out."""
+
+    # True: the responses to one query come together, the query shown first and read once;
+    # queries in a random order per participant, responses shuffled within each.
+    # False: all responses of the group in one random order, each with its query.
+    by_query: bool = True
+    # With by_query: each response on its own page (the query above it, folded), or all the
+    # query's responses on one page, one scale each.
+    layout: Literal["one_per_page", "side_by_side"] = "one_per_page"
+
+
+class ScaleWording(_Strict):
+    """A study's own question and labels for an answer scale (the values stay the instrument's)."""
+
+    question: str | None = Field(default=None, min_length=1)
+    labels: tuple[str, ...] | None = None
+
+    @field_validator("labels")
+    @classmethod
+    def _non_empty(cls, labels):
+        if labels is not None and any(not str(label).strip() for label in labels):
+            raise ValueError("labels must not be empty")
+        return labels
 
 
 class ProlificReview(_Strict):
@@ -122,8 +174,8 @@ class ProlificSettings(_Strict):
 
 class StudySpec(_Strict):
     study_id: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
-    # The waves of one two-stage study share a project (default: the study's own id); each
-    # wave has its own study_id. `vp plan-wave` writes it.
+    # Waves of one study share a project (and each has its own study_id): a Prolific id that
+    # took part in one wave is turned away from the others. Default: the study id.
     project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_\-.]{1,60}$")
     title: str = Field(min_length=1)
     items_file: str
@@ -132,6 +184,9 @@ class StudySpec(_Strict):
     attention_checks: tuple[CheckPlacement, ...] = ()
     completion: Completion
     time_limits: TimeLimits = TimeLimits()
+    ratings: Ratings = Ratings()
+    # The study's own wording of the answer scales, per block (values stay 1..6 / 1..5).
+    scales: dict[Literal["pvq", "bfi", "similarity"], ScaleWording] = {}
     texts: dict[str, str] = {}
     pvq_wording_file: str | None = None
     bfi_wording_file: str | None = None
@@ -217,6 +272,10 @@ class Study:
     def study_id(self) -> str:
         return self.spec.study_id
 
+    @property
+    def project(self) -> str:
+        return self.spec.project or self.spec.study_id
+
     @cached_property
     def items_by_group(self) -> dict[str, tuple[Item, ...]]:
         return {g.id: tuple(i for i in self.items if i.group_id == g.id) for g in self.spec.groups}
@@ -244,10 +303,32 @@ class Study:
         return url.replace("{code}", code or self.spec.completion.code) if url else None
 
     @cached_property
+    def definition(self) -> dict:
+        """Everything a participant of this study could read, as plain data: the settings, the
+        item texts, the questionnaires' wording, the answer scales, the checks and the texts."""
+        return {
+            "spec": self.spec.model_dump(mode="json"),
+            "items": [dict(i.__dict__) for i in self.items],
+            "pvq21": self.pvq.model_dump(mode="json"),
+            "bfi10": self.bfi.model_dump(mode="json"),
+            "checks": {k: c.model_dump(mode="json") for k, c in sorted(self.checks.items())},
+            "scales": {k: s.model_dump(mode="json") for k, s in sorted(self.scales.items())},
+            "texts": self.texts.model_dump(mode="json"),
+        }
+
+    @cached_property
+    def definition_json(self) -> str:
+        return json.dumps(self.definition, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    @cached_property
+    def version(self) -> str:
+        """The sha256 of :attr:`definition_json`: the address of this version of the study."""
+        return hashlib.sha256(self.definition_json.encode("utf-8")).hexdigest()
+
+    @property
     def fingerprint(self) -> str:
-        """A hash of the definition and its items, stored with the study for the audit trail."""
-        blob = json.dumps([self.spec.model_dump(mode="json"), [i.__dict__ for i in self.items]], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """A short form of :attr:`version`, stored with the study for the audit trail."""
+        return self.version[:16]
 
 
 def _field_error(path: Path, exc: ValidationError) -> InputError:
@@ -306,7 +387,16 @@ def load_study(path: Path | str | None = None) -> Study:
             q = queries[pid]
             items += [Item(pid, o.id, group.id, q.content.title, q.content.text, o.content, o.value) for o in q.outputs]
 
-    all_checks = {c.id: c for c in instruments.load_attention_checks()}
+    scales = {}
+    for name in ("pvq", "bfi", "similarity"):
+        base, own = instruments.load_scale(name), spec.scales.get(name)
+        if own is not None and own.labels is not None and len(own.labels) != len(base.labels):
+            raise InputError(f"{path}: scales.{name}.labels: {len(own.labels)} labels for a scale "
+                             f"{base.min}..{base.max} (it needs {len(base.labels)})")
+        if own is not None:
+            base = base.model_copy(update={k: v for k, v in own.model_dump().items() if v is not None})
+        scales[name] = base
+    all_checks = {c.id: c for c in instruments.load_attention_checks(scales=scales)}
     blocks_len = {"pvq21": 21, "bfi10": 10}
     group_sizes = {g.id: sum(len(queries[p].outputs) for p in g.portraits) for g in spec.groups}
     placed = [c.id for c in spec.attention_checks]
@@ -344,5 +434,5 @@ def load_study(path: Path | str | None = None) -> Study:
         spec=spec, path=path, items=tuple(items), pvq=pvq, bfi=bfi,
         checks={c.id: all_checks[c.id] for c in spec.attention_checks},
         texts=instruments.load_texts(dict(spec.texts)),
-        scales={name: instruments.load_scale(name) for name in ("pvq", "bfi", "similarity")},
+        scales=scales,
     )

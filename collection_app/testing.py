@@ -91,8 +91,9 @@ def serve(db: Path, study: Path | None = None, **kw) -> Iterator[Server]:
 
 
 def write_small_study(folder: Path, *, items: list[dict], target: int = 50, groups: int = 1,
-                      checks: list[dict] | None = None, completion: dict | None = None) -> Path:
-    """A study file over the given queries (tagged shape), split into `groups` groups."""
+                      checks: list[dict] | None = None, completion: dict | None = None, **extra) -> Path:
+    """A study file over the given queries (tagged shape), split into `groups` groups; `extra`
+    sets (or replaces) any other top-level field of the study file."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "items.json").write_text(json.dumps(items))
     ids = [q["portrait_id"] for q in items]
@@ -101,6 +102,7 @@ def write_small_study(folder: Path, *, items: list[dict], target: int = 50, grou
         "groups": [{"id": f"G{g + 1}", "portraits": ids[g::groups], "target": target} for g in range(groups)],
         "attention_checks": checks if checks is not None else [{"id": "ac_pvq", "after": 3}, {"id": "ac_item_1", "after": 1}],
         "completion": completion or {"code": "TESTCODE1"},
+        **extra,
     }
     path = folder / "study.yaml"
     path.write_text(json.dumps(spec))  # JSON is YAML
@@ -136,10 +138,18 @@ def kill_during(server: Server, db_path: Path, play, *, after_answers: int, wait
     return stored
 
 
+def acknowledged(given: dict) -> list:
+    """The answers a bot saw acknowledged on one step (one, or one per response side by side)."""
+    return list(given["answers"]) if "answers" in given else [given["answer"]]
+
+
 def stored_answers(db, participant_id: str, step: dict) -> list:
     """Every answer stored for one question step of a participant (a PVQ/BFI item, an
-    attention check or an item rating): exactly one when nothing was lost or doubled."""
+    attention check or an item rating; a side-by-side page: its responses in order): exactly
+    :func:`acknowledged` when nothing was lost or doubled."""
     kind = step["kind"]
+    if kind == "query_ratings":
+        return [a for sub in step["subs"] for a in stored_answers(db, participant_id, sub)]
     if kind in ("pvq21", "bfi10"):
         rows = db.query("SELECT answer FROM instrument_answers WHERE participant_id=? AND instrument=? AND item_id=?",
                         (participant_id, kind, step["item_id"]))

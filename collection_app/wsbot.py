@@ -57,7 +57,8 @@ class View:
     elements: list[tuple[str, object]] = field(default_factory=list)  # (element type, proto)
     page: str = ""
     step: int | None = None
-    roles: dict[str, str] = field(default_factory=dict)  # data-vp-role -> its text, unescaped
+    roles: dict[str, str] = field(default_factory=dict)  # data-vp-role -> its (first) text, unescaped
+    texts: list[tuple[str, str]] = field(default_factory=list)  # every (role, text), in page order
     error: str | None = None  # an exception element (never shown in detail to participants)
 
     @property
@@ -91,7 +92,11 @@ class View:
                     view.step = int(s.group(1)) if s else None
             for role, inner in _ROLE.findall(body):
                 view.roles.setdefault(role, html.unescape(inner))
+                view.texts.append((role, html.unescape(inner)))
         return view
+
+    def all(self, role: str) -> list[str]:
+        return [text for r, text in self.texts if r == role]
 
 
 class Connection:
@@ -105,12 +110,16 @@ class Connection:
         self.ws = None
         self.page_script_hash = ""
 
-    async def open(self) -> View:
+    async def connect(self) -> None:
         # The first subprotocol entry is the one selected; the browser puts an XSRF token and
         # a session id to resume in the next two, which a new tab does not have.
         self.ws = await asyncio.wait_for(
             connect(self.ws_url, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout,
                     compression=None), self.timeout)
+
+    async def open(self) -> View:
+        """A new tab: connect, and ask for the page."""
+        await self.connect()
         return await self.rerun([])
 
     async def close(self) -> None:
@@ -168,6 +177,10 @@ class WsBot(Participant):
         self.conn: Connection | None = None
         self.view = View()
 
+    @property
+    def page_script_hash(self) -> str:
+        return self.conn.page_script_hash if self.conn else ""
+
     # -- plumbing -------------------------------------------------------------------------
     async def _open(self, kind: str = "load") -> None:
         """Open the link in a new 'tab', retrying while the server is away (restart)."""
@@ -206,15 +219,46 @@ class WsBot(Participant):
         return f": {self.view.error}" if self.view.error else ""
 
     async def _submit(self, kind: str, states: list[tuple[str, str, object]]) -> bool:
-        """Send a rerun; True if a new page came back (the answer before it is stored)."""
+        """Send a rerun; True if a new page came back (the answer before it is stored).
+
+        If the connection is gone (the server went away while the bot thought, or while it
+        waited), do what a browser tab does: reconnect on its own, keep the page it shows,
+        and send the same press again on the new connection, whose server session has never
+        drawn that page. That press must be stored like any other (``reconnect_presses``).
+        """
         prev, t0 = self.view.key, time.perf_counter()
         try:
             view = await self.conn.rerun(states)
-        except (ConnectionClosed, OSError, asyncio.TimeoutError, StuckError):
+        except (ConnectionClosed, OSError):
+            if not await self._reconnect():
+                return False
+            t0 = time.perf_counter()
+            try:
+                view = await self.conn.rerun(states)
+            except (ConnectionClosed, OSError, asyncio.TimeoutError, StuckError):
+                self.result.reconnect_presses.append((prev, False))
+                return False
+            self.result.reconnect_presses.append((prev, bool(view.key) and view.key != prev))
+        except (asyncio.TimeoutError, StuckError):
             return False
         self.result.latencies.append((kind, time.perf_counter() - t0))
         self.view = view
         return bool(view.key) and view.key != prev
+
+    async def _reconnect(self, attempts: int = 40) -> bool:
+        """A new websocket to the same server, without asking for a page (as the frontend reconnects)."""
+        page_script_hash = self.page_script_hash
+        await self._close()
+        for attempt in range(attempts):
+            conn = Connection(self.base_url, self.query, self.timeout)
+            conn.page_script_hash = page_script_hash
+            try:
+                await conn.connect()
+                self.conn = conn
+                return True
+            except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError):
+                await asyncio.sleep(min(2.0, 0.2 * (attempt + 1)))
+        return False
 
     def _button(self, label: str):
         return self.view.widget("button", label)
@@ -233,17 +277,17 @@ class WsBot(Participant):
 
     async def _question(self, kind: str, step: int) -> bool:
         role = "statement" if kind == "question" else "response"
-        text = self.view.roles.get(role)
+        texts = self.view.all(role)
         radios = [r for r in self.view.widgets("radio") if r.form_id]
-        if text is None or len(radios) != 1 or len(radios[0].options) < 2:
+        if not texts or len(radios) != len(texts) or len(radios[0].options) < 2:
             return False
-        radio = radios[0]
 
-        async def choose(index: int) -> bool:
-            return await self._submit(kind, [(radio.id, "string_value", radio.options[index]),
-                                             (self._button("Next").id, "trigger_value", True)])
+        async def choose(index) -> bool:
+            picks = index if isinstance(index, list) else [index]
+            return await self._submit(kind, [(r.id, "string_value", r.options[i]) for r, i in zip(radios, picks)]
+                                      + [(self._button("Next").id, "trigger_value", True)])
 
-        return await self._rate(kind, step, text, len(radio.options), choose)
+        return await self._rate(kind, step, texts if kind == "ratings" else texts[0], len(radios[0].options), choose)
 
     async def _disrupt(self, step: int) -> None:
         """Reload (a new session on the same link), or leave and come back later."""

@@ -38,6 +38,31 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 #: dimension -> family
 FAMILY_OF: dict[str, str] = {d: fam for fam, dims in FAMILIES.items() for d in dims}
 
+#: How each dimension is written for readers (Schwartz's spelling: "Self-Direction",
+#: "Openness to Change"). Data files keep the release's names; every label drawn in a report,
+#: figure or page goes through :func:`dimension_label`, so a value has one spelling everywhere.
+DIMENSION_LABELS: dict[str, str] = {
+    **{d: d for dims in FAMILIES.values() for d in dims},
+    "Self_Direction": "Self-Direction",
+    "Self_Transcendence": "Self-Transcendence",
+    "Self_Enhancement": "Self-Enhancement",
+    "Openness_to_Change": "Openness to Change",
+}
+#: family code -> words.
+FAMILY_LABELS: dict[str, str] = {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}
+
+
+def dimension_label(name) -> str:
+    """A dimension's name for readers: ``Self_Direction`` -> ``Self-Direction``.
+
+    Names that are not dimensions come back with underscores as spaces.
+
+    >>> dimension_label("Openness_to_Change"), dimension_label("Power"), dimension_label("age_band")
+    ('Openness to Change', 'Power', 'age band')
+    """
+    text = str(name)
+    return DIMENSION_LABELS.get(text, text.replace("_", " "))
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -122,10 +147,34 @@ class _Checks(_Strict):
 
 
 class Texts(_Strict):
+    """Every text a participant reads around the questions (``texts.yaml``; a study may replace any)."""
+
     consent: str
     debrief: str
     declined: str
     study_full: str
+    heading_demographics: str
+    heading_pvq21: str
+    heading_bfi10: str
+    heading_items: str
+    demographics_note: str
+    intro_pvq21: str
+    intro_bfi10: str
+    intro_items: str
+    layout_one_per_page: str
+    layout_side_by_side: str
+    layout_shuffled: str
+    example_heading: str
+    example_query: str
+    example_response: str
+    example_explanation: str
+    time_warning: str
+    timed_out: str
+    timed_out_partial: str
+    earlier_wave: str
+    connection_lost: str
+    reload_needed: str
+    revise_note: str
 
 
 def _format_validation_error(path: Path, exc: ValidationError) -> str:
@@ -188,13 +237,19 @@ def load_scale(name: Literal["pvq", "bfi", "similarity"]) -> Scale:
     return load_scales()[name]
 
 
-def load_attention_checks(path: Path = HERE / "attention_checks.yaml") -> tuple[AttentionCheck, ...]:
+def load_attention_checks(path: Path = HERE / "attention_checks.yaml",
+                          scales: dict[str, Scale] | None = None) -> tuple[AttentionCheck, ...]:
+    """The instructed-response checks, ``{answer}`` in their text replaced by the label of the
+    answer they ask for on `scales` (default: the shipped scales), so that a study that words
+    its scale differently still asks for an answer that is there."""
     checks = validate(_Checks, read_data_file(path), path).checks
-    scales = load_scales()
+    scales = scales or load_scales()
+    out = []
     for i, check in enumerate(checks):
         if check.expected not in scales[check.scale].values:
             raise InputError(f"{path}: checks.{i}.expected: {check.expected} is outside the {check.scale} scale")
-    return checks
+        out.append(check.model_copy(update={"text": check.text.replace("{answer}", scales[check.scale].label(check.expected))}))
+    return tuple(out)
 
 
 def load_texts(overrides: dict | None = None, path: Path = HERE / "texts.yaml") -> Texts:

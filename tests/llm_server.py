@@ -51,6 +51,13 @@ def expected_value(key: str) -> int:
     return 1 + int(_u(key, "value") * 6)
 
 
+def answer_text(key: str) -> str:
+    """The fake model's worded answer: the scale phrase of :func:`expected_value`, in one of the WRAPPERS."""
+    wrapper = WRAPPERS[int(_u(key, "wrap") * len(WRAPPERS))]
+    p = PHRASES[expected_value(key)]
+    return wrapper.format(p=p, P=p.capitalize(), U=p.upper())
+
+
 @dataclass
 class QuestionLog:
     fault: str
@@ -91,6 +98,12 @@ class FakeLLM:
     def fault_of(self, key: str) -> str:
         u = _u(key, "fault" + self.salt)
         return next((fault for upper, fault in self.bands if u < upper), "none")
+
+    def answer_text(self, key: str) -> str:
+        """What the fake model answers to the question with this key (when it answers at all)."""
+        if self.fault_of(key) == "garbage":
+            return GARBAGE
+        return answer_text(key)
 
     def stats(self) -> dict:
         return {
@@ -140,19 +153,24 @@ class FakeLLM:
                 q.statuses.append("slow")
                 await asyncio.sleep(self.slow_seconds)
                 return 200, self._completion(body, "like me"), {}
-            if q.fault == "garbage":
-                text = GARBAGE
-                q.statuses.append("garbage")
-            else:
-                value = expected_value(key)
-                wrapper = WRAPPERS[int(_u(key, "wrap") * len(WRAPPERS))]
-                p = PHRASES[value]
-                text = wrapper.format(p=p, P=p.capitalize(), U=p.upper())
-                q.statuses.append("200")
+            text = self.answer_text(key)
+            q.statuses.append("garbage" if q.fault == "garbage" else "200")
             q.answered += 1
             return 200, self._completion(body, text), {}
         finally:
             self.in_flight -= 1
+
+    async def route(self, method: str, path: str, headers: dict, raw: bytes) -> tuple[int, dict | bytes, dict]:
+        """(status, JSON payload or raw bytes, extra headers) for one request."""
+        if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return 400, {"error": {"message": "body is not JSON"}}, {}
+            return await self.chat(body, headers)
+        if method == "GET" and path == "/stats":
+            return 200, self.stats(), {}
+        return 404, {"error": {"message": f"no route {method} {path}"}}, {}
 
     @staticmethod
     def _completion(body: dict, text: str) -> dict:
@@ -182,20 +200,11 @@ async def handle_connection(fake: FakeLLM, reader: asyncio.StreamReader, writer:
                 name, _, value = h.decode("latin-1").partition(":")
                 headers[name.strip().lower()] = value.strip()
             raw = await reader.readexactly(int(headers.get("content-length", "0")))
-            extra: dict = {}
-            if method == "POST" and path.rstrip("/").endswith("/chat/completions"):
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    status, payload = 400, {"error": {"message": "body is not JSON"}}
-                else:
-                    status, payload, extra = await fake.chat(body, headers)
-            elif method == "GET" and path == "/stats":
-                status, payload = 200, fake.stats()
-            else:
-                status, payload = 404, {"error": {"message": f"no route {method} {path}"}}
-            data = json.dumps(payload).encode()
-            head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "Content-Type: application/json",
+            status, payload, extra = await fake.route(method, path, headers, raw)
+            # A dict is answered as JSON; bytes as they are (file contents).
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            content_type = "application/octet-stream" if isinstance(payload, bytes) else "application/json"
+            head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", f"Content-Type: {content_type}",
                     f"Content-Length: {len(data)}", "Connection: keep-alive"]
             head += [f"{k}: {v}" for k, v in extra.items()]
             writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
@@ -209,8 +218,8 @@ async def handle_connection(fake: FakeLLM, reader: asyncio.StreamReader, writer:
 class LoopbackServer:
     """Run a :class:`FakeLLM` on 127.0.0.1 (random port) in a background thread."""
 
-    def __init__(self, **options):
-        self.fake = FakeLLM(**options)
+    def __init__(self, fake: FakeLLM | None = None, **options):
+        self.fake = fake if fake is not None else FakeLLM(**options)
         self.port: int | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)

@@ -21,7 +21,7 @@ def release_db(release_dir, tmp_path_factory):
     return path
 
 
-def test_vp_analyze_writes_the_contracted_files(release_db, tmp_path, capsys):
+def test_vp_analyze_writes_the_contracted_files(release_db, release_dir, tmp_path, capsys):
     out = tmp_path / "processed"
     assert main(["analyze", "--db", str(release_db), "--out", str(out), "--skip", FAST]) == 0
     err = capsys.readouterr().err
@@ -57,6 +57,13 @@ def test_vp_analyze_writes_the_contracted_files(release_db, tmp_path, capsys):
     assert counts["keyed"]["pvq"]["keyed_pairs"] == len(sel[sel.family == "pvq"])
     assert counts["pairs"] == 9880
     assert any("P186" in n for n in manifest["notes"])
+    # people in the release's value scores who rated nothing, counted from its files directly
+    scored = set(json.loads((release_dir / "data/prolific/value/main/value.json").read_text()))
+    survey = json.loads((release_dir / "data/prolific/survey/main/survey.json").read_text())
+    raters = {p for group in survey for options in group.values() for o in options for _, p in o["data"]}
+    assert counts["participants_without_ratings"] == len(scored - raters) == 10
+    import platform
+    assert manifest["versions"]["python"] == platform.python_version()
     assert manifest["steps"]["cfa"]["status"] == "skipped"
     circ = pd.read_csv(out / "circumplex.csv")
     assert len(circ) == 520 and manifest["steps"]["circumplex"]["status"] == "ok"

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from valueportrait.errors import InputError
 from valueportrait.storage import open_db
 
-from collection_app import admin, store
+from collection_app import admin, exports, store
 from collection_app.pages import parse_entry
 from collection_app.study import DEFAULT_STUDY, load_study
 from collection_app.testing import write_small_study
@@ -71,13 +71,31 @@ def fill_demographics(at: AppTest) -> AppTest:
 
 
 def answer_current(at: AppTest, value: int = 3) -> AppTest:
+    """Answer the question on screen (reading past an introduction or a query page first)."""
+    at = read_on(at)
     radio = next(r for r in at.radio if r.key and r.key.startswith("q-"))
     radio.set_value(1 + (value - 1) % len(radio.options))  # BFI has five options, the others six
-    return at.button[0].click().run()
+    return next(b for b in at.button if b.key and b.key.startswith("next-")).click().run()
+
+
+def read_on(at: AppTest) -> AppTest:
+    """Press Continue on introduction and query pages until a question is on screen."""
+    while step_of(at)[0] in ("intro", "query"):
+        at = next(b for b in at.button if b.key and b.key.startswith("go-")).click().run()
+    return at
+
+
+def asking(at: AppTest) -> bool:
+    return step_of(at)[0] in ("intro", "query", "question", "rating")
 
 
 def html_bodies(at: AppTest) -> str:
     return "\n".join(el.proto.body for el in at.main if el.type == "html")
+
+
+def part_group(db_path) -> str:
+    with open_db(db_path) as db:
+        return db.query("SELECT group_id FROM participations")[0][0]
 
 
 def shown_code(at: AppTest) -> list[str]:
@@ -125,7 +143,8 @@ def test_full_participation_stores_everything_once(db_path):
     assert step_of(at) == ("demographics", 0)
     at = fill_demographics(at)
     n = 0
-    while step_of(at)[0] in ("question", "rating"):
+    while asking(at):
+        at = read_on(at)
         before = step_of(at)[1]
         at = answer_current(at, value=1 + n % 6)
         assert step_of(at)[1] in (before + 1, None)
@@ -135,6 +154,13 @@ def test_full_participation_stores_everything_once(db_path):
     assert any(b.proto.url.endswith("cc=VPDEMO01") for b in at.get("link_button"))
     # 21 PVQ + 10 BFI + 20 ratings + 3 checks, as the default study defines.
     assert n == 21 + 10 + 20 + 3
+    # Read once each: the three block introductions and the group's four queries.
+    with open_db(db_path) as db:
+        pages = [r[0] for r in db.query("SELECT page FROM page_views ORDER BY seen_at")]
+    assert pages[:2] == ["intro:pvq21", "intro:bfi10"] and pages[2] == "intro:items"
+    assert sorted(p for p in pages if p.startswith("query:")) == sorted(f"query:{p}" for p in
+                                                                        {i.portrait_id for i in study.items_by_group[
+                                                                            part_group(db_path)]})
     with open_db(db_path) as db:
         part = db.query("SELECT * FROM participations")[0]
         assert part["status"] == "completed" and part["completion_code"] == "VPDEMO01"
@@ -148,6 +174,10 @@ def test_full_participation_stores_everything_once(db_path):
         group = study.items_by_group[part["group_id"]]
         assert sorted(rated) == sorted((i.portrait_id, i.option_id) for i in group)
         assert [i for i, o in enumerate(order) if "check" in o] == [6, 15]
+        # By query (the default): each query's five responses in one run, each check inside the query around it.
+        runs = [o["portrait_id"] for i, o in enumerate(order) if i == 0 or o["portrait_id"] != order[i - 1]["portrait_id"]]
+        assert len(runs) == len(set(runs)) == 4
+        assert order[6]["portrait_id"] == order[5]["portrait_id"] and order[15]["portrait_id"] == order[14]["portrait_id"]
         positions = db.query("SELECT portrait_id, option_id, position FROM ratings ORDER BY position")
         assert [(r[0], r[1]) for r in positions] == rated
         assert all(r["seconds"] is not None and r["seconds"] >= 0 for r in db.query("SELECT seconds FROM ratings"))
@@ -155,11 +185,12 @@ def test_full_participation_stores_everything_once(db_path):
 
 def test_refresh_resumes_at_first_unanswered_page(db_path):
     at = fill_demographics(start(visit()))
+    assert step_of(at) == ("intro", 1)
     for _ in range(7):
         at = answer_current(at)
-    assert step_of(at) == ("question", 8)
+    assert step_of(at) == ("question", 9)
     again = visit()  # a refresh or new tab: a new session, empty session_state
-    assert step_of(again) == ("question", 8)
+    assert step_of(again) == ("question", 9)
     assert not any(b.key in ("consent-yes", "start") for b in again.button)
     with open_db(db_path) as db:
         assert db.count("instrument_answers") == 7
@@ -167,10 +198,10 @@ def test_refresh_resumes_at_first_unanswered_page(db_path):
 
 
 def test_next_without_an_answer_stores_nothing(db_path):
-    at = fill_demographics(start(visit()))
-    at.button[0].click().run()
-    assert "choose one of the answers" in at.error[0].value
-    assert step_of(at) == ("question", 1)
+    at = read_on(fill_demographics(start(visit())))
+    at.button(key="next-pvq21:1").click().run()
+    assert "choose one of the answers" in html_bodies(at)
+    assert step_of(at) == ("question", 2)
     with open_db(db_path) as db:
         assert db.count("instrument_answers") == 0
 
@@ -179,7 +210,7 @@ def test_demographics_require_every_field(db_path):
     at = start(visit())
     at.number_input(key="d-age").set_value(40)
     at.button[0].click().run()
-    assert "gender" in at.error[0].value and step_of(at)[0] == "demographics"
+    assert "gender" in html_bodies(at) and step_of(at)[0] == "demographics"
     with open_db(db_path) as db:
         assert db.query("SELECT demographics_json FROM participants")[0][0] is None
 
@@ -207,7 +238,7 @@ def test_completed_participant_cannot_start_again(db_path, tmp_path, monkeypatch
               "outputs": [{"id": 1, "content": "S1"}, {"id": 2, "content": "S2"}]}]
     monkeypatch.setenv("VP_STUDY", str(write_small_study(tmp_path / "s", items=items, groups=2, target=1, checks=[])))
     at = fill_demographics(start(visit()))
-    while step_of(at)[0] in ("question", "rating"):
+    while asking(at):
         at = answer_current(at)
     assert shown_code(at) == ["TESTCODE1"]
     back = visit()
@@ -262,11 +293,12 @@ def test_failed_checks_get_their_own_code(db_path, tmp_path, monkeypatch, failed
     monkeypatch.setenv("VP_STUDY", str(path))
     expected = {c.id: c.expected for c in instruments.load_attention_checks()}
     at = fill_demographics(start(visit()))
-    while step_of(at)[0] in ("question", "rating"):
+    while asking(at):
+        at = read_on(at)
         radio = next(r for r in at.radio if r.key and r.key.startswith("q-"))
         check = radio.key.removeprefix("q-check:") if radio.key.startswith("q-check:") else None
         radio.set_value(4 if check is None else expected[check] % 5 + 1 if check in failed else expected[check])
-        at = at.button[0].click().run()
+        at = next(b for b in at.button if b.key and b.key.startswith("next-")).click().run()
     assert shown_code(at) == [code]
     assert any(b.proto.url.endswith(f"cc={code}") for b in at.get("link_button"))
     study = load_study(path)
@@ -308,8 +340,8 @@ def test_item_text_is_escaped_not_rendered(db_path, tmp_path, monkeypatch):
               "outputs": [{"id": 1, "content": NASTY}]}]
     monkeypatch.setenv("VP_STUDY", str(write_small_study(tmp_path / "s", items=items, checks=[])))
     at = fill_demographics(start(visit()))
-    while step_of(at)[0] == "question":
-        at = answer_current(at)
+    while step_of(at)[0] != "rating":
+        at = answer_current(at) if step_of(at)[0] == "question" else read_on(at)
     assert step_of(at)[0] == "rating"
     bodies = html_bodies(at)
     assert "&lt;b&gt;bold&lt;/b&gt;" in bodies and "<b>" not in bodies and "<a " not in bodies
@@ -361,5 +393,7 @@ def test_admin_needs_the_password(db_path, monkeypatch):
     at.text_input(key="admin-password").set_value("correct horse")
     at.button[0].click().run()
     assert {m.label for m in at.metric} >= {"Completed", "Active", "Median minutes"}
-    assert len(at.get("download_button")) == len(admin.EXPORTS)
+    assert not at.get("download_button")  # files are made only when asked for
+    at.button(key="prepare-exports").click().run()
+    assert len(at.get("download_button")) == len(exports.EXPORTS)
     assert admin.password_ok("a", "a") and not admin.password_ok("a", "b") and not admin.password_ok("", "")

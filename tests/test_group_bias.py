@@ -24,10 +24,25 @@ L_M = H_M.copy()  # the model gets men exactly right
 # By hand (see the module docstring for the rules):
 #   human gap h = H_F - H_M = [.4, .2, 0, -.1, -.1, -.4, -.2, -.1, -.2, -.1]
 #   LLM gap   l = L_F - L_M = [.8, .15, 0, .2, -.05, -.8, .1, -.05, -.4, 0]
-EXPECTED_LABELS = ["exaggerates", "attenuates", "attenuates", "reverses", "attenuates",
-                   "exaggerates", "reverses", "attenuates", "exaggerates", "attenuates"]  # fmt: skip
+# With no tolerance and raw gaps (the old rule):
+EXPECTED_RAW_LABELS = ["exaggerates", "attenuates", "attenuates", "reverses", "attenuates",
+                       "exaggerates", "reverses", "attenuates", "exaggerates", "attenuates"]  # fmt: skip
 #   sum(h l) = .32+.03+0-.02+.005+.32-.02+.005+.08+0 = .72 ; sum(h^2) = .48 -> slope 1.5
 EXPECTED_SLOPE = 1.5
+# One scale. Humans' spread: mean of the two group profiles (H_F + H_M) / 2 =
+#   [.4, .4, .1, .05, .25, -.6, -.2, -.05, -.3, .35], mean .04, squared deviations sum .994:
+S_H = math.sqrt(0.994 / 10)
+# The model's: (L_F + L_M) / 2 = [.6, .375, .1, .2, .275, -.8, -.05, -.025, -.4, .4], mean .0675,
+#   squared deviations .28355625 + .09455625 + .00105625 + .01755625 + .04305625 + .75255625
+#   + .01380625 + .00855625 + .21855625 + .11055625 = 1.5438125:
+S_L = math.sqrt(1.5438125 / 10)
+#   h / S_H = [1.27, .63, 0, -.32, -.32, -1.27, -.63, -.32, -.63, -.32]
+#   l / S_L = [2.04, .38, 0, .51, -.13, -2.04, .25, -.13, -1.02, 0]
+# Tolerance .2: Tradition is near zero on both sides; Security, Hedonism and Self-Direction
+# keep 'attenuates' (the model's gap is near zero), Conformity and Achievement still reverse.
+EXPECTED_LABELS = ["exaggerates", "attenuates", "near zero", "reverses", "attenuates",
+                   "exaggerates", "reverses", "attenuates", "exaggerates", "attenuates"]  # fmt: skip
+EXPECTED_SLOPE_STD = EXPECTED_SLOPE * S_H / S_L
 #   L_F - H_F = [.4, -.05, 0, .3, .05, -.4, .3, .05, -.2, .1]: sum of squares .5575
 EXPECTED_DIST_F = math.sqrt(0.5575)
 #   ranks of H_F [10,9,6,5,7,1,3,4,2,8], of L_F [10,9,5,7,6,1,4,3,2,8]: sum d^2 = 8
@@ -139,13 +154,54 @@ def test_distances_gaps_and_summary_by_hand():
 
     gaps = gb.gap_analysis(human, lp)
     assert set(zip(gaps["group_a"], gaps["group_b"])) == {("female", "male")}
-    assert gaps.set_index("dimension").loc[V, "label"].tolist() == EXPECTED_LABELS
+    g = gaps.set_index("dimension").loc[V]
+    assert g["label"].tolist() == EXPECTED_LABELS
+    assert g["human_scale"].iloc[0] == pytest.approx(S_H, rel=1e-12) and g["llm_scale"].iloc[0] == pytest.approx(S_L, rel=1e-12)
+    assert np.allclose(g["human_gap_std"], (H_F - H_M) / S_H) and np.allclose(g["llm_gap_std"], (L_F - L_M) / S_L)
+    assert gb.gap_labels(g["human_gap"], g["llm_gap"]).tolist() == EXPECTED_RAW_LABELS
 
     summary = gb.summarise_gaps(gaps, dist.reset_index()).set_index("attribute")
     row = summary.loc["all"]
-    assert (row["share_exaggerated"], row["share_reversed"], row["share_attenuated"]) == pytest.approx((0.3, 0.2, 0.5))
+    assert (row["share_exaggerated"], row["share_reversed"], row["share_attenuated"], row["share_near_zero"]) == \
+        pytest.approx((0.3, 0.2, 0.4, 0.1))
     assert row["slope"] == pytest.approx(EXPECTED_SLOPE, rel=1e-9)
+    assert row["slope_std"] == pytest.approx(EXPECTED_SLOPE_STD, rel=1e-9)
+    assert row["tolerance"] == gb.DEFAULT_TOLERANCE
     assert row["mean_euclidean"] == pytest.approx(EXPECTED_DIST_F / 2, abs=1e-9)
+    # the standardised distance for women: |L_F / S_L - H_F / S_H|
+    assert dist.loc["female", "euclidean_std"] == pytest.approx(np.linalg.norm(L_F / S_L - H_F / S_H), rel=1e-12)
+
+
+def test_one_scale_removes_a_change_of_units():
+    """Personas that exaggerate every human gap by 2, read on another scale (a + b * x), give a
+    standardised slope of exactly 2 and the same labels whatever a and b are; the raw slope is 2b."""
+    scores, demo = _people()
+    human = gb.group_profiles(scores, demo, attributes=("gender",))
+    everyone = (H_F + H_M) / 2  # the mean of the group profiles, as the standardisation takes it
+    results = []
+    for a, b in ((0.0, 1.0), (0.3, 0.25), (-1.0, 4.0)):
+        rows = []
+        for slug, group_mean in (("a-woman", H_F), ("a-man", H_M)):
+            persona = a + b * (everyone + 2 * (group_mean - everyone))
+            rows += [{"model": "toy", "slug": slug, "attribute": "gender", "group": "female" if slug == "a-woman" else "male",
+                      "dimension": v, "centered_mean": x} for v, x in zip(V, persona)]
+        gaps = gb.gap_analysis(human, pd.DataFrame(rows))
+        summary = gb.summarise_gaps(gaps, pd.DataFrame(columns=gb.BIAS_COLUMNS)).set_index("attribute").loc["all"]
+        assert summary["slope_std"] == pytest.approx(2.0, rel=1e-9)
+        assert summary["slope"] == pytest.approx(2.0 * b, rel=1e-9)
+        assert np.allclose(gaps["llm_gap_std"], 2 * gaps["human_gap_std"])
+        results.append(gaps["label"].tolist())
+    assert results[0] == results[1] == results[2]
+    # a doubled gap exaggerates unless both are within the tolerance (Tradition: no gap at all)
+    assert results[0] == ["near zero" if v == "Tradition" else "exaggerates" for v in V]
+
+
+def test_near_zero_gaps_are_not_reversals():
+    # standardised gaps: tiny opposite-signed gaps are near zero, not reversals
+    labels = gb.gap_labels([0.05, -0.15, 0.5, 0.5, 0.1, -0.3], [-0.05, 0.19, -0.5, -0.1, -0.6, 0.25], tolerance=0.2)
+    assert labels.tolist() == ["near zero", "near zero", "reverses", "attenuates", "exaggerates", "reverses"]
+    assert gb.gap_labels([0.05], [-0.05]).tolist() == ["reverses"]  # without a tolerance it would be called one
+    assert gb.gap_labels([np.nan], [0.3], tolerance=0.2).tolist() == [""]
 
 
 def test_slope_does_not_depend_on_pair_order():
@@ -206,7 +262,7 @@ def test_run_group_bias_end_to_end(tmp_path):
     assert set(prof["source"]) == {"humans", "toy"}
     written = gb.write_group_bias(tables, tmp_path / "out")
     assert {p.name for p in written} >= {"group_profiles.csv", "group_bias.csv", "group_gaps.csv"}
-    back = pd.read_csv(tmp_path / "out" / "group_gaps.csv")
+    back = pd.read_csv(tmp_path / "out" / "group_gaps.csv", keep_default_na=False)
     assert back.set_index("dimension").loc[V, "label"].tolist() == EXPECTED_LABELS
 
 

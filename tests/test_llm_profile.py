@@ -12,7 +12,10 @@ import pytest
 from scipy import stats
 
 from analysis.llm.bank import parse_bank
-from analysis.llm.profile import load_responses, parse_responses, score_models
+from analysis.llm.profile import (
+    LOW_CONSISTENCY, bootstrap_profile, item_answers, key_table, load_responses, parse_responses, score_models,
+    score_profile, variant_consistency,
+)
 from valueportrait.cli import main as vp
 from valueportrait.errors import InputError
 
@@ -140,7 +143,11 @@ def test_release_profile_equals_an_independent_pandas_computation(release_bank, 
     _, bank = release_bank
     profiles, consistency = release_scores
     assert sorted(profiles["model"].unique()) == MODELS
-    assert list(profiles.columns) == ["model", "family", "dimension", "centered_mean", "original_mean", "std_dev", "n"]
+    assert list(profiles.columns)[:7] == ["model", "family", "dimension", "centered_mean", "original_mean", "std_dev", "n"]
+    assert list(profiles.columns)[7:] == ["ci_low", "ci_high"]  # added at the end: the contract's columns come first
+    inside = profiles.dropna(subset=["ci_low"])
+    assert len(inside) > 0.9 * len(profiles)
+    assert ((inside["ci_low"] <= inside["centered_mean"]) & (inside["centered_mean"] <= inside["ci_high"])).all()
     answers = pd.DataFrame(json.loads((RELEASE / "lm_evaluation/average_outputs/gpt-4o-2024-11-20_averaged_results.json").read_text()))
     answers["portrait_id"] = answers["portrait_id"].astype(str)
     a = answers.set_index(["portrait_id", "option_id"])["numeric_response"]
@@ -185,6 +192,9 @@ def test_release_consistency_against_anova_and_scipy(release_bank, release_score
         ms_rows, ms_err = ss_rows / (n - 1), ss_err / ((n - 1) * (k - 1))
         assert row.icc_type == "ICC(C,1)" and row.n_items == n
         assert row.icc == pytest.approx((ms_rows - ms_err) / (ms_rows + (k - 1) * ms_err), abs=1e-5)
+        # ICC(C,k) of the k-variant average the profile uses: (MS_rows - MS_err) / MS_rows
+        assert row.icc_k_type == "ICC(C,k)" and row.n_variants == k == 6
+        assert row.icc_k == pytest.approx((ms_rows - ms_err) / ms_rows, abs=1e-5)
         given = wide[["v1", "v2", "v3"]].mean(axis=1)
         reversed_ = wide[["v1_reversed", "v2_reversed", "v3_reversed"]].mean(axis=1)
         ok = given.notna() & reversed_.notna()
@@ -217,3 +227,110 @@ def test_folder_of_run_llm_outputs(tmp_path):
     bad.write_text(json.dumps([{"portrait_id": 1, "option_id": 1, "version_responses": {"v1": 7}}]))
     with pytest.raises(InputError, match="v1: 7 is outside 1..6"):
         load_responses([bad])
+
+
+# ------------------------------------------------------------ ICC(C,k) and the bootstrap intervals
+
+# Shrout & Fleiss (1979), Table 2: six targets rated by four judges. Their Table 4 gives
+# ICC(3,1) = .71 and ICC(3,4) = .91; psych's ICC() prints ICC3 0.71 [0.34, 0.95] and
+# ICC3k 0.91 [0.68, 0.99] for the same data.
+SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], float)
+
+
+def _long(matrix, variants):
+    return pd.DataFrame([{"portrait_id": "1001", "option_id": i + 1, "variant": v, "value": matrix[i, j]}
+                         for i in range(matrix.shape[0]) for j, v in enumerate(variants)])
+
+
+def test_icc_single_and_average_against_shrout_fleiss():
+    # Rescaled to the 1..6 answer scale: an ICC does not change under a linear change of units.
+    scaled = 1 + 5 * (SHROUT_FLEISS - 1) / 9
+    c = variant_consistency(_long(scaled, ["v1", "v2", "v1_reversed", "v2_reversed"]))
+    assert c["icc_type"] == "ICC(C,1)" and c["icc_k_type"] == "ICC(C,k)" and c["n_variants"] == 4 and c["n_items"] == 6
+    assert round(c["icc"], 2) == 0.71 and round(c["icc_k"], 2) == 0.91
+    assert (c["icc_ci_low"], c["icc_ci_high"]) == pytest.approx((0.34, 0.95), abs=0.005)
+    assert (c["icc_k_ci_low"], c["icc_k_ci_high"]) == pytest.approx((0.68, 0.99), abs=0.005)
+    # by hand from the two-way ANOVA: F = MS_targets / MS_error = 11.027 (Shrout & Fleiss: 11.03)
+    y = SHROUT_FLEISS
+    n, k = y.shape
+    ms_t = k * ((y.mean(axis=1) - y.mean()) ** 2).sum() / (n - 1)
+    ss_j = n * ((y.mean(axis=0) - y.mean()) ** 2).sum()
+    ms_e = (((y - y.mean()) ** 2).sum() - ms_t * (n - 1) - ss_j) / ((n - 1) * (k - 1))
+    assert ms_t / ms_e == pytest.approx(11.027, abs=1e-3)
+    assert c["icc_k"] == pytest.approx(1 - ms_e / ms_t, abs=1e-9)
+    # the Spearman-Brown step from one variant to the average of k
+    assert c["icc_k"] == pytest.approx(k * c["icc"] / (1 + (k - 1) * c["icc"]), abs=1e-9)
+    # ICC(C,k) is Cronbach's alpha over the variants (pingouin's alpha, a different routine)
+    import pingouin as pg
+    assert c["icc_k"] == pytest.approx(pg.cronbach_alpha(pd.DataFrame(scaled))[0], abs=1e-9)
+    assert c["icc_k"] >= LOW_CONSISTENCY
+
+
+class _AllOnce:
+    """A stand-in generator whose only 'resample' draws every item exactly once."""
+
+    def multinomial(self, n, pvals, size):
+        return np.ones((size, n), dtype=int)
+
+
+def test_bootstrap_of_the_whole_sample_is_the_estimate():
+    for keying in ("pos", "abs"):
+        items = parse_bank(HAND_BANK)
+        answers = item_answers(parse_responses(HAND_ANSWERS, "hand"))
+        keys = key_table(items, keying)
+        point = score_profile(answers, keys)
+        ci = bootstrap_profile(answers, keys, n_boot=3, rng=_AllOnce())
+        ok = point["n"] > 0
+        assert np.allclose(ci.loc[ok, "ci_low"], point.loc[ok, "centered_mean"])
+        assert np.allclose(ci.loc[ok, "ci_high"], point.loc[ok, "centered_mean"])
+        assert ci.loc[~ok, "ci_low"].isna().all()  # Tradition: keyed, never answered
+
+
+def test_bootstrap_interval_against_scipy():
+    """Our vectorised resampling against scipy.stats.bootstrap (percentile) on the same items."""
+    rng = np.random.default_rng(5)
+    n = 60
+    values = ["Benevolence", "Power", "Tradition"]
+    bank, answers, key_rows = [], [], []
+    for i in range(n):
+        dims = [values[i % 3]] + ([values[(i + 1) % 3]] if i % 5 == 0 else [])
+        bank.append({"portrait_id": 2000 + i, "content": {"title": "t", "text": "x"},
+                     "outputs": [{"id": 1, "content": "r", "keyed": {"pvq": dims}}]})
+        a = float(np.clip(np.round(3.5 + (1.0 if dims[0] == "Benevolence" else -0.5) + rng.normal(0, 1.2)), 1, 6))
+        answers.append({"portrait_id": 2000 + i, "option_id": 1, "numeric_response": a})
+        key_rows.append((a, [v in dims for v in values]))
+    a = np.array([r[0] for r in key_rows])
+    k = np.array([r[1] for r in key_rows], float)
+    items = parse_bank(bank)
+    ans = item_answers(parse_responses(answers, "sim"))
+    ours = bootstrap_profile(ans, key_table(items), n_boot=20000, rng=np.random.default_rng(1)).set_index("dimension")
+
+    def centred(idx, d):
+        idx = np.asarray(idx, int)
+        keyed = k[idx, d] > 0
+        return a[idx][keyed].mean() - a[idx].mean()
+
+    for d, value in enumerate(values):
+        res = stats.bootstrap((np.arange(n),), lambda idx: centred(idx, d), vectorized=False, method="percentile",
+                              n_resamples=20000, random_state=np.random.default_rng(2))
+        ci = res.confidence_interval
+        # intervals ~0.7 wide; Monte Carlo and the answers' discreteness move the ends by < .01
+        assert ours.loc[value, "ci_low"] == pytest.approx(ci.low, abs=0.02), value
+        assert ours.loc[value, "ci_high"] == pytest.approx(ci.high, abs=0.02), value
+        point = centred(np.arange(n), d)
+        assert ours.loc[value, "ci_low"] < point < ours.loc[value, "ci_high"]
+
+
+def test_negative_bootstrap_is_refused_in_one_line(tmp_path, capsys):
+    bank = tmp_path / "bank.json"
+    bank.write_text(json.dumps(HAND_BANK))
+    answers = tmp_path / "hand.json"
+    answers.write_text(json.dumps(HAND_ANSWERS))
+    out = tmp_path / "p.csv"
+    assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
+               "--bootstrap", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("--bootstrap: -1 is negative") and "\n" not in err and not out.exists()
+    assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
+               "--bootstrap", "0"]) == 0
+    assert pd.read_csv(out)[["ci_low", "ci_high"]].isna().all().all()  # 0 switches the intervals off

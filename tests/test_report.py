@@ -9,6 +9,7 @@ Chromium at /usr/bin/chromium: they skip without it locally and fail under CI=tr
 
 from __future__ import annotations
 
+import html
 import html.parser
 import importlib.util
 import json
@@ -131,6 +132,80 @@ def open_in_browser(browser, path: Path, name: str) -> dict:
     context.close()
     return {"attempts": attempts, "errors": errors, "images": images, "headings": headings, "scripts": scripts,
             "text": text, "bold": bold}
+
+
+PX_PER_MM = 96 / 25.4  # CSS pixels
+
+
+def print_on_a4(browser, path: Path, name: str) -> dict:
+    """Lay the report out for print at A4's content width, measure it, and print it to PDF.
+
+    Returns what a reader of the printout would see wrong: tables (and figures) wider than
+    the page, figures taller than a page, collapsed sections still hidden, headers that are
+    column names, dimension names in the data files' spelling.
+    """
+    from analysis.reporting.html import CONTENT_HEIGHT_MM, CONTENT_WIDTH_MM
+
+    width, height = CONTENT_WIDTH_MM * PX_PER_MM, CONTENT_HEIGHT_MM * PX_PER_MM
+    context = browser.new_context(viewport={"width": int(width), "height": int(height)}, offline=True)
+    page = context.new_page()
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    page.emulate_media(media="print")
+    measured = page.evaluate("""() => {
+        const r = e => e.getBoundingClientRect();
+        const where = e => { const s = e.closest('section'); return (s ? s.id : 'top') + ': '
+            + ((e.querySelector && e.querySelector('caption, th')) || e).textContent.slice(0, 60); };
+        return {
+          innerWidth: window.innerWidth,
+          tables: Array.from(document.querySelectorAll('table')).map(t => [where(t), r(t).left, r(t).right, t.scrollWidth, t.clientWidth]),
+          wraps: Array.from(document.querySelectorAll('.table-wrap')).map(w => [where(w), w.scrollWidth, w.clientWidth]),
+          images: Array.from(document.querySelectorAll('img')).map(i => [i.alt, r(i).right, r(i).height]),
+          closed: document.querySelectorAll('details:not([open])').length,
+          hidden: Array.from(document.querySelectorAll('details:not([open]) > :not(summary)'))
+                       .filter(e => !e.checkVisibility({contentVisibilityAuto: true})).length,
+          headers: Array.from(document.querySelectorAll('th')).map(t => t.textContent),
+          text: document.body.innerText,
+          bodyWidth: document.documentElement.scrollWidth,
+        };
+    }""")
+    pdf = page.pdf(format="A4", print_background=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"report_{name}_a4.pdf").write_bytes(pdf)
+    context.close()
+    assert measured["innerWidth"] == int(width)
+    limit = width + 0.5
+    return {
+        "pdf": pdf,
+        "wide_tables": [t for t in measured["tables"] if t[2] > limit or t[3] > limit or t[1] < -0.5],
+        "clipped_wraps": [w for w in measured["wraps"] if w[1] > w[2] + 0.5],
+        "wide_images": [i for i in measured["images"] if i[1] > limit],
+        "tall_images": [i for i in measured["images"] if i[2] > height + 0.5],
+        "page_wider": measured["bodyWidth"] > limit,
+        "n_tables": len(measured["tables"]),
+        "broken": re.findall(r"This section could not be built: [^\n]*", measured["text"]),
+        "closed": measured["closed"],
+        "hidden": measured["hidden"],
+        "code_headers": sorted({h for h in measured["headers"] if "_" in h}),
+        # lavaan syntax quoted in a CFA note ("Self_Transcendence =~ i2038_1") is code, not a label
+        "code_names": sorted({d for dims in inst.FAMILIES.values() for d in dims
+                              if "_" in d and d in re.sub(r"\w+ =~ \w+", "", measured["text"])}),
+    }
+
+
+def check_a4(result: dict) -> None:
+    assert result["wide_tables"] == [], f"tables wider than the A4 content width: {result['wide_tables'][:5]}"
+    assert result["clipped_wraps"] == [], f"tables cut off by their scroll box: {result['clipped_wraps'][:5]}"
+    assert result["wide_images"] == [] and result["tall_images"] == [], (result["wide_images"], result["tall_images"])
+    assert not result["page_wider"]
+    assert result["hidden"] == 0, f"{result['hidden']} blocks of collapsed sections stay hidden in print"
+    assert result["code_headers"] == [], f"headers that are column names: {result['code_headers']}"
+    assert result["code_names"] == [], f"dimension names spelt as in the data files: {result['code_names']}"
+    assert result["broken"] == [], f"sections that could not be built: {result['broken']}"
+    pdf = result["pdf"]
+    assert pdf.startswith(b"%PDF-")
+    sizes = set(re.findall(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", pdf))
+    assert sizes and all(abs(float(w) - 595.3) < 1 and abs(float(h) - 841.9) < 1.5 for w, h in sizes), sizes  # A4 in pt
+    assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) > 1
 
 
 def check_page(result: dict, simulated: bool = True, two_stage: bool = False) -> None:
@@ -265,9 +340,26 @@ def test_synthetic_report_content(tmp_path):
         assert (f">{heading}</h2>" in text) == (anchor != "design")  # a one-stage study has no design section
     # the methods paragraph quotes the manifest's settings
     methods = html.unescape(text[text.index('id="methods"'):])
-    for phrase in ("rho ≥ 0.3", "p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32, "numpy 9.9.9",
-                   "rules: speeder, attention, straightlining"):
+    for phrase in ("rho ≥ 0.3", "uncorrected p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32,
+                   "numpy 9.9.9", "Of 40 participations (40 participants), 2 were excluded by quality control, "
+                   "leaving 38 from 38 participants.", "attention (failing any attention check): 1 flagged",
+                   "straight-lining (the same rating for every item, with at least 3 items, or the same answer to all "
+                   "21 PVQ-21 items): 1 flagged", "speeding", "t approximation",
+                   "95% percentile bootstrap intervals over the bank's items" * 0):
         assert phrase in methods, phrase
+    assert "chance" not in methods  # no chance.csv: nothing said about chance
+    assert "Python (version not recorded)" in methods  # an older manifest without Python's version
+    assert methods.count("numpy") == 1 and methods.count("valueportrait 0.1.0") == 1  # versions once each
+    # the heat map of the bank: per dimension, its items by id, keyed cells framed
+    corr = html.unescape(text[text.index('id="correlations"'):text.index('id="selected-items"')])
+    heat = corr[corr.index("Heat map per dimension, with item ids"):]
+    assert '<table class="heat">' in heat and "<td>1001/1</td>" in heat and "keyed" in heat
+    assert "<span>Self-Direction</span>" in heat and "Self_Direction" not in corr
+    # the LLM section: ICC(C,k) missing from this older llm_consistency.csv is said, not invented
+    llm = html.unescape(text[text.index('id="llm-profiles"'):text.index('id="group-bias"')])
+    assert "Each model's centred score on each value" in llm and "no ICC(C,k) column" in llm
+    # group bias on one scale, with its tolerance stated
+    assert "Gaps smaller than 0.2 on this scale count as near zero" in html.unescape(text)
     # the exclusions table counts each reason (participant 3 broke two rules)
     part = text[text.index('id="participants"'):text.index('id="instruments"')]
     assert re.search(r"<td>speeder</td><td class=\"num\">1</td>", part)
@@ -288,6 +380,42 @@ def test_synthetic_report_content(tmp_path):
                      r"<td class=\"num\">0\.88</td><td class=\"num\">1\.00</td>", truth), truth[:2000]
     assert "3 fresh simulated samples of raters" in truth and "mean 0.80, range 0.60 to 1.00" in truth
     assert truth.count("<img") == 1 and "mean r = 0.81" in truth and "Spearman = 0.93" in truth
+
+
+def test_methods_with_chance_baseline_and_unrated_people(tmp_path):
+    processed = synthetic_processed(tmp_path)
+    manifest = json.loads((processed / "manifest.json").read_text())
+    manifest["counts"].update(participants_without_ratings=3, participations=40, participants=40,
+                              keyed={"pvq": {"pairs": 100, "keyed_pairs": 9}})
+    manifest["settings"]["permutations"] = 200
+    manifest["notes"] = ["1 test-mode participations (no Prolific id) left out"]  # load_study's note
+    manifest["versions"] = {"python": "3.11.2", "valueportrait": "0.1.0", "numpy": "9.9.9"}
+    (processed / "manifest.json").write_text(json.dumps(manifest))
+    # chance.csv as vp analyze's chance step writes it: one row per dimension, totals as "all"
+    pd.DataFrame([
+        {"family": "pvq", "dimension": "Power", "pairs": 10, "observed": 2, "expected_mean": 0.6, "expected_low": 0,
+         "expected_high": 2, "false_key_share": 0.3},
+        {"family": "pvq", "dimension": "all", "pairs": 100, "observed": 9, "expected_mean": 3.2, "expected_low": 1,
+         "expected_high": 6, "false_key_share": 3.2 / 9},
+    ]).to_csv(processed / "chance.csv", index=False)
+    cons = pd.read_csv(processed / "llm_consistency.csv")
+    cons = cons.assign(n_variants=6, icc_k_type="ICC(C,k)", icc_k=[0.96, 0.5], icc_k_ci_low=[0.9, 0.3],
+                       icc_k_ci_high=[0.98, 0.6])
+    cons.to_csv(processed / "llm_consistency.csv", index=False)
+    text = html.unescape(build_report(processed))
+    methods = text[text.index('id="methods"'):]
+    assert "uncorrected p < 0.05 (no correction for the 100 pairs tested)" in methods
+    assert "This keyed 9 of 100 item-value pairs (chance alone: 3 [1-6], an estimated 36% of the keys)" in methods
+    assert "200 permutations of the scores among the raters of each group" in methods
+    assert "A further 3 people had questionnaire scores but rated no items and were not analysed." in methods
+    assert "1 test-mode participation (pilot runs without a Prolific id) was left out before quality control." in methods
+    assert "Software: Python 3.11.2, valueportrait 0.1.0, numpy 9.9.9." in methods
+    assert "ICC(C,1) and ICC(C,k)" in methods
+    part = text[text.index('id="participants"'):text.index('id="instruments"')]
+    assert "Another 3 people have questionnaire scores but rated no items" in part
+    llm = text[text.index('id="llm-profiles"'):text.index('id="group-bias"')]
+    assert "1 of them (model-b) answer too inconsistently" in llm and "model-b †" in llm
+    assert re.search(r"<td>model-b</td>.*?<td[^>]*>low</td>", llm, re.S)
 
 
 def test_known_truth_only_for_a_simulated_study(tmp_path):
@@ -318,6 +446,37 @@ def test_cli_writes_atomically_and_reports_bad_input(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
     assert main(["report", "--processed", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "nope: --processed: not a folder" in capsys.readouterr().err
+
+
+def _many_models(processed: Path, n: int = 34) -> None:
+    """Replace the synthetic LLM files with `n` models (the issue's 34), one of them inconsistent."""
+    rng = np.random.default_rng(3)
+    rows, cons = [], []
+    for k in range(n):
+        model = f"vendor-{k:02d}/a-rather-long-model-name-{k:02d}-instruct"
+        for f, d in DIMS:
+            m = float(rng.normal(0, 0.3))
+            rows.append({"model": model, "family": f, "dimension": d, "centered_mean": m, "original_mean": 3.5 + m,
+                         "std_dev": 0.9, "n": 5, "ci_low": m - 0.2, "ci_high": m + 0.25})
+        cons.append({"model": model, "n_items": 7, "icc_type": "ICC(C,1)", "icc": 0.1 if k == 3 else 0.6,
+                     "icc_ci_low": 0.0, "icc_ci_high": 0.7, "order_bias": -0.1, "order_bias_t": -2.0, "order_bias_p": 0.04,
+                     "order_bias_wilcoxon_p": 0.05, "n_order_items": 7, "n_not_in_bank": 0, "n_bank_missing": 0,
+                     "n_variants": 6, "icc_k_type": "ICC(C,k)", "icc_k": 0.4 if k == 3 else 0.9,
+                     "icc_k_ci_low": 0.3, "icc_k_ci_high": 0.95})
+    pd.DataFrame(rows).to_csv(processed / "llm_profiles.csv", index=False)
+    pd.DataFrame(cons).to_csv(processed / "llm_consistency.csv", index=False)
+
+
+@pytest.mark.browser
+def test_synthetic_report_prints_on_a4_with_34_models(tmp_path, browser):
+    processed = synthetic_processed(tmp_path)
+    _many_models(processed)
+    path = write_report(processed, tmp_path / "many.html")
+    result = print_on_a4(browser, path, "synthetic_34_models")
+    check_a4(result)
+    assert result["closed"] > 0  # there were collapsed sections, and they printed open
+    text = path.read_text(encoding="utf-8")
+    assert text.count("a-rather-long-model-name-03-instruct †") >= 1  # the inconsistent one is marked
 
 
 @pytest.mark.browser
@@ -361,6 +520,18 @@ def test_release_report(release_processed, tmp_path):
     assert "No demographics" in text and "No timings" in text
     for model in ("claude-3-5-sonnet-20241022", "gpt-4o-2024-11-20", "llama-3.1-8b-instruct"):
         assert model in text
+    # the methods paragraph, accurate to this run: the release's duplicate, its ten people with
+    # scores but no ratings (vp import-release reports them), the two rules it cannot support
+    methods = html.unescape(text[text.index('id="methods"'):])
+    assert "Of 560 participations (559 participants), 1 was excluded by quality control, leaving 559" in methods
+    assert "duplicates (a later participation of someone already counted in another group): 1 flagged" in methods
+    assert "The data has no attention checks or completion times, so those rules could not be applied." in methods
+    assert "A further 10 people had questionnaire scores but rated no items" in methods
+    assert "attention (failing" not in methods and "speeding (" not in methods  # rules that did not apply
+    assert "287 of 5,200 item-value pairs" in methods and "Python 3." in methods
+    # llama's six-variant average is unreliable (ICC(C,1) .10, so ICC(C,k) = 6 * .1 / (1 + 5 * .1) = .40)
+    llm = html.unescape(text[text.index('id="llm-profiles"'):text.index('id="group-bias"')])
+    assert "1 of them (llama-3.1-8b-instruct) answer too inconsistently" in llm
     assert text.count("<img ") >= 6
 
 
@@ -369,6 +540,9 @@ def test_release_report_in_chromium(release_processed, tmp_path, browser):
     out, db = release_processed
     path = write_report(out, tmp_path / "release.html", db=db)
     check_page(open_in_browser(browser, path, "release"), simulated=False)
+    result = print_on_a4(browser, path, "release")
+    check_a4(result)
+    assert result["n_tables"] >= 20 and result["closed"] > 0
 
 
 # --------------------------------------------------------------------------- (c) the demo / a simulated study
@@ -443,6 +617,9 @@ def test_demo_report_in_chromium(demo_processed, tmp_path, browser):
     out, db = demo_processed
     path = write_report(out, tmp_path / "demo.html", db=db)
     check_page(open_in_browser(browser, path, "demo"))
+    result = print_on_a4(browser, path, "demo")
+    check_a4(result)
+    assert result["n_tables"] >= 20 and result["closed"] > 0
 
 
 # --------------------------------------------------------------------------- honest selection (issue 14)
@@ -481,6 +658,9 @@ class _Tables(html.parser.HTMLParser):
             self.tables[-1]["caption"] += data
 
 
+UNLABEL = {v: k for k, v in inst.DIMENSION_LABELS.items()}  # "Self-Direction" -> "Self_Direction"
+
+
 def tables_in(text: str, caption_start: str) -> list[pd.DataFrame]:
     parser = _Tables()
     parser.feed(text)
@@ -517,7 +697,7 @@ def test_release_report_honest_selection(release_processed, tmp_path):
     assert circular.loc[("pvq", "Power")] > 0.2
     names = {"PVQ": "pvq", "higher-order": "higher_pvq", "Big Five": "bfi"}
     for _, r in dims.iterrows():
-        key = (names[r["family"]], r["dimension"].replace("-", "_"))
+        key = (names[r["family"]], UNLABEL.get(r["dimension"], r["dimension"]))
         assert r["held-out rho"] == f"{shrink.loc[key, 'heldout_rho_mean']:.3f}", key
         if key in circular.index:
             assert r["held-out rho"] != f"{circular.loc[key]:.3f}", key

@@ -42,7 +42,7 @@ def test_warnings_stand_beside_the_numbers(tmp_path):
     instruments = _section(text, "instruments", "correlations")
     assert "1 of 2 item-bank scales carry a warning (negative alpha: 1)" in instruments
     assert "None of the 10 questionnaire scales carries a warning." in instruments
-    row = re.search(r"<tr><td>pvq</td><td>Stimulation</td><td>g10</td>.*?</tr>", instruments)
+    row = re.search(r"<tr><td>PVQ values</td><td>Stimulation</td><td>g10</td>.*?</tr>", instruments)
     assert row and "-0.41" in row.group(0) and "negative alpha (-0.41)" in row.group(0)  # number and warning, one row
     assert "background:rgba(230,159,0" in row.group(0)
     assert "alpha if dropped" in instruments and "3049/4" in instruments

@@ -218,7 +218,7 @@ def test_the_report_explains_the_design_and_shows_the_funnel(waves, tmp_path):
     assert "1 who had were excluded" in section  # the screening rater who came back
     methods = html.unescape(text[text.index('id="methods"'):])
     assert "selection and confirmation used disjoint raters" in methods
-    assert "over the candidate items' pairs only" in methods
+    assert "candidate items' pairs only" in methods
 
 
 @pytest.mark.browser

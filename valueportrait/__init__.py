@@ -19,10 +19,11 @@ ANALYSIS_LIBRARIES = ("numpy", "scipy", "pandas", "statsmodels", "pingouin", "fa
 
 
 def software_versions(packages=ANALYSIS_LIBRARIES) -> dict[str, str]:
-    """Installed versions of the analysis libraries (those not installed are left out)."""
+    """Python's version and the installed versions of the analysis libraries (those not installed are left out)."""
+    import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {"valueportrait": __version__}
+    out = {"python": platform.python_version(), "valueportrait": __version__}
     for package in packages:
         try:
             out[package] = version(package)

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
     "plan-wave": ("analysis.design", "the confirmation wave of a two-stage study, planned from its screening wave"),
     "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
+    "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
 }
 
 

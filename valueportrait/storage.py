@@ -27,7 +27,7 @@ import sqlite_utils
 
 from valueportrait.errors import InputError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
 
 # Tables, keys and meaning. Timestamps are ISO 8601 UTC strings; `seconds` is time taken.
@@ -221,8 +221,56 @@ CREATE TABLE prolific_syncs (            -- the last sync of a Prolific study: w
 CREATE INDEX prolific_submissions_by_participant ON prolific_submissions (prolific_study_id, participant_id)
 """
 
+# Version 3, for the collection app: waves of one project, a record of what each participant
+# saw (every version of the study definition, hash-addressed), answers changed with Back kept
+# as revisions, and the pages without a question that a participant has read.
+SCHEMA_V3_APP = """
+ALTER TABLE studies ADD COLUMN project TEXT;   -- waves of one project share it (default: the study id)
+UPDATE studies SET project = study_id WHERE project IS NULL;
+CREATE TABLE study_versions (
+    study_id TEXT NOT NULL,
+    version TEXT NOT NULL,           -- sha256 of definition_json
+    definition_json TEXT NOT NULL,   -- all a participant could see: settings, item texts, wording, scales, texts
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (study_id, version)
+);
+ALTER TABLE participations ADD COLUMN study_version TEXT;   -- the version the participation started under
+CREATE TABLE participation_versions (   -- every version a participation saw pages of
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    PRIMARY KEY (study_id, participant_id, version)
+);
+ALTER TABLE instrument_answers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE ratings ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE attention_checks ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE answer_revisions (      -- an answer as it was before the participant changed it (Back)
+    revision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    kind TEXT NOT NULL,              -- 'pvq21', 'bfi10', 'check' or 'rating'
+    item TEXT NOT NULL,              -- item id, check id, or 'portrait-option'
+    revision INTEGER NOT NULL,       -- its revision number (0 = the first answer)
+    answer INTEGER NOT NULL,
+    seconds REAL,
+    answered_at TEXT,
+    replaced_at TEXT NOT NULL
+);
+CREATE TABLE page_views (            -- pages without a question (introductions, a query before its responses)
+    study_id TEXT NOT NULL,
+    participant_id TEXT NOT NULL,
+    page TEXT NOT NULL,
+    seconds REAL,
+    seen_at TEXT NOT NULL,
+    PRIMARY KEY (study_id, participant_id, page)
+);
+CREATE INDEX participations_by_participant ON participations (participant_id);
+CREATE INDEX revisions_by_participant ON answer_revisions (study_id, participant_id)
+"""
+
 #: MIGRATIONS[v] takes a database at schema version v to v + 1.
-MIGRATIONS: dict[int, str] = {0: SCHEMA_V1, 1: SCHEMA_V2_PROLIFIC}
+MIGRATIONS: dict[int, str] = {0: SCHEMA_V1, 1: SCHEMA_V2_PROLIFIC, 2: SCHEMA_V3_APP}
 
 #: Primary keys of the tables answers are upserted into.
 KEYS: dict[str, tuple[str, ...]] = {
@@ -242,6 +290,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "prolific_actions": ("prolific_study_id", "submission_id"),
     "prolific_bonus_batches": ("prolific_study_id", "batch_key"),
     "prolific_syncs": ("prolific_study_id",),
+    "study_versions": ("study_id", "version"),
+    "participation_versions": ("study_id", "participant_id", "version"),
+    "page_views": ("study_id", "participant_id", "page"),
 }
 
 

@@ -205,7 +205,8 @@ class OpenAIBackend:
             settings["token_field"] = self.token_field
         return settings
 
-    def _body(self, question: Question) -> dict:
+    def request_body(self, question: Question) -> dict:
+        """The JSON body of the chat-completions request for one question (also a batch line's `body`)."""
         body = {"model": self.model, "messages": question.messages, self.token_field: self.max_tokens}
         if self.temperature is not None:
             body["temperature"] = 0 if self.temperature == 0 else self.temperature
@@ -218,7 +219,7 @@ class OpenAIBackend:
                              retry_after_cap=self.retry_after_cap, rng=self.rng)
 
     async def ask(self, question: Question) -> Reply:
-        body = self._body(question)
+        body = self.request_body(question)
         last_error = "no attempt"
         for attempt in range(self.max_retries + 1):
             retry_after = None

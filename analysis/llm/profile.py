@@ -1,13 +1,17 @@
 """An LLM's value profile from its answers to the item bank, and how consistent those answers are.
 
 Reads the bank (``item_bank.json``) and one or more answer files: the release's
-``{model}_averaged_results.json`` or ``vp run-llm``'s ``NAME.json`` (a folder stands for
-every ``*.json`` in it that has that shape). The model name is the file name without
-``_averaged_results.json`` or ``.json``.
+``{model}_averaged_results.json``, ``vp run-llm``'s ``NAME.json``, or a log of the Inspect
+task ``vp export-bank --format inspect`` writes (``.eval`` or JSON; see
+:mod:`analysis.llm.inspect_log`). A folder stands for every ``*.json`` and ``*.eval`` in it
+that has one of those shapes. The model name is the file name without
+``_averaged_results.json`` or ``.json``; for an Inspect log, the log's model.
 
 Writes ``llm_profiles.csv`` (``model, family, dimension, centered_mean, original_mean,
-std_dev, n``) and beside it ``llm_consistency.csv`` (per model: ICC across the prompt
-variants and the option-order bias).
+std_dev, n``, then ``ci_low, ci_high``: a percentile bootstrap interval over items) and
+beside it ``llm_consistency.csv`` (per model: ICC across the prompt variants, for one
+variant and for the six-variant average the profile is built from, and the option-order
+bias).
 
 Definitions (the Value Portrait study's, DESIGN.md). Let ``a_i`` be the model's answer to
 item ``i`` (its ``numeric_response``, the mean over the parsed prompt variants), ``K_d``
@@ -29,12 +33,20 @@ dimensions of family ``f`` (each item once), restricted to the items the model a
 
 With ``--keying pos`` a bank built with ``--keying abs`` is read without its reversed keys
 (and says how many it dropped).
+
+Intervals (``ci_low, ci_high``): the percentile bootstrap over items. Each resample draws
+``|K_f|`` items with replacement from the family's answered keyed items and recomputes
+``m_f`` and every ``centered_mean_d`` on it (an item drawn twice counts twice in both), so
+the interval says how much the profile depends on which items happen to be in the bank. A
+dimension none of whose items a resample drew has no value in that resample; the interval
+is taken over the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +56,7 @@ from scipy import stats
 
 import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
+from analysis.llm.inspect_log import looks_like_inspect_json, read_inspect_log
 from valueportrait import DEFAULT_PROCESSED
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
@@ -53,13 +66,19 @@ _SCALE = instruments.load_scale("similarity")
 #: o = REVERSE_SUM - a reverses an answer on the 1..6 similarity scale (7 - a).
 REVERSE_SUM = _SCALE.min + _SCALE.max
 DEFAULT_OUT = DEFAULT_PROCESSED / "llm_profiles.csv"
-PROFILE_COLUMNS = ["model", "family", "dimension", "centered_mean", "original_mean", "std_dev", "n"]
+PROFILE_COLUMNS = ["model", "family", "dimension", "centered_mean", "original_mean", "std_dev", "n", "ci_low", "ci_high"]
 CONSISTENCY_COLUMNS = [
     "model", "n_items", "icc_type", "icc", "icc_ci_low", "icc_ci_high", "order_bias", "order_bias_t",
     "order_bias_p", "order_bias_wilcoxon_p", "n_order_items", "n_not_in_bank", "n_bank_missing",
+    "n_variants", "icc_k_type", "icc_k", "icc_k_ci_low", "icc_k_ci_high",
 ]
 REVERSED_SUFFIX = "_reversed"
 ICC_TYPE = "ICC(C,1)"  # pingouin 0.7's label for Shrout & Fleiss ICC3: consistency, single rater
+ICC_K_TYPE = "ICC(C,k)"  # Shrout & Fleiss ICC(3,k): consistency of the mean over the k variants
+#: ICC(C,k) is Cronbach's alpha over the variants; below the usual .70 for research use, a
+#: model's averaged answers are too inconsistent for its profile to mean much.
+LOW_CONSISTENCY = 0.70
+DEFAULT_BOOTSTRAP = 1000
 
 
 # ------------------------------------------------------------------ inputs
@@ -137,24 +156,30 @@ def load_responses(paths: list[str | Path], notes: list[str] | None = None) -> d
     for given in paths:
         given = Path(given)
         if given.is_dir():
-            candidates = sorted(p for p in given.glob("*.json") if not p.name.startswith("."))
+            candidates = sorted(p for p in [*given.glob("*.json"), *given.glob("*.eval")] if not p.name.startswith("."))
             explicit = False
         elif given.exists():
             candidates, explicit = [given], True
         else:
             raise InputError(f"{given}: --responses: no such file or folder")
         for path in candidates:
-            data = read_data_file(path, "json")
-            if not explicit and not _looks_like_responses(data):
+            # Inspect logs of the exported task (`vp export-bank --format inspect`): .eval, or JSON logs.
+            data = None if path.suffix == ".eval" else read_data_file(path, "json")
+            if data is None or looks_like_inspect_json(data):
+                name, frame, log_notes = read_inspect_log(path)
+                if notes is not None:
+                    notes.extend(log_notes)
+            elif not explicit and not _looks_like_responses(data):
                 if notes is not None:
                     notes.append(f"skipped {path}: not an answers file")
                 continue
-            name = model_name(path)
+            else:
+                name, frame = model_name(path), parse_responses(data, path)
             if name in found:
                 raise InputError(f"{path}: model {name!r} also read from {sources[name]}")
-            found[name], sources[name] = parse_responses(data, path), path
+            found[name], sources[name] = frame, path
         if given.is_dir() and not any(sources[m].parent == given for m in sources):
-            raise InputError(f"{given}: --responses: no answer files (*.json) in this folder")
+            raise InputError(f"{given}: --responses: no answer files (*.json, Inspect *.eval) in this folder")
     return found
 
 
@@ -209,6 +234,70 @@ def score_profile(answers: pd.Series, keys: pd.DataFrame) -> pd.DataFrame:
     return out[["family", "dimension", "centered_mean", "original_mean", "std_dev", "n"]]
 
 
+def bootstrap_profile(answers: pd.Series, keys: pd.DataFrame, n_boot: int = DEFAULT_BOOTSTRAP,
+                      rng: np.random.Generator | None = None, level: float = 0.95) -> pd.DataFrame:
+    """Percentile bootstrap interval of every ``centered_mean``, resampling items (see the module docstring).
+
+    Parameters
+    ----------
+    answers : the model's answer per item, indexed by ``(portrait_id, option_id)``.
+    keys : :func:`key_table` of the bank.
+    n_boot : resamples (0: no intervals, NaN).
+    rng : the random generator (default: seed 0).
+    level : the interval's coverage.
+
+    Returns
+    -------
+    DataFrame ``family, dimension, ci_low, ci_high, n_boot_defined`` in the order of
+    :func:`score_profile`. Vectorised over resamples: per family, the resamples are a
+    matrix of multinomial counts ``W`` (resamples x items), and every dimension's centred
+    mean of every resample comes from three matrix products:
+    ``(W @ (S a) - m * (W @ S)) / (W @ |S|)`` with ``S`` the items' signed keys and
+    ``m = W @ a / |K_f|`` the resample's general level.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    pairs = _dimension_order(keys)
+    out = pairs.assign(ci_low=np.nan, ci_high=np.nan, n_boot_defined=0)
+    if n_boot <= 0:
+        return out
+    merged = keys.merge(answers.rename("answer").reset_index(), on=["portrait_id", "option_id"], how="inner")
+    tail = (1 - level) / 2
+    for family, part in merged.groupby("family", sort=False):
+        items = part[["portrait_id", "option_id"]].drop_duplicates().reset_index(drop=True)
+        dims = pairs.loc[pairs["family"] == family, "dimension"].tolist()
+        row = pd.MultiIndex.from_frame(items).get_indexer(pd.MultiIndex.from_frame(part[["portrait_id", "option_id"]]))
+        col = pd.Index(dims).get_indexer(part["dimension"])
+        signs = np.zeros((len(items), len(dims)))
+        signs[row, col] = part["sign"].to_numpy(float)
+        a = np.zeros(len(items))
+        a[row] = part["answer"].to_numpy(float)
+        n = len(items)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # resamples x items
+        level_b = counts @ a / n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centred = (counts @ (signs * a[:, None]) - level_b[:, None] * (counts @ signs)) / (counts @ np.abs(signs))
+        defined = np.isfinite(centred).sum(axis=0)
+        with warnings.catch_warnings():  # a dimension never drawn has no interval
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanquantile(centred, [tail, 1 - tail], axis=0)
+        at = out.index[out["family"] == family]
+        out.loc[at, "ci_low"], out.loc[at, "ci_high"], out.loc[at, "n_boot_defined"] = low, high, defined
+    return out
+
+
+def _model_rng(seed: int, model: str) -> np.random.Generator:
+    """A generator per model, the same whichever other models are scored in the same run."""
+    return np.random.default_rng([int(seed), zlib.crc32(model.encode("utf-8"))])
+
+
+def icc_rows(data: pd.DataFrame, targets: str, raters: str, ratings: str) -> pd.DataFrame:
+    """pingouin's ``intraclass_corr`` indexed by its ``Type`` label (``ICC(C,1)``, ``ICC(C,k)``, ...)."""
+    with warnings.catch_warnings():  # pingouin 0.7 uses a pandas keyword pandas 3.1 deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return pg.intraclass_corr(data, targets=targets, raters=raters, ratings=ratings).set_index("Type")
+
+
 def variant_consistency(long: pd.DataFrame) -> dict:
     """ICC across prompt variants and the option-order bias of one model's answers.
 
@@ -224,6 +313,9 @@ def variant_consistency(long: pd.DataFrame) -> dict:
       as targets and variants as raters, the ``ICC(C,1)`` row (Shrout & Fleiss ICC3,
       two-way mixed, consistency, single rater): how far the variants order the items alike.
       Items missing any variant are left out (``nan_policy="omit"``); ``n_items`` counts the rest.
+    * ``icc_k``, ``icc_k_ci_low``, ``icc_k_ci_high``: the ``ICC(C,k)`` row (ICC3k), the
+      consistency of the mean over the ``n_variants`` variants, which is what the profile
+      uses: ``(MS_items - MS_error) / MS_items``, i.e. Cronbach's alpha over the variants.
     * ``order_bias``: mean over items of (mean answer under ``vK`` minus mean answer under
       ``vK_reversed``), over items with both kinds; positive = higher answers when the
       options are listed from "very much like me" down. ``order_bias_t``/``order_bias_p``:
@@ -232,24 +324,21 @@ def variant_consistency(long: pd.DataFrame) -> dict:
     """
     data = long[(long["variant"] != "numeric_response")].dropna(subset=["value"])
     out = dict.fromkeys(["n_items", "icc", "icc_ci_low", "icc_ci_high", "order_bias", "order_bias_t",
-                         "order_bias_p", "order_bias_wilcoxon_p", "n_order_items"], np.nan)
-    out["icc_type"] = ICC_TYPE
+                         "order_bias_p", "order_bias_wilcoxon_p", "n_order_items", "icc_k", "icc_k_ci_low",
+                         "icc_k_ci_high"], np.nan)
+    out["icc_type"], out["icc_k_type"] = ICC_TYPE, ICC_K_TYPE
     if data.empty:
-        out["n_items"] = out["n_order_items"] = 0
+        out["n_items"] = out["n_order_items"] = out["n_variants"] = 0
         return out
     data = data.assign(item=data["portrait_id"] + "/" + data["option_id"].astype(str))
     wide = data.pivot(index="item", columns="variant", values="value")
     complete = wide.dropna()
-    out["n_items"] = len(complete)
+    out["n_items"], out["n_variants"] = len(complete), wide.shape[1]
     if complete.shape[1] >= 2 and len(complete) >= 3 and complete.to_numpy().std() > 0:
-        with warnings.catch_warnings():  # pingouin 0.7 uses a pandas keyword pandas 3.1 deprecates
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            icc = pg.intraclass_corr(data[data["item"].isin(complete.index)], targets="item", raters="variant",
-                                     ratings="value")
-        row = icc.set_index("Type").loc[ICC_TYPE]
-        out["icc"] = float(row["ICC"])
-        out["icc_ci_low"], out["icc_ci_high"] = (float(x) for x in row["CI95"])
+        icc = icc_rows(data[data["item"].isin(complete.index)], targets="item", raters="variant", ratings="value")
+        for prefix, kind in (("icc", ICC_TYPE), ("icc_k", ICC_K_TYPE)):
+            out[prefix] = float(icc.loc[kind, "ICC"])
+            out[f"{prefix}_ci_low"], out[f"{prefix}_ci_high"] = (float(x) for x in icc.loc[kind, "CI95"])
     rev = [c for c in wide.columns if c.endswith(REVERSED_SUFFIX)]
     given = [c for c in wide.columns if not c.endswith(REVERSED_SUFFIX)]
     if rev and given:
@@ -267,11 +356,14 @@ def variant_consistency(long: pd.DataFrame) -> dict:
     return out
 
 
-def score_models(items: list[Item], responses: dict[str, pd.DataFrame], keying: str = "pos") -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_models(items: list[Item], responses: dict[str, pd.DataFrame], keying: str = "pos",
+                 bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Profiles and consistency of every model (see :func:`score_profile`, :func:`variant_consistency`).
 
     Items in a model's answers that are not in the bank are ignored (counted in
     ``n_not_in_bank``); bank items the model did not answer lower ``n`` (``n_bank_missing``).
+    ``bootstrap`` resamples of the items give each score's interval (:func:`bootstrap_profile`),
+    seeded by ``seed`` and the model's name.
     """
     keys = key_table(items, keying)
     bank_index = pd.MultiIndex.from_tuples([it.key for it in items], names=["portrait_id", "option_id"])
@@ -280,6 +372,8 @@ def score_models(items: list[Item], responses: dict[str, pd.DataFrame], keying: 
         answers = item_answers(long)
         in_bank = answers.index.isin(bank_index)
         profile = score_profile(answers[in_bank], keys)
+        ci = bootstrap_profile(answers[in_bank], keys, bootstrap, _model_rng(seed, model))
+        profile = profile.merge(ci[["family", "dimension", "ci_low", "ci_high"]], on=["family", "dimension"], how="left")
         profiles.append(profile.assign(model=model))
         item_idx = pd.MultiIndex.from_frame(long[["portrait_id", "option_id"]])
         row = variant_consistency(long[item_idx.isin(bank_index)])
@@ -306,13 +400,18 @@ def write_profiles(profiles: pd.DataFrame, consistency: pd.DataFrame, path: str 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--item-bank", required=True, type=Path, help="item_bank.json from `vp analyze`")
     parser.add_argument("--responses", required=True, nargs="+", type=Path,
-                        help="answer files (*_averaged_results.json or vp run-llm's NAME.json) or folders of them")
+                        help="answer files (*_averaged_results.json, vp run-llm's NAME.json, Inspect logs of the exported task) or folders of them")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="profiles CSV; llm_consistency.csv is written beside it")
     parser.add_argument("--keying", choices=("pos", "abs"), default="pos",
                         help="pos: positively keyed items only; abs: also negatively keyed ones, reversed (7 - answer)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+                        help="resamples of the items for each score's 95%% interval (ci_low, ci_high; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (with each model's name)")
 
 
 def run(args) -> int:
+    if args.bootstrap < 0:
+        raise InputError(f"command line: --bootstrap: {args.bootstrap} is negative")
     items = load_bank(args.item_bank)
     notes: list[str] = []
     responses = load_responses(args.responses, notes)
@@ -321,10 +420,11 @@ def run(args) -> int:
     dropped = sum(len(dims) for it in items for dims in it.reversed.values()) if args.keying == "pos" else 0
     if dropped:
         print(f"--keying pos: left out {dropped} reversed keys of the bank (use --keying abs to score them)")
-    profiles, consistency = score_models(items, responses, args.keying)
+    profiles, consistency = score_models(items, responses, args.keying, bootstrap=args.bootstrap, seed=args.seed)
     cons_path = write_profiles(profiles, consistency, args.out)
     for row in consistency.itertuples():
-        print(f"{row.model}: {row.n_items} items with all variants, {row.icc_type} = {row.icc:.3f}; "
+        print(f"{row.model}: {row.n_items} items with all variants, {row.icc_type} = {row.icc:.3f}, "
+              f"{row.icc_k_type} = {row.icc_k:.3f} (the {row.n_variants}-variant average); "
               f"order bias {row.order_bias:+.3f} (paired t p = {row.order_bias_p:.3g}); "
               f"{row.n_not_in_bank} answers not in the bank (ignored), {row.n_bank_missing} bank items unanswered")
     pvq = profiles[profiles["family"] == "pvq"]

@@ -22,6 +22,10 @@ NAME is the model name with characters other than letters, digits, ``.``, ``_``,
 replaced by ``_`` (``meta-llama/Llama-3.1-8B`` -> ``meta-llama_Llama-3.1-8B``).
 Exit status 0 when every question has an answer, 1 when some could not be obtained
 (outputs are still written; run again to ask only those).
+
+``--batch write|submit|collect`` takes the OpenAI Batch API route into the same cache
+instead (:mod:`analysis.llm.batch`); ``collect`` exits 3 while a batch is still running
+(with ``--no-wait``).
 """
 
 from __future__ import annotations
@@ -278,11 +282,16 @@ def run_llm(
         averaged, raw_records = collect_outputs(questions, items, prompts, cache, model, persona, backend.name, stats)
     if not write:
         return stats, None
-    name = output_name(model, persona)
-    json_path = out_dir / f"{name}.json"
+    return stats, write_outputs(averaged, raw_records, out_dir, output_name(model, persona))
+
+
+def write_outputs(averaged: list, raw_records: list, out_dir: str | Path, name: str) -> Path:
+    """``NAME.json`` (averaged, the release's shape) and ``NAME_raw.jsonl``; returns the JSON's path."""
+    json_path = Path(out_dir) / f"{name}.json"
     write_text_atomic(json_path, json.dumps(averaged, ensure_ascii=False, indent=1) + "\n")
-    write_text_atomic(out_dir / f"{name}_raw.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw_records))
-    return stats, json_path
+    write_text_atomic(json_path.with_name(f"{name}_raw.jsonl"),
+                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in raw_records))
+    return json_path
 
 
 # ---------------------------------------------------------------- command line
@@ -308,6 +317,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", type=Path, help="YAML prompt templates replacing analysis/llm/prompts.yaml")
     parser.add_argument("--limit", type=int, help="ask at most this many new questions (e.g. to try a model cheaply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch = parser.add_argument_group("OpenAI Batch API (half price, answered within 24 h; fills the same cache)")
+    batch.add_argument("--batch", choices=("write", "submit", "collect"),
+                       help="write: the request JSONL for the questions the cache lacks (nothing sent); submit: upload "
+                            "it and create the batch; collect: wait for it, download its answers into the cache, "
+                            "write the outputs (a later plain run asks only what the batch missed)")
+    batch.add_argument("--poll-interval", type=float, default=60.0, help="--batch collect: seconds between status checks")
+    batch.add_argument("--no-wait", action="store_true", help="--batch collect: look once instead of waiting for the batch to finish")
 
 
 def _check_positive(value, name: str, allow_zero: bool = False) -> None:
@@ -326,14 +342,14 @@ def make_backend(args, prompts: PromptSet):
         persona_profile = load_profile(args.persona_profile) if args.persona_profile else None
         return SimulatedBackend(profile, prompts.labels, seed=args.seed, noise=args.noise, model=args.model,
                                 persona_profile=persona_profile)
-    if not args.base_url:
+    if not args.base_url and getattr(args, "batch", None) != "write":
         raise InputError("command line: --base-url: required with --backend openai")
-    if not re.match(r"^https?://", args.base_url):
+    if args.base_url and not re.match(r"^https?://", args.base_url):
         raise InputError(f"command line: --base-url: {args.base_url!r} is not an http(s) URL")
     if args.profile or args.persona_profile:
         raise InputError("command line: --profile: only used with --backend simulated")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    return OpenAIBackend(args.base_url, args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
+    return OpenAIBackend(args.base_url or "http://unused", args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
                          max_tokens=args.max_tokens, concurrency=args.concurrency, **request_options(args))
 
 
@@ -348,6 +364,16 @@ def run(args) -> int:
     if not items:
         raise InputError(f"{args.item_bank}: the bank has no items")
     prompts = load_prompts(args.variants)
+    if args.batch:
+        _check_positive(args.poll_interval, "--poll-interval")
+        if args.backend != "openai":
+            raise InputError("command line: --batch: only with --backend openai (the Batch API)")
+        from analysis.llm.batch import run_batch
+
+        backend = make_backend(args, prompts)
+        questions = build_questions(items, prompts, args.model, args.persona or None, backend.settings())
+        api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+        return run_batch(args, items, prompts, backend, questions, output_name(args.model, args.persona or None), api_key)
     backend = make_backend(args, prompts)
     if backend.name == "simulated":
         print(f"backend: simulated respondent (a simulator, not a language model), profile {args.profile}"

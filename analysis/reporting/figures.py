@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from instruments import dimension_label  # noqa: E402
+
 plt.rcParams.update({
     "svg.fonttype": "none",     # text stays text: smaller files, crisp at any zoom
     "svg.hashsalt": "valueportrait",  # stable ids, so the same data gives the same file
@@ -26,9 +28,8 @@ FAMILY_COLOURS = {"pvq": "#2a5d9f", "higher_pvq": "#7b4fa0", "bfi": "#2f8f5b"}
 SERIES = ["#2a5d9f", "#c0392b", "#2f8f5b", "#8e5ea2", "#d98c1f", "#3a9ca6", "#7f7f7f", "#b5651d"]
 
 
-def short(name: str) -> str:
-    """Axis label for a dimension: ``Self_Direction`` -> ``Self-Direction``."""
-    return str(name).replace("_", "-")
+#: Axis label for a dimension (``Self_Direction`` -> ``Self-Direction``): the report's one label helper.
+short = dimension_label
 
 
 def bar_groups(counts: pd.DataFrame):
@@ -110,8 +111,14 @@ def rho_boxplots(corr: pd.DataFrame, order: list[tuple[str, str]], threshold: fl
     return fig
 
 
-def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[str]):
-    """Keyed items (rows) x dimensions (columns): rho; keyed cells outlined. PNG (many rows)."""
+def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[str],
+                     blocks: list[tuple[str, int, int]] | None = None):
+    """Keyed items (rows) x dimensions (columns): rho; keyed cells marked. PNG (many rows).
+
+    Up to 60 rows are labelled with their item ids; beyond that, ``blocks`` (label, first
+    row, last row + 1) name each group of rows on the y axis and separate them with lines
+    (the report lists every block's items with their ids in tables beside the figure).
+    """
     n_rows, n_cols = matrix.shape
     height = min(max(2.5, 0.05 * n_rows + 1.2), 9.0)
     fig, ax = plt.subplots(figsize=(7.2, height))
@@ -122,6 +129,12 @@ def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[s
     ax.set_xticks(range(n_cols), [short(c) for c in matrix.columns], rotation=60, ha="right")
     if n_rows <= 60:
         ax.set_yticks(range(n_rows), row_labels, fontsize=6)
+    elif blocks:
+        ax.set_yticks([(a + b - 1) / 2 for _, a, b in blocks], [f"{name} ({b - a})" for name, a, b in blocks],
+                      fontsize=6.5)
+        for _, a, _ in blocks[1:]:
+            ax.axhline(a - 0.5, color="#222", lw=0.5)
+        ax.set_ylabel(f"{n_rows} keyed items, grouped by their strongest keyed dimension (items per group)")
     else:
         ax.set_yticks([])
         ax.set_ylabel(f"{n_rows} keyed items (grouped by their strongest keyed dimension)")
@@ -130,13 +143,26 @@ def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[s
     return fig
 
 
+def _ring_ticks(lim: float) -> np.ndarray:
+    """Two or three round ring values inside +-lim (e.g. -0.5, 0, 0.5), for a labelled radar scale."""
+    step = 10 ** np.floor(np.log10(lim))
+    for mult in (5, 2, 1):
+        if mult * step < lim:
+            step = mult * step
+            break
+    k = np.arange(-np.floor(lim / step), np.floor(lim / step) + 1) * step
+    return k[np.abs(k) < lim + 1e-12]
+
+
 def _radar_axes(ax, values: list[str], lim: float):
     angles = np.linspace(0, 2 * np.pi, len(values), endpoint=False)
     ax.set_theta_offset(np.pi / 2)
     ax.set_theta_direction(-1)
     ax.set_xticks(angles, [short(v) for v in values], fontsize=7)
     ax.set_ylim(-lim, lim)
-    ax.set_yticks([-lim / 2, 0, lim / 2], ["", "0", ""], fontsize=6)
+    rings = _ring_ticks(lim)
+    ax.set_yticks(rings, [f"{r:.2g}" if r else "0" for r in rings], fontsize=6, color="#555")
+    ax.set_rlabel_position(90 - 18)  # between the first two values, clear of the polygons' labels
     ring = np.linspace(0, 2 * np.pi, 200)
     ax.plot(ring, np.zeros_like(ring), color="#222", lw=1.1, ls="--", zorder=1)  # the zero ring
     ax.grid(color="#ddd", lw=0.6)
@@ -180,31 +206,88 @@ def radar_grid(profiles: dict[str, pd.Series], values: list[str], ncols: int = 3
     return fig
 
 
-def gap_scatter(gaps: pd.DataFrame, summary: pd.DataFrame):
-    """Per model: LLM gap against human gap for every value and pair of groups, y = x and the fitted slope."""
+def profile_dots(frame: pd.DataFrame, values: list[str], flagged: set[str] | frozenset = frozenset()):
+    """Models (rows) x values (one panel each, in circle order): centred score with its interval.
+
+    ``frame``: ``model, dimension, centered_mean, ci_low, ci_high`` (one row per model and
+    value). Models in ``flagged`` (low consistency) are drawn hollow and grey and marked
+    with a dagger. Every panel shares one x scale, so a dot's distance from 0 compares
+    across values and models.
+    """
+    models = list(dict.fromkeys(frame["model"]))
+    n = len(models)
+    frame = frame.assign(**{c: np.nan for c in ("ci_low", "ci_high") if c not in frame.columns})  # no intervals: dots only
+    wide = {c: frame.pivot_table(index="model", columns="dimension", values=c).reindex(index=models, columns=values)
+            if frame[c].notna().any() else pd.DataFrame(np.nan, index=models, columns=values)
+            for c in ("centered_mean", "ci_low", "ci_high")}
+    finite = np.concatenate([w.to_numpy(float).ravel() for w in wide.values()])
+    finite = finite[np.isfinite(finite)]
+    lim = max(float(np.abs(finite).max()) if len(finite) else 0.5, 0.1) * 1.08
+    fig, axes = plt.subplots(1, len(values), figsize=(7.3, 0.2 * n + 1.25), sharey=True, squeeze=False)
+    y = np.arange(n)
+    low = np.array([m in flagged for m in models])
+    for ax, value in zip(axes[0], values):
+        m = wide["centered_mean"][value].to_numpy(float)
+        lo, hi = wide["ci_low"][value].to_numpy(float), wide["ci_high"][value].to_numpy(float)
+        has = np.isfinite(lo) & np.isfinite(hi)
+        ax.axvline(0, color="#999", lw=0.7, zorder=1)
+        for sel, colour in ((~low, "#2a5d9f"), (low, "#999999")):
+            pick = sel & has
+            ax.hlines(y[pick], lo[pick], hi[pick], color=colour, lw=1.1, zorder=2)
+        ax.scatter(m[~low], y[~low], s=14, color="#2a5d9f", zorder=3)
+        ax.scatter(m[low], y[low], s=14, facecolors="white", edgecolors="#777", linewidths=1, zorder=3)
+        ax.set_xlim(-lim, lim)
+        ax.set_title(short(value), fontsize=7, rotation=30, ha="left", va="bottom", loc="left")
+        ax.tick_params(axis="x", labelsize=6)
+        t = float(f"{lim / 2:.1g}")
+        ax.set_xticks([-t, 0, t], [f"{-t:.2g}", "0", f"{t:.2g}"])
+        ax.grid(axis="y", color="#eee", lw=0.6)
+        if ax is not axes[0][0]:
+            ax.spines["left"].set_visible(False)
+            ax.tick_params(axis="y", length=0)
+    axes[0][0].set_yticks(y, [f"{m} \u2020" if m in flagged else m for m in models], fontsize=7)
+    axes[0][0].set_ylim(n - 0.5, -0.5)
+    fig.supxlabel("centred score: mean answer on the value's keyed items minus the mean over all keyed items",
+                  fontsize=7, y=0.0, va="top")
+    fig.subplots_adjust(wspace=0.12)
+    return fig
+
+
+def gap_scatter(gaps: pd.DataFrame, summary: pd.DataFrame, tolerance: float | None = None):
+    """Per model: persona gap against human gap for every value and pair of groups, y = x and the fitted slope.
+
+    Uses the standardised gaps (``human_gap_std``, ``llm_gap_std``) and ``slope_std`` when
+    the tables have them (one scale), else the raw ones. With a ``tolerance`` the band of
+    near-zero gaps around each axis is shaded.
+    """
+    std = {"human_gap_std", "llm_gap_std"} <= set(gaps.columns) and gaps["human_gap_std"].notna().any()
+    hx, ly, slope_col = ("human_gap_std", "llm_gap_std", "slope_std") if std else ("human_gap", "llm_gap", "slope")
     models = sorted(gaps["model"].unique())
     ncols = min(3, len(models))
     nrows = int(np.ceil(len(models) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.1 * nrows), squeeze=False)
     for ax in axes.flat[len(models):]:
         ax.set_visible(False)
-    colours = {"exaggerates": "#c0392b", "reverses": "#8e5ea2", "attenuates": "#2a5d9f"}
+    colours = {"exaggerates": "#c0392b", "reverses": "#8e5ea2", "attenuates": "#2a5d9f", "near zero": "#9a9a9a"}
     for ax, model in zip(axes.flat, models):
         g = gaps[gaps["model"] == model]
+        lim = max(float(np.nanmax(np.abs(g[[hx, ly]].to_numpy(float)))), 0.05) * 1.1
+        if tolerance:
+            ax.axvspan(-tolerance, tolerance, color="#f0f0f0", zorder=0, lw=0)
+            ax.axhspan(-tolerance, tolerance, color="#f0f0f0", zorder=0, lw=0)
         for label, part in g.groupby("label"):
-            ax.scatter(part["human_gap"], part["llm_gap"], s=12, color=colours.get(label, "#555"), label=label, alpha=0.8)
-        lim = max(float(np.nanmax(np.abs(g[["human_gap", "llm_gap"]].to_numpy(float)))), 0.05) * 1.1
+            ax.scatter(part[hx], part[ly], s=12, color=colours.get(label, "#555"), label=label, alpha=0.8, zorder=3)
         xs = np.array([-lim, lim])
         ax.plot(xs, xs, color="#888", lw=0.8, ls="--")
-        s = summary[(summary["model"] == model) & (summary["attribute"] == "all")]["slope"]
+        s = summary[(summary["model"] == model) & (summary["attribute"] == "all")].get(slope_col, pd.Series(dtype=float))
         if len(s) and np.isfinite(s.iloc[0]):
             ax.plot(xs, s.iloc[0] * xs, color="#222", lw=1.2, label=f"slope {s.iloc[0]:.2f}")
         ax.axhline(0, color="#ccc", lw=0.6)
         ax.axvline(0, color="#ccc", lw=0.6)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-        ax.set_xlabel("human gap (A - B)")
-        ax.set_ylabel("LLM persona gap")
+        ax.set_xlabel("human gap (A - B)" + (", standardised" if std else ""))
+        ax.set_ylabel("persona gap" + (", standardised" if std else ""))
         ax.set_title(model, fontsize=8.5)
         ax.legend(fontsize=6.5, frameon=False, loc="upper left")
     fig.tight_layout()

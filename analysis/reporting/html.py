@@ -16,6 +16,52 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from instruments import DIMENSION_LABELS, FAMILY_LABELS, dimension_label
+
+#: The one helper for drawing a dimension's name (``Self_Direction`` -> ``Self-Direction``).
+label = dimension_label
+
+#: Column names -> words for table headers; other names get their underscores as spaces.
+#: A table's own ``headers`` win over these.
+HEADER_WORDS: dict[str, str] = {
+    "group_id": "group", "portrait_id": "query", "option_id": "response", "n_items": "items",
+    "p_value": "p", "q_value": "q (BH)", "ci_low": "CI low", "ci_high": "CI high", "rho": "rho",
+    "chi2": "chi²", "cfi": "CFI", "tli": "TLI", "rmsea": "RMSEA", "srmr": "SRMR", "kmo": "KMO",
+    "kmo_item": "item KMO", "bartlett_chi2": "Bartlett chi²", "bartlett_df": "Bartlett df", "bartlett_p": "Bartlett p",
+    "n_indicators": "indicators", "r_squared": "R²", "icc": "ICC", "icc_type": "ICC type",
+    "spearman_brown": "Spearman-Brown", "alpha_ci_low": "alpha CI low", "alpha_ci_high": "alpha CI high",
+    "eta_squared": "eta²", "kruskal_h": "Kruskal-Wallis H", "kruskal_p": "Kruskal-Wallis p",
+    "kruskal_q": "Kruskal-Wallis q", "n_groups": "groups", "n_humans": "participants", "n_values": "values",
+    "spearman_rho": "rank correlation", "spearman_p": "rank correlation p", "heldout_rho_mean": "held-out rho",
+}  # fmt: skip
+
+
+def header_words(column) -> str:
+    """A column name as a table header in words (``n_items`` -> ``items``, ``order_bias_t`` -> ``order bias t``)."""
+    text = str(column)
+    return HEADER_WORDS.get(text, text.replace("_", " "))
+
+
+#: Codes that some columns hold, in words.
+CODE_WORDS: dict[str, dict[str, str]] = {
+    "family": FAMILY_LABELS,
+    "attribute": {"age_band": "age band"},
+    "test": {"welch_t": "Welch's t", "anova": "one-way ANOVA"},
+    "model": {"one_factor_keyed": "one factor: keyed items", "pvq_values": "PVQ-21: ten values",
+              "pvq_higher": "PVQ-21: higher-order values"},
+}
+
+
+def cell_label(column, value) -> str | None:
+    """Words for a cell that holds a code: a dimension name anywhere, a family or test code in its column."""
+    if isinstance(value, str):
+        words = CODE_WORDS.get(column, {}).get(value)
+        if words is not None:
+            return words
+        if value in DIMENSION_LABELS:
+            return DIMENSION_LABELS[value]
+    return None
+
 
 def esc(value) -> str:
     """Plain text -> HTML text (quotes too, so it is safe inside attributes)."""
@@ -64,6 +110,10 @@ def diverging_bg(value, scale: float) -> str:
     return f"background:rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.2f})"
 
 
+#: Tables with at least this many columns print in a smaller font (``table.dense``).
+DENSE_COLUMNS = 11
+
+
 def table(
     frame: pd.DataFrame,
     formats: dict[str, Callable] | None = None,
@@ -75,21 +125,27 @@ def table(
     """A DataFrame as an HTML table; every cell escaped, numbers right-aligned.
 
     ``formats[col](value) -> str`` formats a column (default: 2 decimals for floats);
-    ``cell_style[col](value) -> str`` gives an inline style for a cell.
+    ``cell_style[col](value) -> str`` gives an inline style for a cell. Headers are in words
+    (``headers``, else :func:`header_words`); cells holding a dimension name or a family code
+    show its label (:func:`cell_label`), so the page spells each value one way.
     """
     formats = formats or {}
     headers = headers or {}
     cell_style = cell_style or {}
     cols = list(frame.columns)
+    if len(cols) >= DENSE_COLUMNS:  # many columns: a smaller print font, so the table still fits A4
+        css_class = f"{css_class} dense".strip()
     out = [f'<div class="table-wrap"><table class="{esc(css_class)}">']
     if caption:
         out.append(f"<caption>{esc(caption)}</caption>")
-    out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, c))}</th>" for c in cols) + "</tr></thead><tbody>")
+    out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, header_words(c)))}</th>" for c in cols)
+               + "</tr></thead><tbody>")
     numeric = {c: pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in cols}
     for row in frame.itertuples(index=False, name=None):
         cells = []
         for c, v in zip(cols, row):
-            text = formats[c](v) if c in formats else (fmt_num(v) if numeric[c] else ("" if _isna(v) else str(v)))
+            text = (formats[c](v) if c in formats else fmt_num(v) if numeric[c]
+                    else "" if _isna(v) else cell_label(c, v) or str(v))
             style = cell_style[c](v) if c in cell_style else ""
             attrs = (' class="num"' if numeric[c] or c in formats else "") + (f' style="{esc(style)}"' if style else "")
             cells.append(f"<td{attrs}>{esc(text)}</td>")
@@ -160,9 +216,11 @@ def figure(fig, alt: str, caption: str = "", fmt: str = "svg", width: str | None
         mime = "image/png"
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
+    # The width caps the figure, not the image: the image keeps max-width 100% of it, so it
+    # shrinks with a narrow window or the printed page.
     style = f' style="max-width:{esc(width)}"' if width else ""
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:{mime};base64,{data}" alt="{esc(alt)}"{style}>{cap}</figure>'
+    return f'<figure{style}><img src="data:{mime};base64,{data}" alt="{esc(alt)}">{cap}</figure>'
 
 
 def missing(text: str) -> str:
@@ -192,6 +250,28 @@ def sources(used: Iterable[tuple[str, bool]]) -> str:
     if lack:
         parts.append("Not found: " + ", ".join(lack) + ".")
     return f'<p class="sources">{esc(" ".join(parts))}</p>' if parts else ""
+
+
+#: The printed page: A4 with the margins of the CSS ``@page`` rule below; tables must fit its width.
+PAGE_MM = (210.0, 297.0)
+PAGE_MARGINS_MM = (14.0, 12.0, 16.0, 12.0)  # top, right, bottom, left
+CONTENT_WIDTH_MM = PAGE_MM[0] - PAGE_MARGINS_MM[1] - PAGE_MARGINS_MM[3]
+CONTENT_HEIGHT_MM = PAGE_MM[1] - PAGE_MARGINS_MM[0] - PAGE_MARGINS_MM[2]
+
+#: Background classes of heat-map cells: rho binned in steps of .1 from -.5 to .5 (beyond: the end bins).
+HEAT_CLASSES: dict[str, str] = {
+    f"{'n' if k < 0 else 'p'}{abs(k)}": (f"rgba(33,102,172,{min(abs(k), 5) * 0.11:.2f})" if k > 0
+                                        else f"rgba(178,24,43,{min(abs(k), 5) * 0.11:.2f})")
+    for k in range(-5, 6) if k != 0
+}
+
+
+def heat_class(value) -> str:
+    """The heat-map class of a rho (``p3`` for .25 <= rho < .35; '' near zero or NaN)."""
+    if value is None or pd.isna(value):
+        return ""
+    k = int(np.clip(np.round(float(value) * 10), -5, 5))
+    return "" if k == 0 else f"h{'n' if k < 0 else 'p'}{abs(k)}"
 
 
 CSS = """
@@ -233,16 +313,41 @@ details > summary { cursor: pointer; font-weight: 600; }
 .methods { background: var(--soft); border: 1px solid var(--line); padding: 12px 16px; border-radius: 6px; max-width: none; }
 code { font-size: 0.92em; background: var(--soft); padding: 0 3px; border-radius: 3px; }
 @media (max-width: 700px) { nav.toc ol { columns: 1; } main { padding: 12px; } }
+/* heat-map tables: one coloured cell per dimension, headers written upwards */
+table.heat { font-size: 0.8em; }
+table.heat th.v { vertical-align: bottom; padding: 2px 1px; }
+table.heat th.v span { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap; }
+table.heat td { padding: 1px 3px; }
+table.heat td.keyed { font-weight: 700; outline: 1.5px solid #1d2330; outline-offset: -2px; }
+""" + "".join(f"table.heat td.h{k} {{ background: {c}; }}\n" for k, c in HEAT_CLASSES.items()) + """
+.flag { color: var(--warn); font-weight: 600; }
+table.lines td.num { white-space: pre-line; }
+/* Print: A4, every table within the page width, collapsed sections open, colours kept. */
+@page { size: A4; margin: """ + " ".join(f"{m:g}mm" for m in PAGE_MARGINS_MM) + """; }
 @media print {
-  body { font-size: 10pt; }
+  body { font-size: 9pt; print-color-adjust: exact; -webkit-print-color-adjust: exact; }
   main { max-width: none; padding: 0; }
   nav.toc { display: none; }
   h2 { break-before: auto; break-after: avoid; }
   h3 { break-after: avoid; }
-  figure, table, .item, .methods { break-inside: avoid; }
+  figure, .item, .methods { break-inside: avoid; }
+  figure img { max-height: 240mm; width: auto; max-width: 100%; }
+  tr { break-inside: avoid; }
+  thead { display: table-header-group; }
   th { position: static; }
-  details { border: none; padding: 0; }
   .table-wrap { overflow: visible; }
+  table { font-size: 7.5pt; max-width: 100%; }
+  th, td { padding: 1px 4px; }
+  td { overflow-wrap: anywhere; }
+  td:not(.num) { min-width: 3.5em; } /* text stays readable when a table is squeezed to the page */
+  td:first-child { min-width: 5em; }
+  table.heat, table.lines, table.dense { font-size: 6.5pt; }
+  table.heat td { padding: 0 1px; }
+  details { border: none; padding: 0; margin: 4px 0; }
+  details::details-content { content-visibility: visible; display: block; }
+  details > summary { list-style: none; }
+  details > summary::-webkit-details-marker { display: none; }
+  p { max-width: none; }
 }
 """
 

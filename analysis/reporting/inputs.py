@@ -161,7 +161,7 @@ class Inputs:
             parts = self.study.participations
             sec = parts.loc[parts["status"] == "completed", "seconds"].dropna().to_numpy(float)
             if len(sec):
-                return sec, "database (completed_at - started_at of completed participations)"
+                return sec, "the database: completion minus start time of completed participations"
         for name in ("participants.csv", "demographics.csv"):
             p = self.path(name)
             if p is None:

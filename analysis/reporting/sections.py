@@ -9,6 +9,7 @@ plainly what is missing.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -19,14 +20,15 @@ from analysis import group_bias as gb
 from valueportrait import software_versions
 from analysis.reporting import figures as F
 from analysis.reporting.html import (
-    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, missing, note, para, sorted_views, sources, table,
+    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, header_words, heat_class, label, missing, note, para,
+    sorted_views, sources, table,
 )  # fmt: skip
 from analysis.selection import VERDICTS, item_verdicts
 from analysis.reporting.inputs import Inputs
 
 VALUES = list(inst.PVQ_VALUES)
 ORDER: list[tuple[str, str]] = [(f, d) for f, dims in inst.FAMILIES.items() for d in dims]
-FAMILY_NAMES = {"pvq": "PVQ values", "higher_pvq": "higher-order values", "bfi": "Big Five traits"}
+FAMILY_NAMES = inst.FAMILY_LABELS
 
 
 def _f(d: int = 2):
@@ -133,6 +135,10 @@ def participants(inp: Inputs) -> str:
         out.append(para(f"{q['participant_id'].nunique():,} participants in {len(per)} groups: "
                         f"{len(q):,} participations, {int(q['included'].sum()):,} included in the analysis, "
                         f"{int((~q['included']).sum()):,} excluded."))
+        unrated = _unrated(inp)
+        if unrated:
+            out.append(para(f"Another {unrated:,} {'person has' if unrated == 1 else 'people have'} questionnaire "
+                            "scores but rated no items: they are in no group and not in the analysis."))
         out.append(figure(F.bar_groups(per), "Included and excluded participations per group",
                           "Participations per group of items: included (blue) and excluded by quality control (orange).",
                           width="640px"))
@@ -195,6 +201,18 @@ def participants(inp: Inputs) -> str:
         out.append(details(f"Included participants by group ({len(demo):,} with demographics)",
                            table(pd.DataFrame(rows), formats={"participants": _int, "share": _pct}), open_=True))
     return "".join(out)
+
+
+def _unrated(inp: Inputs) -> int | None:
+    """People with questionnaire scores but no item ratings: from the manifest, else the database."""
+    n = ((inp.manifest or {}).get("counts") or {}).get("participants_without_ratings")
+    if n is not None:
+        return int(n)
+    if inp.study is None:
+        return None
+    from analysis.dataset import participants_without_ratings
+
+    return len(participants_without_ratings(inp.study))
 
 
 # --------------------------------------------------------------------------- instruments
@@ -534,6 +552,7 @@ def _item_key(frame: pd.DataFrame) -> pd.Series:
 
 
 def _selected_heatmap(corr: pd.DataFrame, sel: pd.DataFrame) -> str:
+    """The bank as a heat map: an overview figure, then per keyed dimension a table of its items by id."""
     corr = corr.assign(item=_item_key(corr))
     sel = sel.assign(item=_item_key(sel))
     items = sel["item"].unique()
@@ -551,11 +570,45 @@ def _selected_heatmap(corr: pd.DataFrame, sel: pd.DataFrame) -> str:
     for it, f, d in zip(sel["item"], sel["family"], sel["dimension"]):
         if (f, d) in rank:
             keyed[pos[it], rank[(f, d)]] = True
-    wide.columns = [d for _, d in cols]
-    return figure(F.selected_heatmap(wide, keyed, list(wide.index)), "Heat map of keyed items by dimensions",
-                  f"The {len(wide):,} keyed items (rows, grouped by their strongest keyed dimension) and their rho with "
-                  "every dimension (columns: values in circle order, higher-order values, Big Five). Black squares "
-                  "mark the keyed pairs.", fmt="png", width="760px")
+    blocks, start = [], 0
+    for k, size in best.groupby("k", sort=True).size().items():
+        if k < len(cols):
+            blocks.append((label(cols[k][1]), start, start + int(size)))
+        start += int(size)
+    flat = wide.copy()
+    flat.columns = [d for _, d in cols]
+    fig = figure(F.selected_heatmap(flat, keyed, list(flat.index), blocks), "Heat map of keyed items by dimensions",
+                 f"The {len(flat):,} keyed items (rows, grouped by their strongest keyed dimension) and their rho with "
+                 "every dimension (columns: values in circle order, higher-order values, Big Five). Black squares "
+                 "mark the keyed pairs. The tables below list each dimension's items by id.", fmt="png", width="760px")
+    group = corr.drop_duplicates("item").set_index("item")["group_id"] if "group_id" in corr.columns else None
+    tables = []
+    for (fam, dim), part in _order_dims(sel).groupby(["family", "dimension"], sort=False):
+        if (fam, dim) not in rank:
+            continue
+        order = part.sort_values("rho", key=lambda x: -x.abs())["item"].drop_duplicates()
+        tables.append(details(f"{label(dim)} ({FAMILY_NAMES.get(fam, fam)}): {len(order)} items",
+                              _heat_table(wide.loc[order], keyed[[pos[i] for i in order]], group)))
+    return (fig + details("Heat map per dimension, with item ids",
+                          para("Each keyed item (query/response id) and its rho with every dimension; a framed bold "
+                               "cell is a keyed pair. Items are sorted by rho on the dimension they are listed "
+                               "under; blue is positive, red negative.") + "".join(tables)))
+
+
+def _heat_table(wide: pd.DataFrame, keyed: np.ndarray, group: pd.Series | None) -> str:
+    """Items (rows, by id) x dimensions: rho in a coloured cell (classes, not inline styles: the tables are long)."""
+    head = ['<th>item</th>'] + (['<th>group</th>'] if group is not None else [])
+    head += [f'<th class="v" title="{esc(FAMILY_NAMES.get(f, f))}"><span>{esc(label(d))}</span></th>' for f, d in wide.columns]
+    rows = []
+    values = wide.to_numpy(float)
+    for i, item in enumerate(wide.index):
+        cells = [f"<td>{esc(item)}</td>"] + ([f"<td>{esc(group.get(item, ''))}</td>"] if group is not None else [])
+        for j, v in enumerate(values[i]):
+            cls = " ".join(c for c in ("num", heat_class(v), "keyed" if keyed[i, j] else "") if c)
+            cells.append(f'<td class="{cls}">{esc(fmt_num(v))}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<div class="table-wrap"><table class="heat"><thead><tr>{"".join(head)}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 # --------------------------------------------------------------------------- selected items
@@ -951,7 +1004,29 @@ def factor_analyses(inp: Inputs) -> str:
 # --------------------------------------------------------------------------- LLM profiles
 
 
+#: Radars per figure in the small multiples: a figure stays within one printed page.
+RADARS_PER_FIGURE = 12
+
+
+def _consistency(inp: Inputs, plain: list[str]) -> pd.DataFrame | None:
+    cons = inp.csv("llm_consistency.csv")
+    if cons is None:
+        return None
+    return cons[cons["model"].astype(str).isin(plain)].reset_index(drop=True)
+
+
+def _low_consistency(cons: pd.DataFrame | None) -> set[str]:
+    """Models whose six-variant average is too inconsistent for a profile: ICC(C,k) below the line."""
+    from analysis.llm.profile import LOW_CONSISTENCY
+
+    if cons is None or "icc_k" not in cons.columns:
+        return set()
+    return set(cons.loc[cons["icc_k"] < LOW_CONSISTENCY, "model"].astype(str))
+
+
 def llm_section(inp: Inputs) -> str:
+    from analysis.llm.profile import LOW_CONSISTENCY
+
     out = [sources([("llm_profiles.csv", inp.has("llm_profiles.csv")),
                     ("llm_consistency.csv", inp.has("llm_consistency.csv"))])]
     prof = inp.csv("llm_profiles.csv")
@@ -961,76 +1036,173 @@ def llm_section(inp: Inputs) -> str:
                            f"{inp.processed / 'llm_profiles.csv'}."))
         return "".join(out)
     names = gb.split_persona_models(prof["model"].unique())
-    plain = names.loc[names["slug"].isna(), "model_name"].tolist()
-    personas = names["slug"].notna().sum()
+    plain = sorted(names.loc[names["slug"].isna(), "model_name"].astype(str))
     base = prof[prof["model"].isin(plain)]
     if base.empty:
         out.append(missing("llm_profiles.csv holds persona runs only; plain model profiles are shown under Group bias."))
         return "".join(out)
-    pvq = base[base["family"] == "pvq"].pivot_table(index="model", columns="dimension", values="centered_mean")
-    models = sorted(pvq.index)
-    if len(models):
-        out.append(figure(F.radar_grid({m: pvq.loc[m] for m in models}, VALUES, ncols=3),
-                          "Radar charts of each model's centred value profile",
-                          "Each model's centred PVQ profile (mean answer on a value's keyed items minus the mean over "
-                          "all keyed items), values around the circle in Schwartz's order; the dashed ring is zero, so "
-                          "a value outside the ring is endorsed more than the model's average.", width="900px"))
-    wide = base.pivot_table(index=["family", "dimension"], columns="model", values="centered_mean").reset_index()
-    wide = _order_dims(wide)
-    scale = float(np.nanmax(np.abs(wide[models].to_numpy(float)))) if models else 1.0
-    nmin = base.groupby(["family", "dimension"])["n"].min()
-    wide["keyed items"] = [nmin.get((f, d), np.nan) for f, d in zip(wide["family"], wide["dimension"])]
-    out.append(table(wide, formats={**{m: _f(2) for m in models}, "keyed items": _int},
-                     cell_style={m: (lambda v, s=scale: diverging_bg(v, s)) for m in models},
-                     caption="Centred means per dimension (blue: above the model's average, red: below). "
-                             "'keyed items' is the fewest items any model answered for the dimension."))
+    cons = _consistency(inp, plain)
+    low = _low_consistency(cons)
+    line = f"{LOW_CONSISTENCY:.2f}".lstrip("0")
+    has_ci = {"ci_low", "ci_high"} <= set(base.columns) and base["ci_low"].notna().any()
+    out.append(para(
+        f"{len(plain)} {'model' if len(plain) == 1 else 'models'} rated the bank's items. A model's answer to an item "
+        "is its mean over the prompt variants, and a value's score is the mean answer on the items keyed to it minus "
+        "the mean over all keyed items of the family (the centred score: above 0, the model endorses the value more "
+        "than its average)."
+        + (f" {len(low)} of them ({', '.join(sorted(low))}) answer too inconsistently across the variants for their "
+           f"profile to mean much: the reliability of their averaged answers, ICC(C,k), is below {line} "
+           "(marked †)." if low else
+           (f" Every model's averaged answers are consistent enough: ICC(C,k) ≥ {line}." if cons is not None
+            and "icc_k" in cons.columns else ""))))
+    pvq = base[base["family"] == "pvq"]
+    if not pvq.empty:
+        out.append(figure(F.profile_dots(pvq, VALUES, low), "Each model's centred score on each value, with intervals",
+                          "Centred PVQ-value score of every model (rows), one panel per value in the order of "
+                          "Schwartz's circle, all on one scale"
+                          + ("; lines: 95% percentile bootstrap intervals over the bank's items (how much the score "
+                             "depends on which items were kept)" if has_ci else
+                             " (no intervals: this llm_profiles.csv was written without them; rerun vp score-llm)")
+                          + (f". † and hollow grey dots: low consistency, ICC(C,k) below {line}." if low else "."),
+                          width="900px"))
+    out.append(_profile_tables(base, plain, low))
     scores = inp.scores
-    if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and len(models):
+    if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and not pvq.empty:
+        wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         human = scores[[("pvq", v) for v in VALUES]].mean()
         human.index = VALUES
         rows = []
-        for m in models:
-            rho, p = stats.spearmanr(pvq.loc[m].reindex(VALUES), human)
-            rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
+        for m in plain:
+            if m in wide.index:
+                rho, p = stats.spearmanr(wide.loc[m].reindex(VALUES), human)
+                rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
         out.append(table(pd.DataFrame(rows), formats={"p": fmt_p}, caption="How far each model orders the ten values "
                          "as the average participant does (Spearman's rho over the ten values)."))
-    cons = inp.csv("llm_consistency.csv")
     out.append("<h3>Consistency across prompt variants and option-order bias</h3>")
     if cons is None:
         out.append(missing("No llm_consistency.csv (vp score-llm writes it beside llm_profiles.csv)."))
     else:
-        cons = cons[~cons["model"].astype(str).str.contains(gb.PERSONA_MARK, regex=False)] if personas else cons
-        c = cons.assign(icc_ci=[fmt_ci(a, b) for a, b in zip(cons.get("icc_ci_low", np.nan), cons.get("icc_ci_high", np.nan))])
-        cols = [x for x in ("model", "n_items", "icc_type", "icc", "icc_ci", "order_bias", "order_bias_t", "order_bias_p",
-                            "order_bias_wilcoxon_p", "n_order_items") if x in c.columns]
-        out.append(table(c[cols], formats={"n_items": _int, "icc_ci": str, "order_bias_p": fmt_p,
-                                           "order_bias_wilcoxon_p": fmt_p, "n_order_items": _int, "icc": _f(2),
-                                           "order_bias": _f(2), "order_bias_t": _f(1)},
-                         headers={"icc_ci": "ICC 95% CI", "order_bias": "order bias (given - reversed)"},
-                         caption="ICC across the six prompt variants (below .5 is poor agreement, Koo & Li 2016): "
-                                 "a profile from an inconsistent model means little. Order bias: mean answer with the "
-                                 "options in the given order minus in reversed order, on the 1-6 scale."))
+        out.append(_consistency_table(cons, low))
+    if not pvq.empty:
+        wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
+        radars = [m for m in plain if m in wide.index]
+        figs = []
+        for k in range(0, len(radars), RADARS_PER_FIGURE):
+            chunk = radars[k:k + RADARS_PER_FIGURE]
+            figs.append(figure(F.radar_grid({m: wide.loc[m] for m in chunk}, VALUES, ncols=4),
+                               "Radar charts of the models' centred value profiles",
+                               "Each model's centred PVQ profile around Schwartz's circle; rings labelled in centred-"
+                               "score units, the dashed ring is zero (outside it: endorsed more than the model's "
+                               "average). One scale for all radars.", width="900px"))
+        out.append(details(f"Radar charts ({len(radars)} {'model' if len(radars) == 1 else 'models'})", "".join(figs)))
     return "".join(out)
+
+
+def _short_num(x: float) -> str:
+    """-0.44 -> -.44: interval ends under a score, where width is short."""
+    return f"{x:.2f}".replace("0.", ".", 1)
+
+
+def _profile_tables(base: pd.DataFrame, plain: list[str], low: set[str]) -> str:
+    """Models (rows) x dimensions (columns), one table per family: fits a page at any number of models.
+
+    Each cell: the centred score, and below it its bootstrap interval when llm_profiles.csv has one.
+    """
+    parts = []
+    scale = float(np.nanmax(np.abs(base["centered_mean"].to_numpy(float)))) if len(base) else 1.0
+    has_ci = {"ci_low", "ci_high"} <= set(base.columns)
+
+    def cell(v) -> str:
+        m, lo, hi = v if isinstance(v, tuple) else (v, np.nan, np.nan)
+        if pd.isna(m):
+            return ""
+        return f"{m:.2f}" + (f"\n[{_short_num(lo)}, {_short_num(hi)}]" if pd.notna(lo) and pd.notna(hi) else "")
+
+    def style(v, s=scale) -> str:
+        return diverging_bg(v[0] if isinstance(v, tuple) else v, s)
+
+    for fam, dims in inst.FAMILIES.items():
+        part = base[base["family"] == fam]
+        if part.empty:
+            continue
+        cols = [d for d in dims if d in set(part["dimension"])]
+        models = [m for m in plain if m in set(part["model"])]
+        at = part.set_index(["model", "dimension"])
+        frame = pd.DataFrame({"model": [f"{m} †" if m in low else m for m in models]})
+        for d in cols:
+            frame[d] = [tuple(float(at.loc[(m, d), c]) if (m, d) in at.index and c in at.columns else np.nan
+                              for c in ("centered_mean", "ci_low", "ci_high")) for m in models]
+        nmin = part.groupby("dimension")["n"].min()
+        caption = (f"Centred scores on the {FAMILY_NAMES[fam]}" + (", with 95% intervals (bootstrap over items)"
+                                                                    if has_ci else "")
+                   + " (blue: above the model's average, red: below). Fewest keyed items any model answered: "
+                   + ", ".join(f"{label(d)} {int(nmin[d])}" for d in cols if d in nmin.index) + ".")
+        parts.append(table(frame, formats={d: cell for d in cols}, headers={d: label(d) for d in cols},
+                           cell_style={d: style for d in cols}, caption=caption, css_class="lines"))
+    return "".join(parts)
+
+
+def _consistency_table(cons: pd.DataFrame, low: set[str]) -> str:
+    from analysis.llm.profile import LOW_CONSISTENCY
+
+    def with_ci(value, lo, hi) -> str:
+        return "" if pd.isna(value) else f"{value:.2f}" + (f"\n{fmt_ci(lo, hi)}" if fmt_ci(lo, hi) else "")
+
+    c = cons.copy()
+    c["icc_1"] = [with_ci(v, a, b) for v, a, b in zip(c["icc"], c.get("icc_ci_low", np.nan), c.get("icc_ci_high", np.nan))]
+    cols = ["model", "n_items", "n_variants", "icc_1"]
+    if "icc_k" in c.columns:
+        c["icc_k_"] = [with_ci(v, a, b) for v, a, b in zip(c["icc_k"], c["icc_k_ci_low"], c["icc_k_ci_high"])]
+        c["verdict"] = ["" if pd.isna(v) else "low" if m in low else "adequate" for m, v in zip(c["model"], c["icc_k"])]
+        cols += ["icc_k_", "verdict"]
+    c["order_bias_"] = [with_ci(v, np.nan, np.nan) + (f"\nt = {t:.1f}" if pd.notna(t) else "")
+                        for v, t in zip(c.get("order_bias", np.nan), c.get("order_bias_t", np.nan))]
+    cols += ["order_bias_", "order_bias_p", "order_bias_wilcoxon_p"]
+    cols = [x for x in cols if x in c.columns]
+    line = f"{LOW_CONSISTENCY:.2f}".lstrip("0")
+    body = table(c[cols], formats={"n_items": _int, "n_variants": _int, "icc_1": str, "icc_k_": str, "order_bias_": str,
+                                   "order_bias_p": fmt_p, "order_bias_wilcoxon_p": fmt_p},
+                 headers={"n_items": "items with every variant", "n_variants": "variants",
+                          "icc_1": "ICC(C,1) one variant [95% CI]", "icc_k_": "ICC(C,k) their mean [95% CI]",
+                          "verdict": "consistency", "order_bias_": "order bias (given - reversed)",
+                          "order_bias_p": "order bias p (paired t)", "order_bias_wilcoxon_p": "order bias p (Wilcoxon)"},
+                 cell_style={"verdict": lambda v: "color:#8a4b00;font-weight:600" if v == "low" else ""},
+                 css_class="lines",
+                 caption="Agreement between the prompt variants, items as targets and variants as raters (two-way "
+                         "mixed, consistency; Shrout & Fleiss ICC(3,1) and ICC(3,k)). ICC(C,1) is one variant's "
+                         "reliability (below .5 is poor, Koo & Li 2016); ICC(C,k) is the reliability of the mean over "
+                         "the k variants, which is what the profile is built from, and equals Cronbach's alpha over "
+                         f"the variants: below {line}, the usual minimum for research use, the consistency is marked "
+                         "low. Order bias: mean answer with the options in the given order minus in reversed order, "
+                         "on the 1-6 scale.")
+    if "icc_k" not in cons.columns:
+        body += note("llm_consistency.csv has no ICC(C,k) column (written by an older vp score-llm): rerun vp score-llm "
+                     "to judge the profiles by the reliability of the averaged answers.")
+    return body
 
 
 # --------------------------------------------------------------------------- group bias
 
 
-def group_bias_section(inp: Inputs) -> str:
-    have_files = inp.has("group_bias.csv") and inp.has("group_profiles.csv")
-    if have_files:
-        tables = {name: inp.csv(f"{name}.csv") for name in ("group_profiles", "group_tests", "group_bias", "group_gaps",
-                                                          "group_bias_summary")}
+def _group_bias_tables(inp: Inputs) -> tuple[dict[str, pd.DataFrame], list[str], str]:
+    """The group-bias tables: vp demo's group_*.csv when they are on one scale, else computed here."""
+    names = ("group_profiles", "group_tests", "group_bias", "group_gaps", "group_bias_summary")
+    if inp.has("group_bias.csv") and inp.has("group_profiles.csv"):
+        tables = {name: inp.csv(f"{name}.csv") for name in names}
         tables = {k: (v if v is not None else pd.DataFrame()) for k, v in tables.items()}
-        notes: list[str] = []
-        where = "group_*.csv in the processed folder"
-    else:
-        try:
-            tables = gb.run_group_bias(inp.processed, db=inp.db, demographics_csv=inp.demographics_csv)
-            notes = tables.pop("notes")["note"].tolist()
-        except Exception as exc:
-            return missing(f"The group-bias analysis could not run: {exc}")
-        where = "computed for this report from the participants' scores and demographics"
+        gaps = tables["group_gaps"]
+        if gaps.empty or "human_gap_std" in gaps.columns:
+            return tables, [], "group_*.csv in the processed folder"
+    tables = gb.run_group_bias(inp.processed, db=inp.db, demographics_csv=inp.demographics_csv)
+    notes = tables.pop("notes")["note"].tolist()
+    return tables, notes, "computed for this report from the participants' scores and demographics"
+
+
+def group_bias_section(inp: Inputs) -> str:
+    try:
+        tables, notes, where = _group_bias_tables(inp)
+    except Exception as exc:
+        return missing(f"The group-bias analysis could not run: {exc}")
     out = [para(f"Source: {where}.")]
     out += [missing(n) for n in notes]
     prof = tables.get("group_profiles", pd.DataFrame())
@@ -1047,25 +1219,27 @@ def group_bias_section(inp: Inputs) -> str:
         for attr in gb.ATTRIBUTES:
             t = tests[tests["attribute"] == attr]
             if len(t):
-                s = sig[sig["attribute"] == attr]["dimension"].map(F.short).tolist()
+                s_ = sig[sig["attribute"] == attr]["dimension"].map(label).tolist()
                 test = {"welch_t": "Welch's t", "anova": "one-way ANOVA"}.get(t["test"].iloc[0], t["test"].iloc[0])
-                line.append(f"{attr.replace('_', ' ')} ({test}): {', '.join(s) if s else 'none'}")
+                line.append(f"{label(attr)} ({test}): {', '.join(s_) if s_ else 'none'}")
         out.append(para("Values on which the groups of participants differ (q < .05, Benjamini-Hochberg over the ten "
                         "values): " + "; ".join(line) + "."))
         out.append(details("All tests", table(tests, formats={"n_groups": _int, "n": _int, "p_value": fmt_p,
                                                               "q_value": fmt_p, "kruskal_p": fmt_p, "kruskal_q": fmt_p,
-                                                              "eta_squared": _f(3)})))
+                                                              "eta_squared": _f(3)},
+                                              headers={"test": "test", "statistic": "t or F",
+                                                       "difference": "difference (first - second group)"})))
     human_radar = {}
     for attr in gb.ATTRIBUTES:
         h = human[human["attribute"] == attr]
         if len(h):
-            human_radar[attr.replace("_", " ")] = {f"{g} (n={int(part['n'].iloc[0])})": part.set_index("dimension")["mean"]
-                                                   for g, part in h.groupby("group", sort=False)}
+            human_radar[label(attr)] = {f"{g} (n={int(part['n'].iloc[0])})": part.set_index("dimension")["mean"]
+                                        for g, part in h.groupby("group", sort=False)}
     if human_radar:
         out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=human_radar, legend_each=True),
                           "Participants' mean profiles per group",
-                          "Mean centred value profile of each group of participants (t-based CIs in group_profiles.csv).",
-                          width="900px"))
+                          "Mean centred value profile of each group of participants, in PVQ-21 points (t-based CIs "
+                          "in group_profiles.csv).", width="900px"))
     llm = prof[prof["source"] != "humans"]
     out.append("<h3>LLM personas against the real groups</h3>")
     if llm.empty:
@@ -1075,43 +1249,195 @@ def group_bias_section(inp: Inputs) -> str:
         return "".join(out)
     dist = tables.get("group_bias", pd.DataFrame())
     summ = tables.get("group_bias_summary", pd.DataFrame())
-    if summ is not None and not summ.empty:
-        out.append(table(summ, formats={"n_gaps": _int, "share_exaggerated": _pct, "share_reversed": _pct,
-                                        "share_attenuated": _pct, "slope": _f(2), "mean_euclidean": _f(2),
-                                        "mean_spearman": _f(2)},
-                         caption="Per model: over all pairs of groups and values, how often the persona gap "
-                                 "exaggerates (same sign, larger), reverses (opposite sign) or attenuates the human gap; "
-                                 "slope of the persona gap on the human gap through the origin (> 1: exaggerated "
-                                 "on average); mean distance and rank correlation between persona and group profiles."))
-    if dist is not None and not dist.empty:
-        out.append(table(dist, formats={"n_humans": _int, "n_values": _int, "euclidean": _f(2), "spearman_rho": _f(2), "spearman_p": fmt_p},
-                         headers={"n_humans": "participants", "euclidean": "Euclidean distance",
-                                  "spearman_rho": "rank correlation"},
-                         caption="Per model and group: distance between the persona's centred profile and the group's "
-                                 "mean profile, and their Spearman rank correlation, over the values both have "
-                                 "(n_values; a value with no keyed item in the bank has no persona score)."))
     gaps = tables.get("group_gaps", pd.DataFrame())
+    tol = float(summ["tolerance"].dropna().iloc[0]) if summ is not None and "tolerance" in summ.columns \
+        and summ["tolerance"].notna().any() else gb.DEFAULT_TOLERANCE
+    out.append(para(
+        "Human gaps are differences in PVQ-21 points, persona gaps differences in item-rating points: different "
+        "units. Both are put on one scale the same way before they are compared: per model and attribute, each "
+        "side's gaps are divided by that side's spread, the standard deviation across the ten values of its average "
+        "group profile (humans: "
+        + _scale_text(gaps, "human_scale") + " PVQ-21 points; personas: " + _scale_text(gaps, "llm_scale")
+        + " rating points). A standardised "
+        "gap of 1 is as large as the typical difference between two values in that side's own profile. "
+        f"Gaps smaller than {tol:g} on this scale count as near zero: a value is called reversed only when both "
+        "the human and the persona gap are beyond it and point opposite ways; when both are within it, it is "
+        "'near zero' and not counted as anything else."))
+    if summ is not None and not summ.empty:
+        cols = [c for c in ("model", "attribute", "n_gaps", "share_exaggerated", "share_reversed", "share_attenuated",
+                            "share_near_zero", "slope_std", "mean_euclidean_std", "mean_spearman") if c in summ.columns]
+        out.append(table(summ[cols], formats={"n_gaps": _int, "share_exaggerated": _pct, "share_reversed": _pct,
+                                              "share_attenuated": _pct, "share_near_zero": _pct, "slope_std": _f(2),
+                                              "mean_euclidean_std": _f(2), "mean_spearman": _f(2)},
+                         headers={"n_gaps": "gaps compared", "share_exaggerated": "exaggerated",
+                                  "share_reversed": "reversed", "share_attenuated": "attenuated",
+                                  "share_near_zero": "both near zero", "slope_std": "slope (one scale)",
+                                  "mean_euclidean_std": "mean distance (one scale)",
+                                  "mean_spearman": "mean rank correlation"},
+                         caption="Per model, over all pairs of groups and values: how often the persona gap "
+                                 "exaggerates (larger), reverses (opposite sign, both beyond the tolerance) or "
+                                 "attenuates (smaller) the human gap, or both are near zero; the slope of the persona "
+                                 "gap on the human gap through the origin (> 1: exaggerated on average, < 0: "
+                                 "reversed); the mean distance between persona and group profiles and their mean "
+                                 "rank correlation. Gaps and distances on the standardised scale."))
+    if dist is not None and not dist.empty:
+        cols = [c for c in ("model", "attribute", "group", "n_humans", "n_values", "euclidean_std", "spearman_rho",
+                            "spearman_p") if c in dist.columns]
+        out.append(details("Distance of each persona from its group", table(
+            dist[cols], formats={"n_humans": _int, "n_values": _int, "euclidean_std": _f(2), "spearman_rho": _f(2),
+                                 "spearman_p": fmt_p},
+            headers={"euclidean_std": "distance (one scale)"},
+            caption="Per model and group: distance between the persona's profile and the group's mean profile, each "
+                    "divided by its side's spread, and their Spearman rank correlation, over the values both have "
+                    "(a value with no keyed item in the bank has no persona score).")))
     if gaps is not None and not gaps.empty:
-        out.append(figure(F.gap_scatter(gaps, summ), "Persona gaps against human gaps",
-                          "Each point is one value and one pair of groups: the human gap (group A minus group B) "
-                          "against the same model's persona gap. Dashed: y = x (a faithful picture); solid: fitted "
-                          "slope through the origin.", width="900px"))
+        out.append(figure(F.gap_scatter(gaps, summ, tol), "Persona gaps against human gaps, on one scale",
+                          "Each point is one value and one pair of groups: the standardised human gap (group A minus "
+                          "group B) against the same model's standardised persona gap. Dashed: y = x (a faithful "
+                          f"picture); solid: fitted slope through the origin; grey bands: gaps within ±{tol:g}, "
+                          "counted as near zero.", width="900px"))
+    scales = {} if gaps is None or gaps.empty or "human_scale" not in gaps.columns else \
+        gaps.drop_duplicates(["model", "attribute"]).set_index(["model", "attribute"])[["human_scale", "llm_scale"]]
     for model in sorted(llm["source"].unique()):
         overlay = {}
         for (attr, group), h in human.groupby(["attribute", "group"], sort=False):
             l = llm[(llm["source"] == model) & (llm["attribute"] == attr) & (llm["group"] == group)]
-            if len(l):
-                overlay[f"{attr.replace('_', ' ')}: {group}"] = {
-                    "participants": h.set_index("dimension")["mean"], model: l.set_index("dimension")["mean"]}
+            if len(l) and (model, attr) in getattr(scales, "index", ()):
+                s_h, s_l = scales.loc[(model, attr)]
+                overlay[f"{label(attr)}: {group}"] = {
+                    "participants": h.set_index("dimension")["mean"] / s_h,
+                    model: l.set_index("dimension")["mean"] / s_l}
         if overlay:
             out.append(figure(F.radar_grid({}, VALUES, ncols=4, overlay=overlay), f"Paired radar charts for {model}",
-                              f"Participants (blue) against {model}'s persona (red), per group. Both are centred "
-                              "profiles, the participants' on the PVQ-21 scale and the model's on the item ratings.",
-                              width="900px"))
+                              f"Participants (blue) against {model}'s persona (red), per group, each profile divided "
+                              "by its side's spread (one scale).", width="900px"))
     return "".join(out)
 
 
+def _scale_text(gaps: pd.DataFrame | None, column: str) -> str:
+    if gaps is None or gaps.empty or column not in gaps.columns:
+        return "not recorded"
+    vals = gaps.drop_duplicates(["model", "attribute"])[column].dropna()
+    if vals.empty:
+        return "undefined"
+    return f"{vals.min():.2f}" + (f" to {vals.max():.2f}" if vals.max() - vals.min() >= 0.005 else "")
+
+
 # --------------------------------------------------------------------------- methods
+
+
+def _rule_text(rule: str, opts: dict, info: dict) -> str:
+    """A quality rule as it ran, in words (thresholds from the manifest's quality options)."""
+    if rule == "duplicate":
+        return ("duplicates (every participation of someone who took part in more than one group)"
+                if opts.get("duplicate_policy") == "exclude-all" else
+                "duplicates (a later participation of someone already counted in another group)")
+    if rule == "attention":
+        k = int(opts.get("max_failed_checks", 0))
+        return "attention (failing any attention check)" if k == 0 else f"attention (failing more than {k} checks)"
+    if rule == "straightlining":
+        ratings = f"the same rating for every item, with at least {opts.get('min_block', 3)} items"
+        return "straight-lining (" + (ratings if "item ratings only" in str(info.get("note", "")) else
+                                      ratings + ", or the same answer to all 21 PVQ-21 items") + ")"
+    if rule == "speeder":
+        crit = []
+        if opts.get("speeder_sd"):
+            crit.append(f"more than {opts['speeder_sd']:g} SD below the group's mean completion time")
+        if opts.get("speeder_fraction"):
+            crit.append(f"under {opts['speeder_fraction']:.0%} of the group's median time")
+        return "speeding (" + " or ".join(crit) + ")" if crit else "speeding"
+    if rule == "incomplete":
+        return "incomplete (the study, an item or a questionnaire not completed)"
+    return rule
+
+
+def _quality_sentences(m: dict, inp: Inputs) -> list[str]:
+    """Participations before and after quality control, and each rule that ran with what it flagged.
+
+    From the manifest's quality summary; a manifest without one (older runs) falls back on
+    the rule list in its options and the reasons in quality.csv.
+    """
+    counts = m.get("counts", {}) or {}
+    quality = m.get("quality", {}) or {}
+    opts = m.get("quality_options") or quality.get("options") or {}
+    rules = {r: i for r, i in (quality.get("rules") or {}).items() if isinstance(i, dict)}
+    q = inp.csv("quality.csv")
+    if q is not None and {"participant_id", "included"} <= set(q.columns):
+        inc = q["included"].astype(str).str.lower().isin(["true", "1", "yes"])
+        reasons = q["reasons"].fillna("").astype(str).str.split(";").explode().str.strip() if "reasons" in q else None
+        found = {"participations": len(q), "participants": q["participant_id"].nunique(),
+                 "included_participations": int(inc.sum()),
+                 "included_participants": q.loc[inc, "participant_id"].nunique(),
+                 "excluded_participations": int((~inc).sum())}
+        counts = {**found, **counts}
+        if not rules and reasons is not None:
+            flagged = reasons[reasons != ""].value_counts()
+            rules = {r: {"on": True, "applicable": True, "flagged": int(flagged.get(r, 0))}
+                     for r in opts.get("rules", flagged.index)}
+    before, people = counts.get("participations"), counts.get("participants")
+    after, people_after = counts.get("included_participations"), counts.get("included_participants")
+    excluded = counts.get("excluded_participations")
+    out = []
+    # load_study leaves the app's test-mode runs (pilots, no Prolific id) out before anything else
+    tests = next((int(x.group(1)) for n in m.get("notes") or []
+                  if (x := re.match(r"(\d+) test-mode participations", str(n)))), 0)
+    if tests:
+        out.append(f"{tests:,} test-mode {'participation' if tests == 1 else 'participations'} (pilot runs "
+                   "without a Prolific id) {} left out before quality control.".format("was" if tests == 1 else "were"))
+    if before is not None and after is not None:
+        out.append(f"Of {before:,} participations ({people:,} participants), {excluded:,} "
+                   f"{'was' if excluded == 1 else 'were'} excluded by quality control, leaving {after:,}"
+                   + (f" from {people_after:,} participants" if people_after is not None else "") + ".")
+    applied = [(r, i) for r, i in rules.items() if i.get("on", True) and i.get("applicable", True)]
+    if applied:
+        parts = [f"{_rule_text(r, opts, i)}: {i.get('flagged', 0):,} flagged" for r, i in applied]
+        out.append("Rules applied (a participation can break several): " + "; ".join(parts) + ".")
+    not_applicable = [r for r, i in rules.items() if i.get("on", True) and not i.get("applicable", True)]
+    if not_applicable:
+        why = {"attention": "attention checks", "speeder": "completion times"}
+        out.append("The data has no " + " or ".join(why.get(r, r) for r in not_applicable)
+                   + ", so " + ("that rule" if len(not_applicable) == 1 else "those rules")
+                   + " could not be applied.")
+    off = [r for r, i in rules.items() if not i.get("on", True)]
+    if off:
+        out.append("Switched off: " + ", ".join(off) + ".")
+    unrated = _unrated(inp)
+    if unrated:
+        out.append(f"A further {unrated:,} {'person' if unrated == 1 else 'people'} had questionnaire scores but "
+                   f"rated no items and {'was' if unrated == 1 else 'were'} not analysed.")
+    return out
+
+
+PAIR_NAMES = {"pvq": "item-value pairs", "higher_pvq": "item-higher-order-value pairs", "bfi": "item-trait pairs"}
+
+
+def _chance_for_methods(inp: Inputs) -> pd.DataFrame | None:
+    """Family totals of the chance baseline: chance.csv's, else the manifest's ``counts.chance``."""
+    totals = _chance_totals(inp)
+    if totals is not None:
+        return totals
+    counts = ((inp.manifest or {}).get("counts") or {}).get("chance")
+    rows = {f: v for f, v in counts.items() if isinstance(v, dict) and "expected_mean" in v} \
+        if isinstance(counts, dict) else {}
+    return pd.DataFrame.from_dict(rows, orient="index") if rows else None
+
+
+def _efa_method(inp: Inputs) -> tuple[str, str]:
+    efa = inp.csv("efa_loadings.csv")
+    if efa is not None and {"method", "rotation"} <= set(efa.columns) and efa["method"].notna().any():
+        fitted = efa.dropna(subset=["method"])  # groups that were not factored have no method
+        return (" / ".join(map(str, fitted["method"].unique())),
+                " / ".join(map(str, fitted["rotation"].fillna("no").unique())))
+    import inspect
+
+    from analysis.efa import efa as run_efa
+
+    defaults = inspect.signature(run_efa).parameters
+    return str(defaults["method"].default), str(defaults["rotation"].default)
+
+
+def _fmt_mean(value) -> str:
+    return "?" if value is None else f"{float(value):.1f}".rstrip("0").rstrip(".")
 
 
 def methods(inp: Inputs) -> str:
@@ -1122,69 +1448,160 @@ def methods(inp: Inputs) -> str:
     counts = m.get("counts", {}) or {}
     keyed = counts.get("keyed", {}) or {}
     bank = counts.get("item_bank", {}) or {}
-    qopt = m.get("quality_options", {}) or {}
-    versions = m.get("versions") or m.get("software") or {}
-    version_source = "recorded in the manifest"
+    versions = dict(m.get("versions") or m.get("software") or {})
+    version_source = "as recorded in manifest.json by vp analyze"
     if not versions:
         versions = software_versions()
-        version_source = "installed when this report was made; the manifest records none"
-    n_inc = counts.get("included_participants")
+        version_source = "installed when this report was made (manifest.json records none)"
     n_groups = counts.get("groups")
     boot = int(s.get("bootstrap") or 0)
     keying = s.get("keying", "pos")
+    threshold, alpha = s.get("threshold", 0.3), s.get("alpha", 0.05)
     power = inp.csv("power.csv")
-    sentences = []
-    sentences.append(
-        f"Participants rated candidate items (a query and a response) by how similar the response was to their own "
-        f"thoughts on a six-point scale, in {n_groups if n_groups is not None else 'several'} groups of items; "
-        f"{n_inc if n_inc is not None else 'the'} participants passed quality control"
-        + (f" (rules: {', '.join(qopt.get('rules', []))})" if qopt.get("rules") else "") + ".")
-    if power is not None and len(power):
-        sentences.append(f"Each item was rated by {int(power['n'].min())}-{int(power['n'].max())} participants.")
-    sentences.append(
-        f"Value scores came from the PVQ-21 (centred on each person's mean over the 21 items) and personality traits "
-        f"from the BFI-10 ({m.get('score_source', 'scores as published')}).")
-    ci = (f"{boot:,} bootstrap resamples of the raters within each group (percentile intervals, seed {s.get('seed', 0)})"
-          if boot else "Bonett-Wright Fisher-z intervals (no bootstrap)")
-    sentences.append(
-        "For every item and each of the 19 dimensions (10 values, 4 higher-order values, 5 traits), we computed "
-        "Spearman's rank correlation between the item's ratings and the raters' scores, with two-sided p-values, "
-        f"Benjamini-Hochberg q-values within each family of dimensions, and 95% confidence intervals from {ci}.")
-    rule = (f"rho ≥ {s.get('threshold', 0.3)}" if keying == "pos"
-            else f"|rho| ≥ {s.get('threshold', 0.3)} (negative correlations keyed as reversed)")
-    design = m.get("design") if isinstance(m.get("design"), dict) else None
-    if design:
-        f, r = design.get("funnel") or {}, design.get("raters") or {}
-        sentences.append(
+
+    design = [
+        "Participants rated candidate items (a query and a response) by how similar the response was to their own "
+        "thoughts, on a six-point scale"
+        + (f", in {n_groups} groups of items" if n_groups else "")
+        + (f" ({counts['items']:,} items)" if counts.get("items") else "") + "."]
+    two_stage = m.get("design") if isinstance(m.get("design"), dict) else None
+    if two_stage:
+        f, r = two_stage.get("funnel") or {}, two_stage.get("raters") or {}
+        design.append(
             f"The study had two stages: {f.get('screened', '?')} items were screened on {r.get('screen_included', '?')} "
-            f"raters (wave {design.get('screen')}), and the {f.get('candidates', '?')} most promising were rated by "
-            f"{r.get('confirm_included', '?')} fresh raters (wave {design.get('confirm')}) who had not taken part in the "
-            "screening; selection and confirmation used disjoint raters, so every figure reported for the keyed items "
-            "comes from raters not used to select the candidates.")
-        sentences.append(f"An item was keyed to a dimension when, on the confirmation raters, {rule}, p < "
-                         f"{s.get('alpha', 0.05)} and the Benjamini-Hochberg q-value within its family, over the "
-                         f"candidate items' pairs only, was below {s.get('alpha', 0.05)}.")
+            f"raters (wave {two_stage.get('screen')}), and the {f.get('candidates', '?')} most promising were rated by "
+            f"{r.get('confirm_included', '?')} fresh raters (wave {two_stage.get('confirm')}) who had not taken part in "
+            "the screening; selection and confirmation used disjoint raters, so every figure reported for the keyed "
+            "items comes from raters not used to select the candidates. The figures below are the confirmation "
+            "wave's.")
+    design += _quality_sentences(m, inp)
+    if power is not None and len(power):
+        design.append(f"Each item was rated by the {int(power['n'].min())}-{int(power['n'].max())} included raters "
+                      "of its group.")
+    design.append(
+        "Values were scored with the PVQ-21 (a value's mean answer minus the person's mean over all 21 items; "
+        "higher-order values as the item-weighted mean of their values) and traits with the BFI-10 "
+        f"({m.get('score_source', 'scores as published')}).")
+
+    validation = []
+    ci = (f"{boot:,} bootstrap resamples of the raters within each group (percentile intervals, seed {s.get('seed', 0)})"
+          if boot else "the Bonett-Wright Fisher-z interval (no bootstrap)")
+    validation.append(
+        "For every item and each of the 19 dimensions (10 values, 4 higher-order values, 5 traits), we computed "
+        "Spearman's rank correlation between the item's ratings and the raters' scores (tied ranks averaged), with a "
+        "two-sided p-value from the t approximation on n - 2 degrees of freedom (as scipy.stats.spearmanr), "
+        f"Benjamini-Hochberg q-values within each family of dimensions, and {int(round(100 * (1 - alpha)))}% "
+        f"confidence intervals from {ci}.")
+    rule = (f"rho ≥ {threshold}" if keying == "pos"
+            else f"|rho| ≥ {threshold} (negative correlations keyed as reversed)")
+    tested = sum(v.get("pairs", 0) for v in keyed.values() if isinstance(v.get("pairs"), int))
+    if two_stage:
+        validation.append(f"An item was keyed to a dimension when, on the confirmation raters, {rule}, p < {alpha} and "
+                          f"the Benjamini-Hochberg q-value within its family, over the {tested:,} candidate items' "
+                          f"pairs only, was below {alpha}.")
     else:
-        sentences.append(f"An item was keyed to a dimension when {rule} and p < {s.get('alpha', 0.05)}.")
+        validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha} (no correction "
+                          f"for the {f'{tested:,} ' if tested else ''}pairs tested).")
+    chance = _chance_for_methods(inp) if not two_stage else None
     if keyed:
-        parts = [f"{v.get('keyed_pairs', '?')} {FAMILY_NAMES.get(f, f)} pairs" for f, v in keyed.items()]
-        sentences.append(f"This keyed {', '.join(parts)}" + (f"; the item bank holds {bank.get('items')} items from "
-                                                             f"{bank.get('queries')} queries." if bank else "."))
-    checks = [n for n, f in (("split-half replication", "replication.csv"), ("Cronbach's alpha and McDonald's omega",
-                                                                          "reliability.csv"),
-                             ("confirmatory factor analysis", "cfa_fit.csv"),
-                             ("exploratory factor analysis with parallel analysis", "efa_loadings.csv"),
-                             ("a structural-summary fit of each item to the value circle", "circumplex.csv"))
-              if inp.has(f)]
+        parts = []
+        for fam, v in keyed.items():
+            what = PAIR_NAMES.get(fam, f"{fam} pairs")
+            text = f"{v.get('keyed_pairs', '?'):,} of {v.get('pairs', '?'):,} {what}" \
+                if isinstance(v.get("pairs"), int) else f"{v.get('keyed_pairs', '?')} {what}"
+            c = chance.loc[fam] if chance is not None and fam in chance.index else None
+            if c is not None and pd.notna(c.get("expected_mean")):
+                text += f" (chance alone: {_expected_text(c)}"
+                if pd.notna(c.get("false_key_share")):
+                    text += f", an estimated {_pct(c['false_key_share'])} of the keys"
+                text += ")"
+            parts.append(text)
+        validation.append("This keyed " + ", ".join(parts)
+                          + (f"; the item bank holds {bank.get('items')} items from {bank.get('queries')} queries."
+                             if bank else "."))
+    if chance is not None:
+        validation.append(
+            f"The keys expected by chance come from {_permutations(inp)} of the scores among the raters of each group, keyed by the same rule: mean number of keys and its "
+            "95% range; the false-key share is expected over observed keys, at most 1.")
+    if two_stage and two_stage.get("chance"):
+        parts = [f"{FAMILY_NAMES.get(k, k)} {_fmt_mean(v.get('expected_mean'))} "
+                 f"[{_fmt_mean(v.get('expected_low'))}-{_fmt_mean(v.get('expected_high'))}]"
+                 for k, v in two_stage["chance"].items()]
+        validation.append(f"Keyed the same way after permuting the confirmation raters' scores within each group "
+                          f"({int(s.get('permutations') or 0):,} permutations), chance alone gives "
+                          + ", ".join(parts) + " keys (mean [95% range]).")
+    checks = []
+    rep = counts.get("replication") or {}
+    if inp.has("replication.csv"):
+        splits = rep.get("splits") or s.get("splits")
+        checks.append(f"split-half replication ({splits} random splits of each group's raters)" if splits
+                      else "split-half replication")
+    if inp.has("reliability.csv"):
+        checks.append("Cronbach's alpha and McDonald's omega of each dimension's keyed items within a group")
+    if inp.has("cfa_fit.csv"):
+        checks.append("confirmatory factor analyses by maximum likelihood as lavaan's defaults fit them (models "
+                      "specified with semopy; covariances with divisor N; variances unbounded, so improper "
+                      "solutions show and are named; fit indices as lavaan reports them)")
+    efa = inp.csv("efa_loadings.csv")
+    if efa is not None and len(efa):
+        method, rotation = _efa_method(inp)
+        groups = efa["group_id"].nunique() if "group_id" in efa.columns else 0
+        fitted = (efa.loc[efa["status"].astype(str) == "fitted", "group_id"].nunique()
+                  if {"status", "group_id"} <= set(efa.columns) else groups)
+        how = f"{method} extraction, {rotation} rotation, factors retained by Horn's parallel analysis"
+        if fitted == groups:
+            checks.append(f"exploratory factor analyses of each group's ratings ({how})")
+        elif fitted:
+            checks.append(f"exploratory factor analyses of the ratings of {fitted} of the {groups} groups ({how}; "
+                          "the others could not be factored, see Factor analyses)")
+        else:
+            checks.append(f"an exploratory factor analysis, which none of the {groups} groups' ratings allowed (see "
+                          "Factor analyses)")
+    if inp.has("circumplex.csv"):
+        checks.append("a structural-summary (cosine) fit of each item's correlations with the ten values around the "
+                      "value circle")
     if checks:
-        sentences.append("We checked the keyed items with " + ", ".join(checks) + ".")
-    vtext = ", ".join(f"{k} {v}" for k, v in versions.items())
-    sentences.append(
-        f"Analyses used valueportrait {m.get('version', '?')}" + (f" with {vtext}" if vtext else "") + ".")
+        validation.append("We checked the keyed items with " + "; ".join(checks) + ".")
+
+    llm = []
+    cons = inp.csv("llm_consistency.csv")
+    if inp.has("llm_profiles.csv"):
+        llm.append("LLMs rated every bank item under six prompt variants (three wordings, each also with the options "
+                   "in reverse order); an item's answer is the mean over the variants, and a dimension's score the "
+                   "mean answer on its keyed items minus the mean over all items keyed in its family.")
+        prof = inp.csv("llm_profiles.csv")
+        if prof is not None and "ci_low" in prof.columns and prof["ci_low"].notna().any():
+            llm.append("Score intervals are 95% percentile bootstrap intervals over the bank's items.")
+    if cons is not None and len(cons):
+        kinds = [str(cons["icc_type"].iloc[0])] if "icc_type" in cons.columns else []
+        if "icc_k_type" in cons.columns:
+            kinds.append(str(cons["icc_k_type"].iloc[0]))
+        from analysis.llm.profile import LOW_CONSISTENCY
+
+        llm.append("Agreement between the variants is the intraclass correlation "
+                   + " and ".join(kinds) + " (two-way mixed, consistency, items as targets and variants as raters; "
+                   "pingouin's intraclass_corr); "
+                   + (f"profiles whose averaged answers have ICC(C,k) below {LOW_CONSISTENCY:.2f} are marked as "
+                      "low-consistency." if "icc_k" in cons.columns else "a single variant's agreement only."))
+    gsum = inp.csv("group_bias_summary.csv")
+    if gsum is not None and "slope_std" in gsum.columns:
+        tol = gsum["tolerance"].dropna().iloc[0] if "tolerance" in gsum.columns and gsum["tolerance"].notna().any() \
+            else gb.DEFAULT_TOLERANCE
+        llm.append("Persona and human group gaps were compared after dividing each side by the standard deviation "
+                   "across values of its own average group profile; gaps within "
+                   f"±{tol:g} of zero on that scale were not labelled as reversals.")
+
+    python = versions.pop("python", None)
+    tool = versions.pop("valueportrait", m.get("version", "?"))
+    software = [f"Python {python}" if python else "Python (version not recorded)", f"valueportrait {tool}"]
+    software += [f"{k} {v}" for k, v in versions.items()]
+    soft = ["Software: " + ", ".join(software) + "."]
     if m.get("input_sha256"):
-        sentences.append(f"The input data's SHA-256 is {m['input_sha256']}.")
-    text = " ".join(sentences)
-    return (para("Generated from manifest.json; ready to paste into a paper (check the wording for your study).")
-            + f'<p class="methods">{esc(text)}</p>'
-            + note(f"Software versions: {version_source}.")
-            + details("Settings as recorded", table(pd.DataFrame({"setting": list(s), "value": [str(v) for v in s.values()]}))))
+        soft.append(f"The input data's SHA-256 is {m['input_sha256']}.")
+    paragraphs = [x for x in (design, validation, llm, soft) if x]
+    return (para("Generated from manifest.json and the tables this analysis wrote: ready to paste into a paper "
+                 "(check the wording for your study).")
+            + "".join(f'<p class="methods">{esc(" ".join(x))}</p>' for x in paragraphs)
+            + note(f"Software versions {version_source}.")
+            + details("Settings as recorded", table(pd.DataFrame({"setting": [header_words(k) for k in s],
+                                                                  "value": [str(v) for v in s.values()]}))))
