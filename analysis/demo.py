@@ -18,7 +18,9 @@ import pandas as pd
 import instruments as inst
 from analysis.recovery import profile_rank_corr, score_recovery, selection_recovery
 from valueportrait.atomic import write_json_atomic
+from valueportrait import options as opt
 from valueportrait.errors import InputError
+from valueportrait.outdir import holds_folder_lock
 
 DEFAULT_OUT = Path("data/demo")
 LLM_MODEL = "simulated-llm"
@@ -351,6 +353,8 @@ def compare_designs(sim, config, out: Path, alpha: float, design: str, processed
     }
 
 
+# Two demos writing into one folder would overwrite each other's database and tables.
+@holds_folder_lock("vp demo", folder_arg="out")
 def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool = True, quick: bool = False,
              alpha: float = 0.05, replicates: int = 10, design: str = "one-stage") -> dict:
     from analysis.group_bias import run_group_bias, write_group_bias
@@ -448,12 +452,12 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for every output of the demo")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and every random step")
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the correlation intervals")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level of the selection rule and FDR")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the simulation and every random step")
+    parser.add_argument("--bootstrap", type=opt.count(0), default=200, help="bootstrap resamples for the correlation intervals")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05, help="significance level of the selection rule and FDR")
     parser.add_argument("--no-personas", action="store_true", help="skip the persona runs of the group-bias analysis")
     parser.add_argument("--quick", action="store_true", help="a smaller study (4 groups), for a fast look")
-    parser.add_argument("--replicates", type=int, default=10,
+    parser.add_argument("--replicates", type=opt.count(0), default=10,
                         help="fresh samples of raters for the same items, to show how much the selection's precision varies (0: none; one-stage only)")
     parser.add_argument("--design", choices=("one-stage", "two-stage"), default="one-stage",
                         help="two-stage: the same cost as two waves, a screening wave and a confirmation wave planned "

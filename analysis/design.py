@@ -620,25 +620,29 @@ def next_study_id(screen: str) -> str:
 # --------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from analysis.quality import add_quality_arguments
+    from valueportrait import options as opt
 
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="the study database")
-    parser.add_argument("--screen", required=True, help="study id of the screening wave (finished or running)")
-    parser.add_argument("--budget-participants", type=int, required=True,
+    parser.add_argument("--screen", required=True, type=opt.non_empty("study id"),
+                        help="study id of the screening wave (finished or running)")
+    parser.add_argument("--budget-participants", type=opt.count(5), required=True,
                         help="raters the confirmation wave may pay (each rates one group)")
-    parser.add_argument("--items-per-participant", type=int, default=40, help="items in a confirmation group")
+    parser.add_argument("--items-per-participant", type=opt.count(1), default=40, help="items in a confirmation group")
     parser.add_argument("--out", type=Path, default=Path("wave.yaml"),
                         help="the study file to write; NAME_items.json and NAME_plan.csv go beside it")
     parser.add_argument("--study-id", default=None, help="id of the new wave (default: SCREEN-w2)")
-    parser.add_argument("--threshold", type=float, default=0.3, help="keying threshold on rho")
-    parser.add_argument("--alpha", type=float, default=0.05, help="FDR level of the confirmation (BH within each family)")
-    parser.add_argument("--power", type=float, default=0.8, help="power wanted for each candidate pair")
-    parser.add_argument("--rho", type=float, default=None,
+    parser.add_argument("--threshold", type=opt.correlation_threshold(), default=0.3, help="keying threshold on rho")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05,
+                        help="FDR level of the confirmation (BH within each family)")
+    parser.add_argument("--power", type=opt.probability(), default=0.8, help="power wanted for each candidate pair")
+    parser.add_argument("--rho", type=opt.NumberType(-1, 1, low_open=True, high_open=True, not_zero=True), default=None,
                         help="the population correlation each candidate pair should be detected at with --power "
                              "(default: --threshold + 0.1; a pair exactly at the threshold is keyed only half the time "
                              "whatever the raters, since the rule asks its estimate to reach the threshold)")
     parser.add_argument("--keying", choices=("pos", "abs"), default="pos", help="as vp analyze")
-    parser.add_argument("--permutations", type=int, default=200, help="score shuffles per group for the promise's null")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the permutations")
+    parser.add_argument("--permutations", type=opt.count(10), default=200,
+                        help="score shuffles per group for the promise's null")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the permutations")
     parser.add_argument("--completion-code", default=None, help="the new wave's completion code (default: derived from its id)")
     parser.add_argument("--title", default=None, help="the new wave's title (default: the screening title + wave)")
     add_quality_arguments(parser)
@@ -651,10 +655,6 @@ def run(args) -> int:
     from valueportrait.storage import open_db
     import yaml
 
-    if args.permutations < 10:
-        raise InputError(f"--permutations: {args.permutations} must be at least 10")
-    if not 0 < args.alpha < 1:
-        raise InputError(f"--alpha: {args.alpha} is outside (0, 1)")
     if not args.alpha < args.power < 1:
         raise InputError(f"--power: {args.power} must lie strictly between --alpha ({args.alpha}) and 1")
     rho = default_rho(args.threshold) if args.rho is None else args.rho

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.covariance import DataError, check_data
+from valueportrait import options as opt
 from valueportrait.errors import InputError
 
 METHODS = ("minres", "ml")
@@ -420,10 +421,10 @@ def efa_skipped(screened: dict, **labels) -> pd.DataFrame:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="CSV with a header row, one column per variable")
     parser.add_argument("--columns", help="comma-separated columns to analyse (default: every column)")
-    parser.add_argument("--factors", type=int, help="number of factors (default: Horn's parallel analysis)")
+    parser.add_argument("--factors", type=opt.count(1), help="number of factors (default: Horn's parallel analysis)")
     parser.add_argument("--method", choices=METHODS, default="minres", help="extraction: minimum residual or maximum likelihood")
     parser.add_argument("--rotation", choices=ROTATIONS, default="oblimin", help="rotation of the loadings")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the parallel analysis's random data")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the parallel analysis's random data")
     parser.add_argument("--out", help="write the result to this JSON file")
 
 

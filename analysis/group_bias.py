@@ -62,7 +62,7 @@ from scipy import stats
 import instruments as inst
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 VALUES: tuple[str, ...] = inst.PVQ_VALUES  # circle order
 ATTRIBUTES: tuple[str, ...] = ("gender", "age_band", "education", "politics")
@@ -303,7 +303,7 @@ def load_personas(personas, source: str = "personas") -> pd.DataFrame:
     rows = []
     for i, p in enumerate(personas):
         if not isinstance(p, dict):
-            raise InputError(f"{source}: [{i}]: expected an object, got {p!r}")
+            raise InputError(f"{source}: [{i}]: expected an object, got {brief(p)}")
         attribute = {"age": "age_band", "sex": "gender"}.get(str(p.get("attribute", "")), str(p.get("attribute", "")))
         if attribute not in ATTRIBUTES:
             raise InputError(f"{source}: [{i}].attribute: {p.get('attribute')!r} is not one of {', '.join(ATTRIBUTES)}")

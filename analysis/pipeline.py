@@ -39,8 +39,11 @@ from analysis.quality import QualityOptions, QualityResult, add_quality_argument
 from valueportrait.atomic import write_csv_atomic, write_json_atomic
 from analysis.selection import KEYINGS, keyed_counts, select
 from valueportrait import DEFAULT_DB, DEFAULT_PROCESSED, __version__, software_versions
+from valueportrait import options as opt
 from valueportrait.errors import InputError
+from valueportrait.outdir import staged_output
 from valueportrait.storage import open_db
+from valueportrait.workers import process_pool
 
 
 @dataclass
@@ -279,14 +282,17 @@ STEP_FILES = {
     "circumplex": ("circumplex.csv",), "intended": ("intended_values.csv",),
     "chance": ("chance.csv", "chance_distributions.csv", "chance_circumplex.csv"),
 }
-#: Written by the two-stage design's selection only: a one-stage run in the same folder removes it.
-DESIGN_FILES = ("design.csv",)
 STEP_FUNCTIONS = {name: func for name, func, _ in STEPS}
 #: Rough relative cost on the release, to start the longest optional steps first.
 STEP_COST = {"cfa": 5, "reliability": 4, "replication": 4, "efa": 3, "chance": 1, "power": 0, "circumplex": 0,
              "intended": 0}
 
 
+# The output folder is this run's alone until it ends, and its tables change only at the
+# end, all at once, with the manifest that describes them: the steps write into a fresh
+# staging folder (what `out_dir` is inside), and the manifest.json written there is
+# completed with every table's sha256 and rows, then swapped in (valueportrait.outdir).
+@staged_output("vp analyze", also_remove=lambda: [f for files in STEP_FILES.values() for f in files])
 def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, keying: str = "pos",
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100, efa_min_kmo: float = 0.5,
             permutations: int = 200,
@@ -329,6 +335,8 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--permutations: {permutations} is negative")
     if not 0 < alpha < 1:
         raise InputError(f"--alpha: {alpha} is outside (0, 1)")
+    if not 0 <= threshold < 1:
+        raise InputError(f"--threshold: {threshold} is outside [0, 1)")
     if not 0 <= efa_min_kmo <= 1:
         raise InputError(f"--efa-min-kmo: {efa_min_kmo} is outside [0, 1]")
     from analysis import two_stage
@@ -387,13 +395,6 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
             steps[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
     steps = {name: steps[name] for name, _, _ in STEPS}
     settings["jobs"] = jobs
-    written = set(ctx.files.values())
-    stale = [f for files in (*STEP_FILES.values(), DESIGN_FILES) for f in files
-             if f not in written and (ctx.out_dir / f).exists()]
-    for name in stale:
-        (ctx.out_dir / name).unlink()
-    if stale:
-        log(f"removed {', '.join(stale)}: left by an earlier run, not written by this one")
     included = ctx.included
     multi = study.participations.groupby("participant_id")["group_id"].agg(list)
     multi = multi[multi.str.len() > 1]
@@ -444,7 +445,6 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     write_json_atomic(_jsonable(manifest), ctx.out_dir / "manifest.json")
     for note in notes:
         log(f"note: {note}")
-    log(f"wrote {', '.join(sorted(ctx.files.values()))}, manifest.json to {ctx.out_dir} ({manifest['seconds']:.1f} s)")
     return manifest
 
 
@@ -459,8 +459,8 @@ def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
         if required:
             raise
         return {"status": "unavailable", "detail": str(exc)}
-    except InputError:
-        raise
+    except (InputError, OSError):
+        raise  # bad input, a full disk, a read-only folder: the run stops, it is not a step's failure
     except Exception as exc:
         if required:
             raise
@@ -489,18 +489,21 @@ def _run_parallel(ctx: Context, names: list[str], jobs: int) -> dict:
     can run side by side; fork shares the loaded study without pickling it.
     """
     global _FORKED_CONTEXT
-    from concurrent.futures import ProcessPoolExecutor
 
     _FORKED_CONTEXT = ctx
     out = {}
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
+        # Workers die with this process (kill -9 included) and are killed when it is
+        # interrupted: none goes on writing into the output folder (valueportrait.workers).
+        with process_pool(jobs) as pool:
             # Longest first, so the two workers finish at about the same time.
             order = sorted(names, key=lambda n: -STEP_COST.get(n, 0))
             futures = {name: pool.submit(_step_in_child, name) for name in order}
             for name in names:
                 try:
                     entry, files, counts, lines = futures[name].result()
+                except (InputError, OSError):
+                    raise
                 except Exception as exc:  # a worker that died (memory, signal)
                     entry, files, counts, lines = {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}, {}, {}, []
                 ctx.files.update(files)
@@ -544,20 +547,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="the study database")
     parser.add_argument("--study", default=None, help="the study id (default: the only study in the database)")
     parser.add_argument("--out", type=Path, default=DEFAULT_PROCESSED, help="output folder")
-    parser.add_argument("--threshold", type=float, default=0.3, help="keying threshold on rho")
-    parser.add_argument("--alpha", type=float, default=0.05,
+    parser.add_argument("--threshold", type=opt.correlation_threshold(), default=0.3, help="keying threshold on rho")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05,
                         help="keying significance level (p < alpha); intervals are at level 1 - alpha")
     parser.add_argument("--keying", choices=KEYINGS, default="pos",
                         help="pos: rho >= threshold; abs: |rho| >= threshold, negative items reversed")
-    parser.add_argument("--bootstrap", type=int, default=0, help="bootstrap resamples for rho intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and other random steps")
-    parser.add_argument("--splits", type=int, default=100, help="random split-halves per group for the replication check")
-    parser.add_argument("--permutations", type=int, default=200,
+    parser.add_argument("--bootstrap", type=opt.count(0), default=0, help="bootstrap resamples for rho intervals (0: none)")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the bootstrap and other random steps")
+    parser.add_argument("--splits", type=opt.count(1), default=100, help="random split-halves per group for the replication check")
+    parser.add_argument("--permutations", type=opt.count(0), default=200,
                         help="permutations of the scores within groups for the chance baseline (0: off)")
-    parser.add_argument("--efa-min-kmo", type=float, default=0.5,
+    parser.add_argument("--efa-min-kmo", type=opt.fraction(), default=0.5,
                         help="groups whose KMO is below this are not factored (Kaiser 1974: below .5 unacceptable)")
     parser.add_argument("--skip", default="", help=f"comma-separated optional steps to leave out ({', '.join(OPTIONAL_STEPS)})")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=opt.count(1), default=None,
                         help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--design", choices=("one-stage", "two-stage"), default="one-stage",

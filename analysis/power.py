@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from valueportrait import options as opt
 from valueportrait.errors import InputError
 
 
@@ -78,6 +79,10 @@ def achieved_power(rho, n, alpha: float = 0.05):
     return power if power.ndim else float(power)
 
 
+#: Beyond this many raters the answer is reported as infinite (no study could have them).
+MAX_RATERS = 1e15
+
+
 def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up; pingouin).
 
@@ -98,7 +103,22 @@ def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     lowest = 4 + 1e-9  # the approximation needs n > 4 (pingouin's own limit)
     if achieved_power(rho, lowest + 1e-9, alpha) >= power:
         return lowest
-    return _power_corr(r=rho, power=power, alpha=alpha)
+    n = _power_corr(r=rho, power=power, alpha=alpha)
+    if math.isnan(n):  # pingouin searches up to 1e9 raters: a tiny rho needs more (1e-5: about 8e10)
+        n = _beyond_a_billion(rho, alpha, power)
+    return n
+
+
+def _beyond_a_billion(rho: float, alpha: float, power: float) -> float:
+    """raters_needed past pingouin's search range: the same power function, a wider bracket (inf past MAX_RATERS)."""
+    from scipy import optimize
+
+    upper = 1e9
+    while achieved_power(rho, upper, alpha) < power:
+        if upper >= MAX_RATERS:
+            return math.inf
+        upper *= 100
+    return float(optimize.brentq(lambda n: achieved_power(rho, n, alpha) - power, 1e9 / 2, upper, xtol=1e-6))
 
 
 def detectable_rho(n: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -133,7 +153,9 @@ def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power:
     """
     groups = list(group_sizes)
     n = np.array([group_sizes[g] for g in groups], dtype=float)
-    needed = math.ceil(raters_needed(rho, alpha, power))
+    # rho = 0 (a keying threshold of 0): no number of raters detects it, so no figure.
+    needed = raters_needed(rho, alpha, power) if rho != 0 else math.inf
+    needed = math.ceil(needed) if math.isfinite(needed) else math.nan
     return pd.DataFrame(
         {
             "group_id": groups,
@@ -151,9 +173,10 @@ def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rho", type=float, default=0.3, help="the correlation to detect")
-    parser.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level")
-    parser.add_argument("--power", type=float, default=0.8, help="the power wanted")
+    parser.add_argument("--rho", type=opt.NumberType(-1, 1, low_open=True, high_open=True, not_zero=True), default=0.3,
+                        help="the correlation to detect")
+    parser.add_argument("--alpha", type=opt.probability(), default=0.05, help="two-sided significance level")
+    parser.add_argument("--power", type=opt.probability(), default=0.8, help="the power wanted")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,6 +187,10 @@ def run(args: argparse.Namespace) -> int:
     if not (args.alpha < args.power < 1):
         raise InputError(f"--power: {args.power}: must lie strictly between alpha ({args.alpha}) and 1")
     n = raters_needed(args.rho, args.alpha, args.power)
+    if not math.isfinite(n):
+        print(f"raters needed to detect rho = {args.rho:g} (two-sided alpha = {args.alpha:g}, power = {args.power:g}): "
+              f"more than {MAX_RATERS:.0e}")
+        return 0
     print(
         f"raters needed to detect rho = {args.rho:g} (two-sided alpha = {args.alpha:g}, "
         f"power = {args.power:g}): {n:.2f} -> {math.ceil(n)} raters"

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from valueportrait import options as opt
 
 from analysis.scoring import PVQ_COLUMNS
 
@@ -227,12 +228,12 @@ def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
                            help=f"switch the {rule} rule off")
     group.add_argument("--duplicate-policy", choices=("first", "exclude-all"), default="first",
                        help="a participant in several groups: count the first participation, or none")
-    group.add_argument("--max-failed-checks", type=int, default=0, help="attention checks a participant may fail")
-    group.add_argument("--min-block", type=int, default=3,
+    group.add_argument("--max-failed-checks", type=opt.count(0), default=0, help="attention checks a participant may fail")
+    group.add_argument("--min-block", type=opt.count(1), default=3,
                        help="fewest item ratings for the all-equal (straight-lining) rule to apply")
-    group.add_argument("--speeder-sd", type=float, default=3.0,
+    group.add_argument("--speeder-sd", type=opt.non_negative(), default=3.0,
                        help="flag times more than this many SD below the group mean (0: off)")
-    group.add_argument("--speeder-fraction", type=float, default=0.3,
+    group.add_argument("--speeder-fraction", type=opt.fraction(), default=0.3,
                        help="flag times below this fraction of the group median (0: off)")
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import instruments as inst
 from valueportrait import DEFAULT_DB
 from valueportrait.errors import InputError
+from valueportrait.files import brief, decode, parse_json
 from valueportrait.storage import KEYS, StudyDB, now, open_db
 
 SURVEY = Path("data/prolific/survey/main/survey.json")
@@ -77,15 +78,14 @@ def _read_json(root: Path, rel: Path, release: Release):
         raw = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{rel}: missing from the release folder {root}") from None
+    except IsADirectoryError:
+        raise InputError(f"{rel}: is a folder in {root}; a JSON file is needed") from None
     except OSError as exc:
         raise InputError(f"{rel}: cannot read: {exc.strerror}") from None
     release.files[str(rel)] = hashlib.sha256(raw).hexdigest()
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{rel}: not UTF-8 text: byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{rel}: not valid JSON (truncated or corrupt?): {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    # One reader for every JSON a user gives: an object that repeats a key is refused
+    # (the last copy would silently win, dropping ratings), naming its path and lines.
+    return parse_json(decode(raw, rel), rel)
 
 
 def _expect(cond: bool, rel, path: str, message: str) -> None:
@@ -103,19 +103,19 @@ def _as_int(value, rel, path: str, what: str) -> int:
     ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
-    _expect(ok, rel, path, f"{what} {value!r} is not a whole number")
+    _expect(ok, rel, path, f"{what} {brief(value)} is not a whole number")
     return int(value)
 
 
 def _as_number(value, rel, path: str, what: str) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    _expect(ok, rel, path, f"{what} {value!r} is not a finite number")
+    _expect(ok, rel, path, f"{what} {brief(value)} is not a finite number")
     return float(value)
 
 
 def _portrait_id(value, rel, path: str) -> str:
     ok = (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip() != "")
-    _expect(ok, rel, path, f"portrait_id {value!r} is not a string or integer id")
+    _expect(ok, rel, path, f"portrait_id {brief(value)} is not a string or integer id")
     return str(value).strip()
 
 
@@ -128,7 +128,7 @@ def _read_values(data, rel, study_id: str, created: str, release: Release) -> se
             block = _field(record, family, rel, where)
             _expect(isinstance(block, dict), rel, f"{where}.{family}", f"expected an object of dimension -> score, got {type(block).__name__}")
             unknown = sorted(set(block) - set(dims))
-            _expect(not unknown, rel, f"{where}.{family}", f"unknown dimension {unknown[0]!r}" if unknown else "")
+            _expect(not unknown, rel, f"{where}.{family}", f"unknown dimension {brief(unknown[0])}" if unknown else "")
             for dim in dims:
                 score = _as_number(_field(block, dim, rel, f"{where}.{family}"), rel, f"{where}.{family}.{dim}", "score")
                 release.scores.append(dict(study_id=study_id, participant_id=pid, family=family, dimension=dim, score=score))
@@ -144,16 +144,16 @@ def _read_texts(data, rel) -> dict[tuple[str, int], dict]:
         pid = _portrait_id(_field(query, "portrait_id", rel, where), rel, f"{where}.portrait_id")
         content = _field(query, "content", rel, where)
         text = _field(content, "text", rel, f"{where}.content")
-        _expect(isinstance(text, str) and text.strip() != "", rel, f"{where}.content.text", f"{text!r} is not a non-empty string")
+        _expect(isinstance(text, str) and text.strip() != "", rel, f"{where}.content.text", f"{brief(text)} is not a non-empty string")
         title = content.get("title") if isinstance(content, dict) else None
-        _expect(title is None or isinstance(title, str), rel, f"{where}.content.title", f"{title!r} is not a string or null")
+        _expect(title is None or isinstance(title, str), rel, f"{where}.content.title", f"{brief(title)} is not a string or null")
         outputs = _field(query, "outputs", rel, where)
         _expect(isinstance(outputs, list), rel, f"{where}.outputs", f"expected a list, got {type(outputs).__name__}")
         for o, out in enumerate(outputs):
             o_where = f"{where}.outputs[{o}]"
             oid = _as_int(_field(out, "id", rel, o_where), rel, f"{o_where}.id", "option id")
             response = _field(out, "content", rel, o_where)
-            _expect(isinstance(response, str) and response.strip() != "", rel, f"{o_where}.content", f"{response!r} is not a non-empty string")
+            _expect(isinstance(response, str) and response.strip() != "", rel, f"{o_where}.content", f"{brief(response)} is not a non-empty string")
             _expect((pid, oid) not in texts, rel, o_where, f"item {pid}/{oid} appears twice")
             # The authors' public file carries their correlations: keep them for comparison.
             extra = {k: v for k, v in out.items() if k not in ("id", "content")}
@@ -189,14 +189,14 @@ def _read_survey(data, rel, study_id: str, known: set[str], texts: dict, release
                 _expect(isinstance(rows, list), rel, f"{o_where}.data", f"expected a list of [rating, participant_id], got {type(rows).__name__}")
                 for j, pair in enumerate(rows):
                     r_where = f"{o_where}.data[{j}]"
-                    _expect(isinstance(pair, list) and len(pair) == 2, rel, r_where, f"{pair!r} is not a [rating, participant_id] pair")
+                    _expect(isinstance(pair, list) and len(pair) == 2, rel, r_where, f"{brief(pair)} is not a [rating, participant_id] pair")
                     rating, person = pair
-                    _expect(not isinstance(rating, str), rel, r_where, f"rating {rating!r} is not a whole number")
+                    _expect(not isinstance(rating, str), rel, r_where, f"rating {brief(rating)} is not a whole number")
                     rating = _as_int(rating, rel, r_where, "rating")
                     _expect(RATING_RANGE[0] <= rating <= RATING_RANGE[1], rel, r_where, f"rating {rating} is outside {RATING_RANGE[0]}..{RATING_RANGE[1]}")
-                    _expect(isinstance(person, str) and person.strip() != "", rel, r_where, f"participant id {person!r} is not a non-empty string")
-                    _expect(person in known, rel, r_where, f"participant {person!r} is not in {VALUES}")
-                    _expect((person, pid, oid) not in seen, rel, r_where, f"participant {person!r} rated item {pid}/{oid} twice")
+                    _expect(isinstance(person, str) and person.strip() != "", rel, r_where, f"participant id {brief(person)} is not a non-empty string")
+                    _expect(person in known, rel, r_where, f"participant {brief(person)} is not in {VALUES}")
+                    _expect((person, pid, oid) not in seen, rel, r_where, f"participant {brief(person)} rated item {pid}/{oid} twice")
                     seen.add((person, pid, oid))
                     raters.add(person)
                     release.ratings.append(dict(study_id=study_id, participant_id=person, portrait_id=pid, option_id=oid,
@@ -232,7 +232,11 @@ def _read_llm(root: Path, study_id: str, items: set[tuple[str, int]], release: R
             variants = _field(entry, "version_responses", rel, where)
             _expect(isinstance(variants, dict) and variants, rel, f"{where}.version_responses", "expected an object of variant -> answer")
             for variant, answer in variants.items():
-                value = None if answer is None else _as_number(answer, rel, f"{where}.version_responses.{variant}", "answer")
+                v_where = f"{where}.version_responses.{variant}"
+                value = None if answer is None else _as_number(answer, rel, v_where, "answer")
+                # The same range `vp score-llm` accepts: an answer off the rating scale is a broken file.
+                _expect(value is None or RATING_RANGE[0] <= value <= RATING_RANGE[1], rel, v_where,
+                        f"answer {value:g} is outside {RATING_RANGE[0]}..{RATING_RANGE[1]}" if value is not None else "")
                 release.llm_answers.append(dict(study_id=study_id, model=model, portrait_id=pid, option_id=oid,
                                                 variant=variant, answer=value))
         release.models.append(model)
@@ -335,8 +339,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     start = time.perf_counter()
-    with open_db(args.db) as db:
-        release = import_release(args.path, db, args.study_id)
+    db_path = Path(args.db)
+    created = not db_path.exists()
+    try:
+        with open_db(db_path) as db:
+            release = import_release(args.path, db, args.study_id)
+    except BaseException:
+        if created:  # a failed import leaves no database behind, not even an empty one
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        raise
     for line in summary(release, args.study_id, args.db):
         print(line)
     print(f"  ({time.perf_counter() - start:.2f} s)")

@@ -12,6 +12,7 @@ is inline: the file fetches nothing and opens offline. Item texts are shown as p
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,16 +41,27 @@ DEFAULT_OUT = DEFAULT_REPORTS / "validation_report.html"
 
 
 def build_report(processed: str | Path, db: str | Path | None = None, demographics_csv: str | Path | None = None,
-                 title: str = "Validation report") -> str:
-    """The report's HTML for the analysis in `processed` (and the study database `db`, if given)."""
+                 title: str = "Validation report", *, allow_mismatch: bool = False) -> str:
+    """The report's HTML for the analysis in `processed` (and the study database `db`, if given).
+
+    Refuses (InputError) a folder whose tables are not the ones its manifest.json
+    describes (another run's, edited or cut off), unless `allow_mismatch`: then every
+    problem is shown at the top of the report.
+    """
     from analysis.reporting import sections
-    from analysis.reporting.html import esc, missing, page
+    from analysis.reporting.html import alarm, esc, missing, page
     from analysis.reporting.inputs import Inputs
 
     processed = Path(processed)
     if not processed.is_dir():
         raise InputError(f"{processed}: --processed: not a folder (run vp analyze --out {processed} first)")
     inp = Inputs(processed, Path(db) if db else None, Path(demographics_csv) if demographics_csv else None)
+    problems = inp.table_problems
+    if problems and not allow_mismatch:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise InputError(f"{processed}: {problems[0]}{more}. The report would show numbers that do not belong "
+                         f"together: run `vp analyze --out {processed}` again (or pass --allow-mismatch to see the "
+                         "report with this warning on top)")
     body, toc = [], []
     for anchor, heading, fn in SECTIONS:
         try:
@@ -63,6 +75,11 @@ def build_report(processed: str | Path, db: str | Path | None = None, demographi
     header = _header(inp, title)
     if inp.notes:
         body.insert(0, "".join(missing(n) for n in dict.fromkeys(inp.notes)))
+    for warning in inp.table_warnings:
+        body.insert(0, alarm(warning + "."))
+    if problems:
+        body.insert(0, "".join(alarm("The tables of this folder are not the ones its manifest.json describes: " + p)
+                               for p in problems))
     return page(title, header, toc, "".join(body))
 
 
@@ -92,9 +109,9 @@ def _header(inp, title: str) -> str:
 
 
 def write_report(processed: str | Path, out: str | Path, db: str | Path | None = None,
-                 demographics_csv: str | Path | None = None) -> Path:
+                 demographics_csv: str | Path | None = None, *, allow_mismatch: bool = False) -> Path:
     """Build the report and write it atomically to `out`; returns the path."""
-    return write_text_atomic(out, build_report(processed, db, demographics_csv))
+    return write_text_atomic(out, build_report(processed, db, demographics_csv, allow_mismatch=allow_mismatch))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manifest.json, if it exists)")
     parser.add_argument("--demographics", type=Path, default=None,
                         help="a demographics CSV (e.g. Prolific's export), merged on participant id")
+    parser.add_argument("--allow-mismatch", action="store_true",
+                        help="build the report even when the tables are not the ones manifest.json describes "
+                             "(each problem is shown at its top)")
 
 
 def run(args) -> int:
@@ -112,8 +132,15 @@ def run(args) -> int:
         raise InputError(f"{args.db}: --db: no such database file")
     if args.demographics is not None and not Path(args.demographics).is_file():
         raise InputError(f"{args.demographics}: --demographics: no such file")
+    if Path(args.out).is_dir():  # before the minutes of work, not after
+        raise InputError(f"{args.out}: is a folder; give a file name for the report (e.g. {Path(args.out) / 'report.html'})")
     start = time.perf_counter()
-    path = write_report(args.processed, args.out, args.db, args.demographics)
+    path = write_report(args.processed, args.out, args.db, args.demographics, allow_mismatch=args.allow_mismatch)
+    from analysis.reporting.inputs import Inputs
+
+    checked = Inputs(args.processed)
+    for problem in checked.table_warnings + (checked.table_problems if args.allow_mismatch else []):
+        print(f"vp report: warning: {problem}", file=sys.stderr)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB, {time.perf_counter() - start:.1f} s)")
     return 0

@@ -25,9 +25,12 @@ import pandas as pd
 import instruments as inst
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
+from valueportrait.files import read_csv_strict
 
 PVQ_COLUMNS = [f"pvq{i}" for i in range(1, 22)]
 BFI_COLUMNS = [f"bfi{i}" for i in range(1, 11)]
+#: Participants with missing answers listed by name; the rest are counted.
+SHOWN = 10
 
 
 def _key_matrix(keys: dict[str, tuple[int, ...]], n_items: int) -> np.ndarray:
@@ -105,8 +108,10 @@ def score_bfi(answers: pd.DataFrame, bfi: inst.BFI10 | None = None, scale_max: i
 def missing_reasons(answers: pd.DataFrame) -> pd.Series:
     """Per participant, why some scores are NaN ('' when nothing is missing)."""
     def describe(columns, prefix):
-        miss = answers[columns].isna()
-        return miss.apply(lambda row: f"{prefix}: missing {', '.join(row.index[row])}" if row.any() else "", axis=1)
+        miss = answers[columns].isna().to_numpy()
+        names = np.array(columns)
+        return pd.Series([f"{prefix}: missing {', '.join(names[row])}" if row.any() else "" for row in miss],
+                         index=answers.index, dtype=object)
 
     pvq = describe(PVQ_COLUMNS, "pvq (no centred scores)")
     bfi = describe(BFI_COLUMNS, "bfi")
@@ -135,17 +140,13 @@ def check_range(values: pd.DataFrame, low: int, high: int, source: str, row_labe
 def read_answers(path: Path) -> pd.DataFrame:
     """Read and validate a raw-answers CSV; errors name the file, the line and the column."""
     path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not a readable CSV: {str(exc).splitlines()[0]}") from None
-    raw.columns = [c.strip() for c in raw.columns]
+    raw, line_numbers = read_csv_strict(path, what="CSV of answers")
     for column in ["participant_id", *PVQ_COLUMNS, *BFI_COLUMNS]:
         if column not in raw.columns:
             raise InputError(f"{path}: missing column {column!r}")
-    lines = [f"line {i + 2}" for i in range(len(raw))]  # line 1 is the header
+    if raw.empty:
+        raise InputError(f"{path}: no participants: the file has a header row and nothing else")
+    lines = [f"line {n}" for n in line_numbers]
     ids = raw["participant_id"].str.strip()
     if (ids == "").any():
         raise InputError(f"{path}: {lines[int(np.argmax(ids == ''))]}, column participant_id: empty")
@@ -178,8 +179,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     answers = read_answers(args.input)
     scores, reasons = score_instruments(answers)
-    for pid, reason in reasons[reasons != ""].items():
-        print(f"vp score-instruments: {pid}: {reason}", file=sys.stderr)
+    incomplete = reasons[reasons != ""]
+    if len(incomplete):
+        # One line per participant would bury the terminal for a large file: counts and the first few.
+        print(f"vp score-instruments: {len(incomplete):,} of {len(scores):,} participants have missing answers "
+              f"(the scores that need them are empty):", file=sys.stderr)
+        for pid, reason in list(incomplete.items())[:SHOWN]:
+            print(f"  {pid}: {reason}", file=sys.stderr)
+        if len(incomplete) > SHOWN:
+            print(f"  ... and {len(incomplete) - SHOWN:,} more", file=sys.stderr)
     if args.out is None:
         scores.to_csv(sys.stdout)
     else:

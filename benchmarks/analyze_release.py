@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
+from analysis.fetch_release import find_release
+
+# The shared copy beside the project, or `vp fetch-release --for-tests`'s.
+RELEASE = find_release() or Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
 VP = [sys.executable, "-m", "valueportrait.cli"]
 
 

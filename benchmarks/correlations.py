@@ -19,10 +19,12 @@ from scipy.stats import spearmanr
 
 from analysis.correlations import correlation_table
 from analysis.dataset import load_study
+from analysis.fetch_release import find_release
 from analysis.release import import_release
 from valueportrait.storage import open_db
 
-RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
+# The shared copy beside the project, or `vp fetch-release --for-tests`'s.
+RELEASE = find_release() or Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
 
 
 def per_pair_loop(study, included):

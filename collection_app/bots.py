@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import instruments
+from valueportrait import options as opt
 from valueportrait.errors import InputError
 
 CHROMIUM = os.environ.get("VP_CHROMIUM", "/usr/bin/chromium")
@@ -496,15 +497,15 @@ def summary(results: list[BotResult], elapsed: float) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="the running app, e.g. http://localhost:8501")
-    parser.add_argument("--n", type=int, required=True, help="number of simulated participants")
-    parser.add_argument("--concurrency", type=int, default=None, help="bots at a time (default: all)")
-    parser.add_argument("--think", type=float, default=3.0, help="mean seconds per answer (0: as fast as possible)")
+    parser.add_argument("--n", type=opt.count(1), required=True, help="number of simulated participants")
+    parser.add_argument("--concurrency", type=opt.count(1), default=None, help="bots at a time (default: all)")
+    parser.add_argument("--think", type=opt.seconds(allow_zero=True), default=3.0, help="mean seconds per answer (0: as fast as possible)")
     parser.add_argument("--behaviour", default="consistent",
                         help=f"comma-separated, assigned in turn: {', '.join(BEHAVIOURS)}; or 'mix'")
     parser.add_argument("--study", type=Path, default=None, help="the study file the app runs (lets consistent bots "
                         "answer items by their tagged value); default: the shipped study")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a page")
+    parser.add_argument("--seed", type=opt.seed(), default=None)
+    parser.add_argument("--timeout", type=opt.seconds(), default=30.0, help="seconds to wait for a page")
     parser.add_argument("--json", type=Path, default=None, help="also write every bot's result here")
     parser.add_argument("--driver", choices=("ws", "browser"), default="ws",
                         help="ws: Streamlit's websocket protocol, light, for many bots (default); "

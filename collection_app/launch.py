@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from valueportrait import DEFAULT_DB
+from valueportrait import options as opt
 from valueportrait.errors import InputError
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -23,7 +24,7 @@ APP = Path(__file__).resolve().parent / "app.py"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="study database (created if missing)")
-    parser.add_argument("--port", type=int, default=8501, help="port to listen on")
+    parser.add_argument("--port", type=opt.port(), default=8501, help="port to listen on")
     parser.add_argument("--study", type=Path, default=None,
                         help="study definition (YAML); default: the shipped demo study")
     parser.add_argument("--address", default=None, help="address to bind (default: Streamlit's, all interfaces)")

@@ -68,6 +68,7 @@ import pandas as pd
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
 from valueportrait.files import read_text
+from valueportrait import options as opt
 from valueportrait.spreadsheet import spreadsheet_safe
 from valueportrait.storage import StudyDB, now, open_db
 
@@ -972,9 +973,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def common(p, apply: bool = True):
         p.add_argument("--db", type=Path, default=DEFAULT_DB, help="the study database")
         p.add_argument("--base-url", default=DEFAULT_BASE_URL, help="Prolific's API root (staging, a test server)")
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds per HTTP call")
-        p.add_argument("--max-retries", type=int, default=6, help="retries after a 429, a 5xx or a lost connection")
-        p.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry (doubling)")
+        p.add_argument("--timeout", type=opt.seconds(), default=30.0, help="seconds per HTTP call")
+        p.add_argument("--max-retries", type=opt.count(0), default=6, help="retries after a 429, a 5xx or a lost connection")
+        p.add_argument("--backoff", type=opt.seconds(allow_zero=True), default=1.0, help="seconds before the first retry (doubling)")
         if apply:
             p.add_argument("--apply", action="store_true", help="send it (default: a dry run that sends nothing)")
 
@@ -983,11 +984,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("create", help=about, description=about, **kw)
     p.add_argument("--study", type=Path, required=True, help="the study file (YAML)")
     p.add_argument("--url", required=True, help="the app's public address, e.g. https://survey.example.org/")
-    p.add_argument("--reward", type=float, help="per participant, in the study currency (2.5 = 2.50); "
+    p.add_argument("--reward", type=opt.NumberType(0, low_open=True), help="per participant, in the study currency (2.5 = 2.50); "
                    "default: prolific.reward in the study file")
-    p.add_argument("--minutes", type=int, help="estimated completion time; default: the study file, or an "
+    p.add_argument("--minutes", type=opt.count(1), help="estimated completion time; default: the study file, or an "
                    "estimate from the study's length (a pilot's median is better)")
-    p.add_argument("--places", type=int, help="participants wanted; default: the sum of the groups' targets")
+    p.add_argument("--places", type=opt.count(1), help="participants wanted; default: the sum of the groups' targets")
     p.add_argument("--publish", action="store_true", help="publish the draft too")
     common(p)
     for name, help_ in (("sync", "pull every submission and the demographic export; print the reconciliation"),

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -211,7 +211,7 @@ def _replace_wording(data: dict, wording_file: Path | None) -> dict:
         raise InputError(f"{wording_file}: item ids must be {min(ids)}..{max(ids)}: missing {missing}, unknown {extra}")
     for item_id, text in given.items():
         if not isinstance(text, str) or not text.strip():
-            raise InputError(f"{wording_file}: item {item_id}: text must be a non-empty string, got {text!r}")
+            raise InputError(f"{wording_file}: item {item_id}: text must be a non-empty string, got {brief(text)}")
     return {**data, "items": [{**item, "text": given[item["id"]].strip()} for item in data["items"]]}
 
 

@@ -2,14 +2,20 @@ from pathlib import Path
 
 import pytest
 
+from analysis.fetch_release import find_release
+
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT.parent / "shared" / "valueportrait-release"
+SHARED = ROOT.parent / "shared" / "valueportrait-release"
+#: The shared copy beside the project, or the one `vp fetch-release --for-tests` lays out.
+RELEASE = find_release() or SHARED
+SKIP_REASON = (f"the public Value Portrait release is not at {SHARED} nor in data/release-tests: "
+               "run `vp fetch-release --for-tests` (or set VP_RELEASE to a copy)")
 
 
 @pytest.fixture(scope="session")
 def release_dir() -> Path:
     if not RELEASE.is_dir():
-        pytest.skip(f"the shared Value Portrait release is not at {RELEASE}")
+        pytest.skip(SKIP_REASON)
     return RELEASE
 
 

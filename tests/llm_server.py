@@ -73,9 +73,13 @@ class FakeLLM:
     def __init__(self, latency: float = 0.0, p429: float = 0.0, p500: float = 0.0, pslow: float = 0.0,
                  pgarbage: float = 0.0, pdead: float = 0.0, retry_after: str = "1", slow_seconds: float = 3.0,
                  salt: str = "", force_status: int | None = None, refuse: tuple[str, ...] = (),
-                 content_filter: bool = False):
+                 content_filter: bool = False, error_message: str | None = None, answer: str | None = None):
         self.latency = latency
         self.force_status = force_status  # e.g. 401: every request refused
+        # The forced error's message; "{authorization}" is replaced by the request's header,
+        # as careless proxies echo the credentials they were sent.
+        self.error_message = error_message
+        self.answer = answer  # every 200 answers this text (e.g. a 50 MB one)
         self.refuse = refuse  # body fields answered with a 400 naming them, as endpoints that do not take them
         self.content_filter = content_filter  # every request: a 400 that is not about a parameter
         self.bands = []  # (upper bound of u, fault)
@@ -117,7 +121,12 @@ class FakeLLM:
         self.last_headers = headers
         if self.force_status:
             self.total += 1
-            return self.force_status, {"error": {"message": f"forced {self.force_status}"}}, {}
+            message = (self.error_message or f"forced {self.force_status}").format(
+                authorization=(headers or {}).get("authorization", ""))
+            return self.force_status, {"error": {"message": message}}, {}
+        if self.answer is not None:
+            self.total += 1
+            return 200, self._completion(body, self.answer), {}
         refused = [name for name in self.refuse if name in body]
         if refused:
             self.total += 1

@@ -126,7 +126,7 @@ def test_a_rerun_removes_tables_it_did_not_write(tmp_path):
                      log=lines.append)
     assert not (out / "power.csv").exists() and not (out / "circumplex.csv").exists()
     assert (out / "my_notes.txt").read_text() == "mine"  # only the analysis's own tables go
-    assert any(line.startswith("removed power.csv, circumplex.csv") for line in lines), lines
+    assert any(line.startswith("removed circumplex.csv, power.csv") for line in lines), lines
     assert set(second["files"]) == set(first["files"]) - {"power", "circumplex"}
     assert all((out / name).exists() for name in second["files"].values())
 

@@ -283,7 +283,7 @@ def test_vp_plan_wave_writes_a_study_the_app_loads(screening_db, tmp_path, capsy
 
 @pytest.mark.parametrize("argv, message", [
     (["--screen", "nope", "--budget-participants", "50"], "study_id: 'nope' is not in the database"),
-    (["--screen", "pilot", "--budget-participants", "0"], "--budget-participants: 0 must be at least 5"),
+    (["--screen", "pilot", "--budget-participants", "0"], "argument --budget-participants: 0 is not a whole number >= 5"),
     (["--screen", "pilot", "--budget-participants", "50", "--study-id", "pilot"], "'pilot' is already in the database"),
     (["--screen", "pilot", "--budget-participants", "50", "--power", "0.01"], "--power"),
 ])

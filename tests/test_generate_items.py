@@ -317,7 +317,7 @@ def test_bad_query_files_name_file_row_field_value(tmp_path, capsys, content, na
 def test_bad_options(tmp_path, capsys):
     base = ["generate-items", "--queries", str(EXAMPLE_QUERIES), "--out", str(tmp_path / "o.json"), "--no-progress"]
     assert vp(base + ["--backend", "simulated", "--per-query", "11"]) == 2
-    assert "--per-query: 11 must be within 1..10" in capsys.readouterr().err
+    assert "--per-query: 11 is not a whole number in 1..10" in capsys.readouterr().err
     assert vp(base + ["--model", "m"]) == 2
     assert "--base-url: required with --backend openai" in capsys.readouterr().err
     assert not (tmp_path / "o.json").exists()

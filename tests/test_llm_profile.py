@@ -19,7 +19,7 @@ from analysis.llm.profile import (
 from valueportrait.cli import main as vp
 from valueportrait.errors import InputError
 
-RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "valueportrait-release"
+from conftest import RELEASE, SKIP_REASON  # noqa: E402  (the shared copy, or `vp fetch-release --for-tests`'s)
 MODELS = ["claude-3-5-sonnet-20241022", "gpt-4o-2024-11-20", "llama-3.1-8b-instruct"]
 
 
@@ -103,7 +103,7 @@ def release_bank(tmp_path_factory):
     """A bank from the release built here, independently of `vp analyze`: Spearman's rho
     of each item's ratings with the raters' scores (scipy), keyed at rho >= 0.3, p < 0.05."""
     if not RELEASE.exists():
-        pytest.skip("the shared release is not beside the repository")
+        pytest.skip(SKIP_REASON)
     survey = json.loads((RELEASE / "data/prolific/survey/main/survey.json").read_text())
     values = json.loads((RELEASE / "data/prolific/value/main/value.json").read_text())
     texts = json.loads((RELEASE / "data/query-response-tagged/query-response-tagged.json").read_text())
@@ -330,7 +330,7 @@ def test_negative_bootstrap_is_refused_in_one_line(tmp_path, capsys):
     assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
                "--bootstrap", "-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("--bootstrap: -1 is negative") and "\n" not in err and not out.exists()
+    assert "argument --bootstrap: -1 is not a whole number >= 0" in err and "\n" not in err and not out.exists()
     assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
                "--bootstrap", "0"]) == 0
     assert pd.read_csv(out)[["ci_low", "ci_high"]].isna().all().all()  # 0 switches the intervals off

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from valueportrait.errors import InputError
 from valueportrait.storage import SCHEMA_VERSION, StudyDB, now, open_db
 
 
@@ -28,7 +29,7 @@ def test_schema_and_pragmas(tmp_path):
 def test_newer_schema_refused(tmp_path):
     path = tmp_path / "future.db"
     sqlite3.connect(path).execute("PRAGMA user_version = 99")
-    with pytest.raises(RuntimeError, match="newer than this tool"):
+    with pytest.raises(InputError, match="newer than this tool"):
         open_db(path)
 
 
@@ -102,3 +103,26 @@ def test_resolve_study(tmp_path):
         db.resolve_study()
     with pytest.raises(InputError, match="'c' is not in the database"):
         db.resolve_study("c")
+
+
+def test_migration_statements_split_as_sqlite_parses_them():
+    # A ';' in a comment or a string literal used to cut a migration into broken pieces
+    # ("incomplete input"). SQLite's own executescript is the reference.
+    from valueportrait.storage import sql_statements
+
+    script = """
+    CREATE TABLE a (x TEXT);  -- first; with a semicolon in the comment
+    /* a block comment; also with one */
+    CREATE TABLE b (y TEXT DEFAULT 'p;q');
+    INSERT INTO b (y) VALUES ('one;two');
+    -- a trailing comment; nothing after it
+    """
+    ours = sqlite3.connect(":memory:")
+    for statement in sql_statements(script):
+        ours.execute(statement)
+    reference = sqlite3.connect(":memory:")
+    reference.executescript(script)
+    dump = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    assert ours.execute(dump).fetchall() == reference.execute(dump).fetchall()
+    assert ours.execute("SELECT y FROM b").fetchall() == [("one;two",)]
+    assert len(sql_statements(script)) == 4

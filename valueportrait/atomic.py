@@ -6,6 +6,7 @@ sees one. Every writer of the project's outputs goes through here.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
+from valueportrait.errors import InputError
 
 
 def _umask() -> int:
@@ -26,15 +29,22 @@ def _umask() -> int:
 def write_atomic(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
     """Call ``write(handle)`` on a temporary file, then move it to `path`; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name for this output")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # name the output asked for, not the temporary file
+        raise OSError(exc.errno, exc.strerror, str(path if exc.errno != errno.EEXIST else exc.filename)) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             write(handle)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (tmp, None):
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 

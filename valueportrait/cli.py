@@ -8,11 +8,15 @@ command being run is imported, so `vp --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
+import signal
+import sqlite3
 import sys
 
 from valueportrait import __version__
-from valueportrait.errors import InputError
+from valueportrait.errors import DATABASES, InputError, Terminated, redact
 
 # name -> (module, one-line help). Contracts in ../shared/DESIGN.md: keep the names.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan-wave": ("analysis.design", "the confirmation wave of a two-stage study, planned from its screening wave"),
     "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
     "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
+    "fetch-release": ("analysis.fetch_release", "download the authors' public release and lay it out for import-release"),
 }
 
 
@@ -58,10 +63,21 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Command-line mistakes in one line (the option, the value, the valid range), exit status 2."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _command_parser(name: str):
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"vp {name}",
         description=(module.__doc__ or help_).strip().split("\n\n")[0],
         formatter_class=_HelpFormatter,
@@ -81,16 +97,100 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if not argv else 2
     name = argv[0]
     parser, module = _command_parser(name)
-    args = parser.parse_args(argv[1:])
+    try:
+        args = parser.parse_args(argv[1:])
+    except _UsageError as exc:
+        return _fail(name, str(exc))
+    previous = _handle_sigterm()
+    DATABASES.clear()  # the ones this command opens, for its error messages
     try:
         status = module.run(args)
     except InputError as exc:
-        print(f"vp {name}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(name, str(exc))
+    except Terminated:
+        print(f"vp {name}: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        print(f"vp {name}: interrupted", file=sys.stderr)
-        return 130
+        print(f"vp {name}: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # `vp ... | head`: the reader left; say nothing more
+        _silence_stdout()
+        return 1
+    except OSError as exc:
+        return _fail(name, os_error_message(exc))
+    except sqlite3.Error as exc:
+        return _fail(name, database_error_message(exc))
+    except MemoryError:
+        return _fail(name, "out of memory: the input is too large for this machine")
+    finally:
+        if previous is not _NOT_INSTALLED:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return int(status or 0)
+
+
+def _fail(name: str, message: str) -> int:
+    print(f"vp {name}: error: {redact(message)}", file=sys.stderr)
+    return 2
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+_NOT_INSTALLED = object()
+
+
+def _handle_sigterm():
+    """SIGTERM ends a command the way Ctrl-C does (cleanup runs, exit status 143); returns the previous handler."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. a test calling main() from a thread)
+        return _NOT_INSTALLED
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+#: What to do about an operating-system error, by errno.
+_OS_ADVICE = {
+    errno.ENOSPC: "no space left on the device: free some space and run again",
+    errno.EDQUOT: "disk quota exceeded: free some space and run again",
+    errno.EFBIG: "file too large for this file system (or the process's file-size limit)",
+    errno.EACCES: "permission denied: check that you may read (or write) there, or choose another path",
+    errno.EPERM: "operation not permitted: check the permissions, or choose another path",
+    errno.EROFS: "read-only file system: choose a writable place",
+    errno.EISDIR: "is a folder; a file is needed here",
+    errno.ENOTDIR: "part of this path is a file; a folder is needed there",
+    errno.ENOENT: "no such file or folder",
+    errno.EEXIST: "already exists (a file where a folder is needed?)",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EIO: "input/output error: the disk or the network share failed",
+}
+
+
+def os_error_message(exc: OSError) -> str:
+    """``path: what went wrong: what to do``, in one line."""
+    advice = _OS_ADVICE.get(exc.errno, exc.strerror or type(exc).__name__)
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {advice}" if paths else advice
+
+
+def database_error_message(exc: sqlite3.Error) -> str:
+    """An SQLite error in one line, naming the database files this run opened."""
+    text = str(exc) or type(exc).__name__
+    where = ", ".join(dict.fromkeys(DATABASES)) or "database"
+    if "disk is full" in text or "disk I/O" in text:
+        text += ": free some space and run again (an unfinished transaction is not kept)"
+    elif "not a database" in text or "malformed" in text:
+        text += ": not a valid SQLite file"
+    elif "readonly" in text or "unable to open" in text:
+        text += ": check the path and its permissions"
+    return f"{where}: {text}"
 
 
 if __name__ == "__main__":  # pragma: no cover

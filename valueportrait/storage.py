@@ -25,7 +25,8 @@ from pathlib import Path
 import pandas as pd
 import sqlite_utils
 
-from valueportrait.errors import InputError
+from valueportrait.errors import DATABASES, InputError
+from valueportrait.files import check_can_create
 
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 30_000
@@ -147,6 +148,10 @@ CREATE TABLE events (                -- declines and other things worth an audit
 CREATE INDEX ratings_by_group ON ratings (study_id, group_id);
 CREATE INDEX participations_by_group ON participations (study_id, group_id, status);
 """
+
+#: Tables every study database has (from the first schema on): a file at a schema version
+#: above 0 without them is not ours.
+CORE_TABLES = ("studies", "items", "participants", "ratings")
 
 # Prolific (`vp prolific`, collection_app/prolific.py): what the platform says, and every
 # state-changing request we make, written down before it is sent (the crash guard). The API
@@ -296,6 +301,24 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def sql_statements(script: str) -> list[str]:
+    """The statements of an SQL script, in order.
+
+    A semicolon ends a statement only where SQLite itself would end one
+    (``sqlite3.complete_statement``): one inside a comment or a string literal does not.
+    """
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    rest = current[:-1]  # the ';' added after the last piece
+    if rest.strip():
+        statements.append(rest)
+    return statements
+
+
 def now() -> str:
     """The current time as an ISO 8601 UTC string (the database's timestamp format)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -313,22 +336,61 @@ class StudyDB:
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path) if str(path) != ":memory:" else None
-        if self.path is not None and not readonly:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path is not None:
+            DATABASES.append(str(self.path))
+            if self.path.is_dir():
+                raise InputError(f"{self.path}: is a folder; the study database is a file (e.g. {self.path / 'study.db'})")
+            if readonly and not self.path.exists():
+                raise InputError(f"{self.path}: no such database (run `vp import-release` or collect data first)")
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                check_can_create(self.path)
         target = f"file:{self.path}?mode=ro" if readonly else str(path)
-        # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
-        self.conn = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
-                                    isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            if self.path is not None:
-                self.conn.execute("PRAGMA journal_mode = WAL")
-            # In WAL, NORMAL still never loses a committed transaction to an application
-            # crash (kill -9); only a power cut can take the last ones back.
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.migrate()
+        self.conn = None
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
+            self.conn = sqlite3.connect(target, uri=readonly, timeout=BUSY_TIMEOUT_MS / 1000,
+                                        isolation_level=None, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._check_schema(readonly)
+            if not readonly:
+                if self.path is not None:
+                    self.conn.execute("PRAGMA journal_mode = WAL")
+                # In WAL, NORMAL still never loses a committed transaction to an application
+                # crash (kill -9); only a power cut can take the last ones back.
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self.migrate()
+        except sqlite3.DatabaseError as exc:
+            if self.conn is not None:
+                self.conn.close()
+            hint = (": not an SQLite database (a damaged file, or another kind of file?)" if "not a database" in str(exc)
+                    else ": check the path and its permissions" if "unable to open" in str(exc) else "")
+            raise InputError(f"{self.path or ':memory:'}: cannot open the study database: {exc}{hint}") from None
+        except BaseException:
+            if self.conn is not None:
+                self.conn.close()
+            raise
+
+    def _check_schema(self, readonly: bool) -> None:
+        """Refuse a file that is not a study database of this tool's (a foreign or empty one)."""
+        where = self.path or ":memory:"
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        if version > SCHEMA_VERSION:
+            raise InputError(f"{where}: database schema version {version} is newer than this tool's ({SCHEMA_VERSION}): "
+                             "upgrade valueportrait")
+        if version == 0 and tables:
+            raise InputError(f"{where}: not a valueportrait study database (it holds other tables: "
+                             f"{', '.join(sorted(tables)[:5])}{', ...' if len(tables) > 5 else ''}); choose another --db")
+        missing = sorted(set(CORE_TABLES) - tables) if version > 0 else []
+        if missing:
+            raise InputError(f"{where}: not a valueportrait study database (schema version {version}, but no table "
+                             f"{', '.join(missing[:5])})")
+        if readonly and version == 0:
+            raise InputError(f"{where}: an empty database, with no study in it (run `vp import-release` or collect data first)")
 
     @property
     def utils(self) -> sqlite_utils.Database:
@@ -352,21 +414,30 @@ class StudyDB:
         try:
             yield self
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an I/O error): then a second
+            # ROLLBACK fails with "no transaction is active" and would hide the real error.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
             raise
         else:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                raise
 
     def migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: database schema version {version} is newer than this tool's ({SCHEMA_VERSION})")
+            raise InputError(f"{self.path}: database schema version {version} is newer than this tool's ({SCHEMA_VERSION})")
         while version < SCHEMA_VERSION:
             with self.transaction():
                 # executescript would commit our transaction: run statements one by one.
-                for statement in MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in sql_statements(MIGRATIONS[version]):
+                    self.conn.execute(statement)
                 version += 1
                 self.conn.execute(f"PRAGMA user_version = {version}")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 FAMILY_NAMES = ("pvq", "higher_pvq", "bfi")
 
@@ -50,19 +50,19 @@ class Item:
 
 def normalise_portrait_id(value, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value).strip() == "":
-        raise InputError(f"{where}: portrait_id: {value!r} is not a string or integer id")
+        raise InputError(f"{where}: portrait_id: {brief(value)} is not a string or integer id")
     return str(value).strip()
 
 
 def normalise_option_id(value, where: str) -> int:
     if isinstance(value, bool):
-        raise InputError(f"{where}: option_id: {value!r} is not an integer")
+        raise InputError(f"{where}: option_id: {brief(value)} is not an integer")
     try:
         as_int = int(value)
     except (TypeError, ValueError):
-        raise InputError(f"{where}: option_id: {value!r} is not an integer") from None
+        raise InputError(f"{where}: option_id: {brief(value)} is not an integer") from None
     if isinstance(value, float) and value != as_int:
-        raise InputError(f"{where}: option_id: {value!r} is not an integer")
+        raise InputError(f"{where}: option_id: {brief(value)} is not an integer")
     return as_int
 
 
@@ -70,13 +70,13 @@ def _dims(value, where: str) -> dict[str, tuple[str, ...]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise InputError(f"{where}: {value!r} is not an object of family -> [dimensions]")
+        raise InputError(f"{where}: {brief(value)} is not an object of family -> [dimensions]")
     out = {}
     for fam, dims in value.items():
         if fam not in FAMILY_NAMES:
             raise InputError(f"{where}: family {fam!r} is not one of {', '.join(FAMILY_NAMES)}")
         if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
-            raise InputError(f"{where}.{fam}: {dims!r} is not a list of dimension names")
+            raise InputError(f"{where}.{fam}: {brief(dims)} is not a list of dimension names")
         out[fam] = tuple(dims)
     return out
 
@@ -97,7 +97,7 @@ def parse_bank(data, path: str | Path = "item bank") -> list[Item]:
             raise InputError(f"{where} (portrait {pid}): content.text: missing or not a string")
         title = content.get("title")
         if title is not None and not isinstance(title, str):
-            raise InputError(f"{where} (portrait {pid}): content.title: {title!r} is not a string or null")
+            raise InputError(f"{where} (portrait {pid}): content.title: {brief(title)} is not a string or null")
         outputs = query.get("outputs")
         if not isinstance(outputs, list):
             raise InputError(f"{where} (portrait {pid}): outputs: missing or not a list")

@@ -42,11 +42,11 @@ import httpx
 from tqdm import tqdm
 
 from analysis.llm.cache import AnswerCache
-from analysis.llm.client import FATAL_STATUS, RETRY_STATUS, OpenAIBackend, Question
+from analysis.llm.client import FATAL_STATUS, RATING_ANSWER_CHARS, RETRY_STATUS, OpenAIBackend, Question, cut_answer
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import REVERSED_SUFFIX
 from valueportrait.atomic import write_json_atomic, write_text_atomic
-from valueportrait.errors import InputError
+from valueportrait.errors import InputError, redact
 from valueportrait.files import read_data_file
 from valueportrait.retry import backoff_delay, retry_after_seconds
 
@@ -211,10 +211,10 @@ def _error_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
+            return redact(str(error["message"])[:300])
     except (ValueError, AttributeError):
         pass
-    return response.text[:300]
+    return redact(" ".join(response.text[:1200].split()))[:300]  # bodies may echo the key they were sent
 
 
 def submit_batch(state: dict, path: Path, client: BatchClient) -> list[str]:
@@ -341,6 +341,7 @@ def collect_batch(state: dict, path: Path, client: BatchClient, cache: AnswerCac
                 if cache.has(key):
                     stats.already_cached += 1
                     continue
+                text_ = cut_answer(text_, RATING_ANSWER_CHARS)  # as run-llm keeps a runaway answer: cut, marked
                 cache.put(key, text_, parse_answer(text_, labels), 1, None, BACKEND_NAME)
                 stats.answered += 1
         part["collected"] = True

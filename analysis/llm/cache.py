@@ -28,6 +28,9 @@ import time
 import uuid
 from pathlib import Path
 
+from valueportrait.errors import DATABASES, InputError
+from valueportrait.files import check_can_create
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     model TEXT NOT NULL,
@@ -78,9 +81,29 @@ class AnswerCache:
         self.lease_s = lease_s
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = uuid.uuid4().hex  # this run (several runs may share a process in tests)
+        DATABASES.append(str(self.path))
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder; the answer cache is a file (e.g. {self.path / 'llm_cache.sqlite'})")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_can_create(self.path)
         # Autocommit mode: each INSERT is its own transaction, committed at once.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._open(busy_timeout_ms)
+        except BaseException as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                hint = " (not an SQLite file: a damaged cache, or another file?)" if "not a database" in str(exc) else ""
+                raise InputError(f"{self.path}: cannot use it as the answer cache: {exc}{hint}") from None
+            raise
+
+    def _open(self, busy_timeout_ms: int) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        # Another run may be creating the tables this moment (one of them may be missing yet):
+        # only a file with none of ours is someone else's.
+        if tables and not tables & {"answers", "claims"}:
+            raise InputError(f"{self.path}: not an answer cache of vp run-llm (it holds other tables: "
+                             f"{', '.join(sorted(tables)[:5])}); choose another --cache")
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         # Switching to WAL ignores the busy timeout when two runs open a new file at once: retry.
         deadline = time.monotonic() + busy_timeout_ms / 1000

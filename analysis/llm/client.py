@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from valueportrait import options as opt
 
 if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     # httpcore 1.0 runs `import sniffio` on every lock it takes; without sniffio installed
@@ -37,8 +38,15 @@ if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None
 
 from analysis.llm.bank import Item
+from valueportrait.errors import redact
 from valueportrait.retry import backoff_delay, retry_after_seconds  # noqa: F401 - retry_after_seconds is part of this module's API
 
+#: Longest answer text kept (a misbehaving server once sent 50 MB); the rest is cut, and the
+#: cut is marked in the text itself, so it shows wherever the answer goes.
+MAX_ANSWER_CHARS = 100_000
+#: A rating is a short phrase: longer rating answers are kept cut to this many characters.
+RATING_ANSWER_CHARS = 2_000
+CUT_MARK = "\n[cut by valueportrait: {n:,} characters in all]"
 RETRY_STATUS = frozenset({408, 409, 425, 429}) | frozenset(range(500, 600))
 FATAL_STATUS = frozenset({401, 403, 404})
 
@@ -59,6 +67,13 @@ class Reply:
     attempts: int
     latency_s: float | None
     error: str | None = None  # set when no answer was obtained (not cached)
+
+
+def cut_answer(text: str | None, limit: int = MAX_ANSWER_CHARS) -> str | None:
+    """`text`, or its first `limit` characters with a mark saying how long it was."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + CUT_MARK.format(n=len(text))
 
 
 class EndpointError(RuntimeError):
@@ -94,7 +109,7 @@ def refused_parameter(response_text: str, sent: dict) -> str | None:
 
 def add_request_arguments(parser, seed_help: str) -> None:
     """--seed, --no-seed, --no-temperature and --max-tokens-field, shared by the commands that call an endpoint."""
-    parser.add_argument("--seed", type=int, default=0, help=seed_help)
+    parser.add_argument("--seed", type=opt.seed(), default=0, help=seed_help)
     parser.add_argument("--no-seed", action="store_true", help="send no seed (for endpoints that refuse one)")
     parser.add_argument("--no-temperature", action="store_true",
                         help="send no temperature, so the endpoint's default applies (models that accept only their default); answers then vary more")
@@ -149,6 +164,7 @@ class OpenAIBackend:
         backoff_cap: float = 30.0,
         retry_after_cap: float = 120.0,
         rng: random.Random | None = None,
+        max_answer_chars: int = MAX_ANSWER_CHARS,
     ):
         self.url = chat_url(base_url)
         self.model = model
@@ -164,6 +180,8 @@ class OpenAIBackend:
         self.retry_after_cap = retry_after_cap
         self.rng = rng or random.Random()
         self.concurrency = concurrency
+        self.max_answer_chars = max_answer_chars
+        self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = httpx.Timeout(timeout)
         # One single-connection client per request in flight, reused from a free list.
@@ -239,9 +257,10 @@ class OpenAIBackend:
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                         last_error = "HTTP 200 without choices[0].message"
                     else:
-                        return Reply(text if isinstance(text, str) else None, attempt + 1, latency)
+                        text = cut_answer(text, self.max_answer_chars) if isinstance(text, str) else None
+                        return Reply(text, attempt + 1, latency)
                 elif status in FATAL_STATUS:
-                    raise EndpointError(f"{self.url}: HTTP {status}: {response.text[:300]}")
+                    raise EndpointError(f"{self.url}: HTTP {status}: {self._body_excerpt(response, 300)}")
                 elif status in RETRY_STATUS:
                     last_error = f"HTTP {status}"
                     retry_after = retry_after_seconds(response.headers.get("retry-after"))
@@ -249,11 +268,16 @@ class OpenAIBackend:
                     refused = refused_parameter(response.text, body) if status == 400 else None
                     if refused:
                         raise EndpointError(f"{self.url}: HTTP 400: the endpoint does not accept `{refused}` "
-                                            f"({response.text[:200]}); run again with {OPTIONAL_PARAMETERS[refused]}")
-                    return Reply(None, attempt + 1, latency, error=f"HTTP {status}: {response.text[:200]}")
+                                            f"({self._body_excerpt(response, 200)}); run again with {OPTIONAL_PARAMETERS[refused]}")
+                    return Reply(None, attempt + 1, latency, error=f"HTTP {status}: {self._body_excerpt(response, 200)}")
             if attempt < self.max_retries:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         return Reply(None, self.max_retries + 1, None, error=f"gave up after {self.max_retries + 1} attempts: {last_error}")
+
+    def _body_excerpt(self, response: httpx.Response, limit: int) -> str:
+        """The start of an error body for a message, on one line, credentials masked (some
+        services echo the key they were sent)."""
+        return redact(" ".join(response.text[: limit * 4].split()), self._api_key)[:limit]
 
     async def aclose(self) -> None:
         for client in self._all:

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import hashlib
 import json
 import math
 import os
 import re
+import sqlite3
 import string
 import sys
 from collections import Counter
@@ -57,8 +57,10 @@ from analysis.llm.candidate_checks import CheckSettings, check_candidates, flag_
 from analysis.llm.client import EndpointError, OpenAIBackend, Reply, add_request_arguments, request_options
 from analysis.llm.prompts import prompt_hash
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait import options as opt
 from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
+from valueportrait.files import read_csv_records, read_data_file
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "generate_prompts.yaml"
 DEFAULT_OUT = DEFAULT_PROCESSED / "candidates.json"
@@ -94,17 +96,8 @@ def load_queries(path: str | Path) -> list[QueryIn]:
     ``text``. Other columns are ignored. Errors name the file, the row and the field.
     """
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON: {exc}") from None
+        data = read_data_file(path, "json")
         if not isinstance(data, list):
             raise InputError(f"{path}: top level: expected a list of queries, got {type(data).__name__}")
         rows = [(f"[{i}]", r) for i, r in enumerate(data)]
@@ -112,12 +105,11 @@ def load_queries(path: str | Path) -> list[QueryIn]:
             if not isinstance(r, dict):
                 raise InputError(f"{path}: {where}: expected an object with query_id, source, text")
     else:
-        reader = csv.DictReader(raw.splitlines())
-        header = reader.fieldnames or []
+        header, records = read_csv_records(path)
         missing = [f for f in ("query_id", "source", "text") if f not in header]
         if missing:
             raise InputError(f"{path}: header: missing column(s) {missing} (has {header})")
-        rows = [(f"row {i + 1}", r) for i, r in enumerate(reader)]
+        rows = [(f"row {i + 1}", dict(zip(header, fields))) for i, (_, fields) in enumerate(records)]
     if not rows:
         raise InputError(f"{path}: no queries")
     queries, seen = [], {}
@@ -213,12 +205,7 @@ def _template(data: dict, key: str, fields: set[str], path: Path) -> str:
 def load_generate_prompts(path: str | Path | None = None) -> GeneratePrompts:
     """The templates of ``generate_prompts.yaml`` (or a file laid out the same way)."""
     path = Path(path) if path else DEFAULT_PROMPTS
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_data_file(path, "yaml")
     if not isinstance(data, dict):
         raise InputError(f"{path}: top level: expected a mapping")
     query = data.get("query")
@@ -454,6 +441,8 @@ def generate(queries: list[QueryIn], backend, model: str, *, cache_path: str | P
                     group.create_task(one(res))
         except* EndpointError as eg:
             raise InputError(str(eg.exceptions[0])) from None
+        except* (InputError, OSError, sqlite3.Error) as eg:  # a full disk, a broken cache: one line, not a group
+            raise eg.exceptions[0] from None
         finally:
             bar.close()
             await backend.aclose()
@@ -547,6 +536,8 @@ def study_spec(items: list[dict], groups: list[list[int]], *, study_id: str, tit
 
 
 def output_paths(out: Path) -> dict[str, Path]:
+    if out.is_dir():  # an existing folder: the files go inside it, under the default name
+        out = out / DEFAULT_OUT.name
     stem = out.parent / (out.stem if out.suffix.lower() == ".json" else out.name)
     return {"candidates": out if out.suffix.lower() == ".json" else out.with_name(out.name + ".json"),
             "items": stem.with_name(stem.name + "_items.json"),
@@ -564,26 +555,26 @@ def _dump_json(data) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queries", required=True, type=Path, help="CSV or JSON: query_id, source (advice|chat), title (advice), text")
     parser.add_argument("--base-url", help="the endpoint's base URL, e.g. http://127.0.0.1:8000/v1 (not needed with --backend simulated)")
-    parser.add_argument("--model", help=f"model name sent to the endpoint (default with --backend simulated: {SIMULATED_MODEL})")
-    parser.add_argument("--per-query", type=int, default=5, help="responses per query, each for a different value (1..10)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="candidates file; NAME_items.json, NAME_study.yaml, NAME_manifest.json go beside it")
-    parser.add_argument("--group-size", type=int, default=8, help="queries per rating group in the study file")
-    parser.add_argument("--target", type=int, default=50, help="participants wanted per group in the study file")
+    parser.add_argument("--model", type=opt.non_empty("model name"), help=f"model name sent to the endpoint (default with --backend simulated: {SIMULATED_MODEL})")
+    parser.add_argument("--per-query", type=opt.count(1, 10), default=5, help="responses per query, each for a different value (1..10)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="candidates file; NAME_items.json, NAME_study.yaml, NAME_manifest.json go beside it (an existing folder: candidates.json and the rest go inside it)")
+    parser.add_argument("--group-size", type=opt.count(1), default=8, help="queries per rating group in the study file")
+    parser.add_argument("--target", type=opt.count(1), default=50, help="participants wanted per group in the study file")
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: offline template responses")
-    parser.add_argument("--concurrency", type=int, default=4, help="queries in flight at once")
+    parser.add_argument("--concurrency", type=opt.count(1), default=4, help="queries in flight at once")
     parser.add_argument("--cache", type=Path, help="answer cache (SQLite); default: generate_cache.sqlite beside --out")
     add_request_arguments(parser, "sampling seed sent to the endpoint (a new seed asks everything afresh)")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (none needed for a local server)")
     parser.add_argument("--prompts", type=Path, help="YAML templates replacing analysis/llm/generate_prompts.yaml")
-    parser.add_argument("--first-id", type=int, default=201, help="portrait ids start at <digit><first-id>, e.g. 1201 and 3201")
-    parser.add_argument("--max-attempts", type=int, default=3, help="answers asked per query before it is reported as failed (malformed JSON)")
-    parser.add_argument("--max-retries", type=int, default=6, help="HTTP retries per answer on 429/5xx/timeouts")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP call")
-    parser.add_argument("--max-tokens", type=int, default=1500, help="token limit per answer")
-    parser.add_argument("--min-words", type=int, default=20, help="flag responses shorter than this")
-    parser.add_argument("--max-words", type=int, default=80, help="flag responses longer than this")
-    parser.add_argument("--dup-threshold", type=float, default=0.6, help="flag a response whose word-set Jaccard similarity to an earlier one is at least this")
-    parser.add_argument("--restate-threshold", type=float, default=0.5, help="flag a response when at least this share of its word pairs occur in the query")
+    parser.add_argument("--first-id", type=opt.count(1, 999), default=201, help="portrait ids start at <digit><first-id>, e.g. 1201 and 3201")
+    parser.add_argument("--max-attempts", type=opt.count(1), default=3, help="answers asked per query before it is reported as failed (malformed JSON)")
+    parser.add_argument("--max-retries", type=opt.count(0), default=6, help="HTTP retries per answer on 429/5xx/timeouts")
+    parser.add_argument("--timeout", type=opt.seconds(), default=120.0, help="seconds per HTTP call")
+    parser.add_argument("--max-tokens", type=opt.count(1), default=1500, help="token limit per answer")
+    parser.add_argument("--min-words", type=opt.count(1), default=20, help="flag responses shorter than this")
+    parser.add_argument("--max-words", type=opt.count(1), default=80, help="flag responses longer than this")
+    parser.add_argument("--dup-threshold", type=opt.fraction(low_open=True), default=0.6, help="flag a response whose word-set Jaccard similarity to an earlier one is at least this")
+    parser.add_argument("--restate-threshold", type=opt.fraction(low_open=True), default=0.5, help="flag a response when at least this share of its word pairs occur in the query")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -58,9 +58,10 @@ import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
 from analysis.llm.inspect_log import looks_like_inspect_json, read_inspect_log
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait import options as opt
 from valueportrait.atomic import write_csv_atomic
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 _SCALE = instruments.load_scale("similarity")
 #: o = REVERSE_SUM - a reverses an answer on the 1..6 similarity scale (7 - a).
@@ -132,9 +133,9 @@ def parse_responses(data, path: str | Path) -> pd.DataFrame:
             entries.append(("numeric_response", record["numeric_response"]))
         for variant, value in entries:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise InputError(f"{where}: {variant}: {value!r} is not a number or null")
+                raise InputError(f"{where}: {variant}: {brief(value)} is not a number or null")
             if value is not None and not _SCALE.min <= value <= _SCALE.max:
-                raise InputError(f"{where}: {variant}: {value!r} is outside {_SCALE.min}..{_SCALE.max}")
+                raise InputError(f"{where}: {variant}: {brief(value)} is outside {_SCALE.min}..{_SCALE.max}")
             rows.append((pid, oid, str(variant), np.nan if value is None else float(value)))
     frame = pd.DataFrame(rows, columns=["portrait_id", "option_id", "variant", "value"])
     dup = frame.duplicated(["portrait_id", "option_id", "variant"])
@@ -404,9 +405,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="profiles CSV; llm_consistency.csv is written beside it")
     parser.add_argument("--keying", choices=("pos", "abs"), default="pos",
                         help="pos: positively keyed items only; abs: also negatively keyed ones, reversed (7 - answer)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP,
+    parser.add_argument("--bootstrap", type=opt.count(0), default=DEFAULT_BOOTSTRAP,
                         help="resamples of the items for each score's 95%% interval (ci_low, ci_high; 0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (with each model's name)")
+    parser.add_argument("--seed", type=opt.seed(), default=0, help="seed of the bootstrap (with each model's name)")
 
 
 def run(args) -> int:

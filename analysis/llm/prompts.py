@@ -21,7 +21,7 @@ from pathlib import Path
 import instruments
 from analysis.llm.bank import Item
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "prompts.yaml"
 REVERSED_SUFFIX = "_reversed"
@@ -109,7 +109,7 @@ def _parse_labels(raw, where: str) -> tuple[tuple[int, str], ...]:
             not isinstance(pair, list) or len(pair) != 2 or isinstance(pair[0], bool)
             or not isinstance(pair[0], int) or not isinstance(pair[1], str) or not pair[1].strip()
         ):
-            raise InputError(f"{where}[{i}]: {pair!r} is not a [value, phrase] pair")
+            raise InputError(f"{where}[{i}]: {brief(pair)} is not a [value, phrase] pair")
         out.append((pair[0], pair[1].strip()))
     values = [v for v, _ in out]
     if values != sorted(values, reverse=True) or len(set(values)) != len(values):

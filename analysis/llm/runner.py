@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,10 +46,12 @@ from tqdm import tqdm
 
 from analysis.llm.bank import Item, load_bank
 from analysis.llm.cache import AnswerCache
-from analysis.llm.client import EndpointError, OpenAIBackend, Question, Reply, add_request_arguments, request_options
+from analysis.llm.client import (RATING_ANSWER_CHARS, EndpointError, OpenAIBackend, Question, Reply,
+                                 add_request_arguments, cut_answer, request_options)
 from analysis.llm.parse import parse_answer
 from analysis.llm.prompts import PromptSet, load_prompts, prompt_hash
 from valueportrait import DEFAULT_PROCESSED
+from valueportrait import options as opt
 from valueportrait.atomic import write_text_atomic
 from valueportrait.errors import InputError
 
@@ -106,6 +109,7 @@ class RunStats:
     ask_seconds: float = 0.0
     failures: dict = field(default_factory=dict)  # key -> error
     unparseable_examples: list = field(default_factory=list)  # a few raw texts, to show the user
+    cut: int = 0             # in the output: answers longer than the cap, kept cut
 
     @property
     def rate(self) -> float:
@@ -183,6 +187,8 @@ async def ask_questions(
                 group.create_task(worker())
     except* EndpointError as eg:
         raise InputError(str(eg.exceptions[0])) from None
+    except* (InputError, OSError, sqlite3.Error) as eg:  # a full disk, a broken cache: one line, not a group
+        raise eg.exceptions[0] from None
     finally:
         stats.ask_seconds += time.perf_counter() - start
         bar.close()
@@ -201,6 +207,8 @@ def collect_outputs(questions: list[Question], items: list[Item], prompts: Promp
     for q in questions:
         hit = stored.get(q.key)
         value = parse_answer(hit["raw"], prompts.labels) if hit else None
+        if hit and hit["raw"] and "[cut by valueportrait:" in hit["raw"][-60:]:
+            stats.cut += 1
         if hit is None:
             status = "missing"
             stats.missing += 1
@@ -208,7 +216,7 @@ def collect_outputs(questions: list[Question], items: list[Item], prompts: Promp
             status = "unparseable"
             stats.unparseable += 1
             if len(stats.unparseable_examples) < 3 and hit["raw"] not in stats.unparseable_examples:
-                stats.unparseable_examples.append(hit["raw"])
+                stats.unparseable_examples.append(cut_answer(hit["raw"], 200))
         else:
             status = "answered"
         by_item[q.item.key][q.variant] = None if value is None else float(value)
@@ -299,30 +307,30 @@ def write_outputs(averaged: list, raw_records: list, out_dir: str | Path, name: 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="the endpoint's base URL, e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1 (not needed with --backend simulated)")
-    parser.add_argument("--model", required=True, help="model name sent to the endpoint; also names the output files")
+    parser.add_argument("--model", required=True, type=opt.non_empty("model name"), help="model name sent to the endpoint; also names the output files")
     parser.add_argument("--item-bank", required=True, type=Path, help="item_bank.json from `vp analyze`")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--concurrency", type=int, default=8, help="questions in flight at once")
+    parser.add_argument("--concurrency", type=opt.count(1), default=8, help="questions in flight at once")
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (none needed for a local server)")
     parser.add_argument("--persona", help='describe a person to answer as, e.g. "a 65-year-old conservative man"')
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP call")
-    parser.add_argument("--max-retries", type=int, default=6, help="retries per question on 429/5xx/timeouts")
-    parser.add_argument("--max-tokens", type=int, default=24, help="token limit per answer")
+    parser.add_argument("--timeout", type=opt.seconds(), default=60.0, help="seconds per HTTP call")
+    parser.add_argument("--max-retries", type=opt.count(0), default=6, help="retries per question on 429/5xx/timeouts")
+    parser.add_argument("--max-tokens", type=opt.count(1), default=24, help="token limit per answer")
     parser.add_argument("--cache", type=Path, help="answer cache (SQLite); default OUT/llm_cache.sqlite")
     parser.add_argument("--backend", choices=("openai", "simulated"), default="openai", help="openai: any OpenAI-compatible endpoint; simulated: an offline respondent with --profile")
     parser.add_argument("--profile", type=Path, help='simulated backend: JSON centred PVQ profile, e.g. {"Benevolence": 0.8, "Power": -1.0}')
     parser.add_argument("--persona-profile", type=Path, help="simulated backend: profile to use instead of --profile when --persona is given")
     add_request_arguments(parser, "sampling seed sent to the endpoint; the simulated backend's noise seed")
-    parser.add_argument("--noise", type=float, default=0.3, help="simulated backend: SD of the answer noise (latent scale)")
+    parser.add_argument("--noise", type=opt.non_negative(), default=0.3, help="simulated backend: SD of the answer noise (latent scale)")
     parser.add_argument("--variants", type=Path, help="YAML prompt templates replacing analysis/llm/prompts.yaml")
-    parser.add_argument("--limit", type=int, help="ask at most this many new questions (e.g. to try a model cheaply)")
+    parser.add_argument("--limit", type=opt.count(0), help="ask at most this many new questions (e.g. to try a model cheaply)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     batch = parser.add_argument_group("OpenAI Batch API (half price, answered within 24 h; fills the same cache)")
     batch.add_argument("--batch", choices=("write", "submit", "collect"),
                        help="write: the request JSONL for the questions the cache lacks (nothing sent); submit: upload "
                             "it and create the batch; collect: wait for it, download its answers into the cache, "
                             "write the outputs (a later plain run asks only what the batch missed)")
-    batch.add_argument("--poll-interval", type=float, default=60.0, help="--batch collect: seconds between status checks")
+    batch.add_argument("--poll-interval", type=opt.seconds(), default=60.0, help="--batch collect: seconds between status checks")
     batch.add_argument("--no-wait", action="store_true", help="--batch collect: look once instead of waiting for the batch to finish")
 
 
@@ -349,8 +357,9 @@ def make_backend(args, prompts: PromptSet):
     if args.profile or args.persona_profile:
         raise InputError("command line: --profile: only used with --backend simulated")
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    return OpenAIBackend(args.base_url or "http://unused", args.model, api_key, timeout=args.timeout, max_retries=args.max_retries,
-                         max_tokens=args.max_tokens, concurrency=args.concurrency, **request_options(args))
+    return OpenAIBackend(args.base_url or "http://unused", args.model, api_key, timeout=args.timeout,
+                         max_retries=args.max_retries, max_tokens=args.max_tokens, concurrency=args.concurrency,
+                         max_answer_chars=RATING_ANSWER_CHARS, **request_options(args))
 
 
 def run(args) -> int:
@@ -391,6 +400,8 @@ def run(args) -> int:
           f"without an answer: {stats.missing} ({stats.failed} failed after retries this run)")
     for raw in stats.unparseable_examples:
         print(f"  unparseable: {raw!r}")
+    if stats.cut:
+        print(f"  {stats.cut} answers were longer than {RATING_ANSWER_CHARS:,} characters: kept cut to that length (marked in the text)")
     for key, error in list(stats.failures.items())[:5]:
         print(f"  failed: item {key[2]}/{key[3]} {key[4]}: {error}")
     print(f"wrote {json_path} and {json_path.with_name(json_path.stem + '_raw.jsonl')}")

@@ -31,7 +31,7 @@ import numpy as np
 import instruments
 from analysis.llm.client import Question, Reply
 from valueportrait.errors import InputError
-from valueportrait.files import read_data_file
+from valueportrait.files import brief, read_data_file
 
 CUTS = np.array([-0.6, -0.3, 0.0, 0.3, 0.6])
 KEY_GAIN = 0.5
@@ -50,7 +50,7 @@ def check_profile(data, path: str | Path = "profile") -> dict[str, float]:
     profile = dict.fromkeys(instruments.PVQ_VALUES, 0.0)
     for name, score in data.items():
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not np.isfinite(score):
-            raise InputError(f"{path}: {name}: {score!r} is not a number")
+            raise InputError(f"{path}: {name}: {brief(score)} is not a number")
         if name in instruments.HIGHER_ORDER:
             for member in instruments.HIGHER_ORDER[name]:
                 profile[member] = float(score)

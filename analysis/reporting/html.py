@@ -227,6 +227,11 @@ def missing(text: str) -> str:
     return f'<p class="missing">{esc(text)}</p>'
 
 
+def alarm(text: str) -> str:
+    """A warning nobody can miss (tables that may not be what they claim to be)."""
+    return f'<p class="alarm" role="alert">{esc(text)}</p>'
+
+
 def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
@@ -287,6 +292,7 @@ h3 { font-size: 1.08em; margin: 20px 0 6px; }
 p { margin: 6px 0 10px; max-width: 80ch; }
 .meta, .sources { color: var(--muted); font-size: 0.88em; }
 .missing { background: #fff6e8; border-left: 4px solid #e0a040; padding: 8px 12px; color: var(--warn); max-width: none; }
+.alarm { background: #fde8e8; border: 2px solid #b3261e; padding: 10px 14px; color: #8c1d18; font-weight: 600; max-width: none; }
 .note { background: var(--soft); border-left: 4px solid var(--line); padding: 6px 12px; max-width: none; }
 .keyfacts { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; padding: 0; list-style: none; }
 .keyfacts li { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; }

@@ -6,7 +6,6 @@ say plainly what is missing. Files are read once.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
@@ -14,6 +13,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import group_bias as gb
+from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
+from valueportrait.outdir import unverifiable, verify
 
 # Where a file may sit, relative to the processed folder (score-llm's default is processed/llm/;
 # vp demo writes recovery.json beside processed/).
@@ -21,6 +23,8 @@ LOCATIONS = {"llm_profiles.csv": ("llm_profiles.csv", "llm/llm_profiles.csv"),
              "llm_consistency.csv": ("llm_consistency.csv", "llm/llm_consistency.csv"),
              "personas.json": ("personas.json", "llm/personas.json"),
              "recovery.json": ("recovery.json", "../recovery.json")}  # fmt: skip
+#: The contracted tables of `vp analyze`: present without a manifest.json, nothing says which run wrote them.
+ANALYSIS_TABLES = ("quality.csv", "correlations.csv", "selection.csv", "item_bank.json")
 STR_COLUMNS = {"participant_id": str, "group_id": str, "portrait_id": str, "scope": str, "model": str}
 
 
@@ -72,15 +76,58 @@ class Inputs:
         if p is None:
             return None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            self.notes.append(f"{p}: could not be read ({exc}); left out")
+            return read_data_file(p, "json")
+        except InputError as exc:
+            self.notes.append(f"could not be read ({exc}); left out")
             return None
 
     @cached_property
     def manifest(self) -> dict | None:
         m = self.json("manifest.json")
         return m if isinstance(m, dict) else None
+
+    @cached_property
+    def table_problems(self) -> list[str]:
+        """Where the folder's tables are not the ones its manifest.json describes.
+
+        Every table listed must have the sha256 recorded when `vp analyze` wrote it (so also
+        its row count: a table cut off or written by another run is caught), and the keyed
+        pairs of selection.csv must meet the rule the manifest's settings name.
+        """
+        m = self.manifest
+        if m is None:
+            present = [n for n in ANALYSIS_TABLES if self.has(n)]
+            if present and self.has("manifest.json"):
+                return ["manifest.json cannot be read, so nothing says which run wrote " + ", ".join(present)]
+            return []
+        problems = verify(self.processed, m)
+        return problems + self._selection_problems(m)
+
+    @cached_property
+    def table_warnings(self) -> list[str]:
+        """Why the tables cannot be checked at all: no manifest beside them, or one without checksums."""
+        present = [n for n in ANALYSIS_TABLES if self.has(n)]
+        if not self.has("manifest.json"):
+            return [f"no manifest.json beside {', '.join(present)}: nothing says which run wrote them or with which "
+                    "settings, so they cannot be checked"] if present else []
+        reason = unverifiable(self.manifest) if self.manifest is not None else None
+        return [reason] if reason else []
+
+    def _selection_problems(self, m: dict) -> list[str]:
+        settings = m.get("settings") or {}
+        threshold, alpha, keying = settings.get("threshold"), settings.get("alpha"), settings.get("keying", "pos")
+        sel = self.csv("selection.csv") if self.has("selection.csv") else None
+        if sel is None or not isinstance(threshold, (int, float)) or not isinstance(alpha, (int, float)) \
+                or not {"rho", "p_value"} <= set(sel.columns):
+            return []
+        rho = pd.to_numeric(sel["rho"], errors="coerce")
+        strength = rho.abs() if keying == "abs" else rho
+        bad = ~((strength >= threshold - 1e-9) & (pd.to_numeric(sel["p_value"], errors="coerce") < alpha))
+        if not bad.any():
+            return []
+        rule = f"{'|rho|' if keying == 'abs' else 'rho'} >= {threshold:g} and p < {alpha:g}"
+        return [f"selection.csv: {int(bad.sum()):,} of its {len(sel):,} keyed pairs do not meet the rule manifest.json "
+                f"records ({rule}): the settings and the table come from different runs"]
 
     @cached_property
     def recovery(self) -> dict | None:
