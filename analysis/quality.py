@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -70,9 +69,10 @@ class QualityResult:
     table: pd.DataFrame                     # quality.csv
     summary: dict = field(default_factory=dict)
 
-    @cached_property
+    @property
     def included(self) -> pd.DataFrame:
-        """The included participations (``participant_id, group_id``); computed once (steps ask for it per scale)."""
+        # Computed each time: the two-stage design marks more participations excluded
+        # after quality control (the confirmation wave's raters who screened).
         return self.table.loc[self.table["included"], ["participant_id", "group_id"]]
 
 
