@@ -662,7 +662,6 @@ def _one_factor_ml(r: np.ndarray, max_iter: int = 200) -> tuple[np.ndarray, bool
     Stops as :func:`_fisher_scoring` does, on the Newton decrement with the expected
     information: below 1e-16, or below 1e-8 when no step lowers F any more.
     """
-    p = len(r)
     logdet_r = np.linalg.slogdet(r)[1]
     values, vectors = np.linalg.eigh(r)
     lam = vectors[:, -1] * np.sqrt(max(values[-1], 1e-6))
