@@ -48,8 +48,8 @@ def build_report(processed: str | Path, db: str | Path | None = None, demographi
     describes (another run's, edited or cut off), unless `allow_mismatch`: then every
     problem is shown at the top of the report.
     """
-    from analysis.reporting import sections
-    from analysis.reporting.html import alarm, esc, missing, page
+    from analysis.reporting.drawing import drawer
+    from analysis.reporting.html import missing
     from analysis.reporting.inputs import Inputs
 
     processed = Path(processed)
@@ -62,6 +62,15 @@ def build_report(processed: str | Path, db: str | Path | None = None, demographi
         raise InputError(f"{processed}: {problems[0]}{more}. The report would show numbers that do not belong "
                          f"together: run `vp analyze --out {processed}` again (or pass --allow-mismatch to see the "
                          "report with this warning on top)")
+    with drawer() as figures:  # the figures are drawn in a worker while the tables are built
+        page_html = _page(inp, title, problems)
+        return figures.fill(page_html, missing) if figures is not None else page_html
+
+
+def _page(inp, title: str, problems: list[str]) -> str:
+    from analysis.reporting import sections
+    from analysis.reporting.html import alarm, esc, missing, page
+
     body, toc = [], []
     for anchor, heading, fn in SECTIONS:
         try:

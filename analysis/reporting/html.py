@@ -7,9 +7,7 @@ model names, notes) goes through :func:`esc`; nothing from data is ever inserted
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Callable, Iterable
 
@@ -200,27 +198,29 @@ def _isna(v) -> bool:
 
 
 def figure(fig, alt: str, caption: str = "", fmt: str = "svg", width: str | None = None) -> str:
-    """A matplotlib figure as an ``<img>`` with a ``data:`` URI (SVG for line art, PNG for heat maps).
+    """A figure as an ``<img>`` with a ``data:`` URI (SVG for line art, PNG for heat maps).
 
-    The figure is closed afterwards. An ``<img>`` (not inline ``<svg>``) keeps the SVG's
-    namespace declarations out of the page and lets a test check that every image loaded.
+    ``fig`` is a matplotlib figure (closed afterwards) or a :class:`~analysis.reporting.drawing.Plot`:
+    that one is drawn by the open :func:`~analysis.reporting.drawing.drawer`'s worker (a
+    placeholder stands here until the page is filled), else on the spot. An ``<img>`` (not
+    inline ``<svg>``) keeps the SVG's namespace declarations out of the page and lets a
+    test check that every image loaded.
     """
-    import matplotlib.pyplot as plt
+    from analysis.reporting import drawing
 
-    buf = io.BytesIO()
-    if fmt == "svg":
-        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None}, bbox_inches="tight")
-        mime = "image/svg+xml"
-    else:
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        mime = "image/png"
-    plt.close(fig)
-    data = base64.b64encode(buf.getvalue()).decode("ascii")
-    # The width caps the figure, not the image: the image keeps max-width 100% of it, so it
-    # shrinks with a narrow window or the printed page.
-    style = f' style="max-width:{esc(width)}"' if width else ""
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure{style}><img src="data:{mime};base64,{data}" alt="{esc(alt)}">{cap}</figure>'
+    def wrap(mime: str, data: str) -> str:
+        # The width caps the figure, not the image: the image keeps max-width 100% of it, so it
+        # shrinks with a narrow window or the printed page.
+        style = f' style="max-width:{esc(width)}"' if width else ""
+        cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
+        return f'<figure{style}><img src="data:{mime};base64,{data}" alt="{esc(alt)}">{cap}</figure>'
+
+    if isinstance(fig, drawing.Plot):
+        d = drawing.active()
+        if d is not None:
+            return d.submit(fig, fmt, wrap)
+        fig = fig.draw()
+    return wrap(*drawing.encode(fig, fmt))
 
 
 def missing(text: str) -> str:

@@ -17,7 +17,7 @@ import pandas as pd
 import instruments as inst
 from analysis import group_bias as gb
 from valueportrait import software_versions
-from analysis.reporting import figures as F
+from analysis.reporting.drawing import later as F  # figures drawn in the report's worker
 from analysis.reporting.html import (
     details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, header_words, heat_class, label, missing, note, para,
     sorted_views, sources, table,
@@ -680,7 +680,7 @@ def _dimension_table(inp: Inputs, merged: pd.DataFrame, alpha: float) -> str:
     short = {"pvq": "PVQ", "higher_pvq": "higher-order", "bfi": "Big Five"}
     table_ = pd.DataFrame({
         "family": [short.get(f, f) for f in rows["family"]],
-        "dimension": ["all" if d == "all" else F.short(d) for d in rows["dimension"]],
+        "dimension": ["all" if d == "all" else label(d) for d in rows["dimension"]],
         "keyed pairs": rows["keyed"],
     })
     parts = []
@@ -734,7 +734,7 @@ def _verdict_table(inp: Inputs, merged: pd.DataFrame, ci_kind: str, alpha: float
     t = pd.DataFrame({
         "item": _item_key(merged),
         "group": merged["group_id"] if "group_id" in merged else "",
-        "dimension": [F.short(d) for d in merged["dimension"]],
+        "dimension": [label(d) for d in merged["dimension"]],
         "rho": merged["rho"],
         f"CI ({ci_kind})": [fmt_ci(a, b) for a, b in zip(merged["ci_low_"], merged["ci_high_"])],
         "q": merged["q_value"],
@@ -907,7 +907,7 @@ def _item_lists(merged: pd.DataFrame, inp: Inputs, ci_kind: str) -> str:
                 + (f'<div class="q"><b>{esc(title)}</b></div>' if title else "")
                 + f'<div class="q">{esc(query)}</div><div class="r">{esc(response)}</div></div>'
             )
-        parts.append(details(f"{F.short(dim)} ({FAMILY_NAMES.get(fam, fam)}): {len(part)} items", "".join(body)))
+        parts.append(details(f"{label(dim)} ({FAMILY_NAMES.get(fam, fam)}): {len(part)} items", "".join(body)))
     parts.append(note(f"Confidence intervals: {ci_kind}."))
     return "".join(parts)
 
