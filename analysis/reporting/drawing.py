@@ -80,6 +80,8 @@ class Drawer:
         self.pool = pool
         self.token = secrets.token_hex(8)
         self.jobs: dict[str, tuple[object, Callable[[str, str], str]]] = {}
+        self.plots: list[tuple[object, Plot, str]] = []
+        self.drawn: dict[object, tuple[str, str] | Exception] = {}
 
     def submit(self, plot: Plot, fmt: str, wrap: Callable[[str, str], str]) -> str:
         """A placeholder for the figure; ``wrap(mime, data)`` gives its HTML once drawn.
@@ -88,15 +90,29 @@ class Drawer:
         hold one.
         """
         key = f"<!--vp-figure-{self.token}-{len(self.jobs)}-->"
-        self.jobs[key] = (self.pool.submit(render, plot, fmt), wrap)
+        future = self.pool.submit(render, plot, fmt)
+        self.jobs[key] = (future, wrap)
+        self.plots.append((future, plot, fmt))
         return key
 
     def fill(self, page: str, failed: Callable[[str], str]) -> str:
         """The page with every placeholder replaced by its figure (``failed(reason)`` for one that could not be drawn)."""
+        # The page is built: draw here the figures the worker has not started, from the last one
+        # back, while the worker goes on from the first (a figure it has queued cannot be taken).
+        for future, plot, fmt in reversed(self.plots):
+            if not future.cancel():
+                break
+            try:
+                self.drawn[future] = render(plot, fmt)
+            except Exception as exc:  # noqa: BLE001 (named in the figure's place below)
+                self.drawn[future] = exc
         parts = {}
         for key, (future, wrap) in self.jobs.items():
             try:
-                parts[key] = wrap(*future.result())
+                done = self.drawn[future] if future in self.drawn else future.result()
+                if isinstance(done, Exception):
+                    raise done
+                parts[key] = wrap(*done)
             except Exception as exc:  # noqa: BLE001 (one broken figure must not cost the whole report)
                 parts[key] = failed(f"This figure could not be drawn: {type(exc).__name__}: {exc}")
         if not parts:

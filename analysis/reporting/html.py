@@ -139,15 +139,24 @@ def table(
     out.append("<thead><tr>" + "".join(f"<th>{esc(headers.get(c, header_words(c)))}</th>" for c in cols)
                + "</tr></thead><tbody>")
     numeric = {c: pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in cols}
-    for row in frame.itertuples(index=False, name=None):
-        cells = []
-        for c, v in zip(cols, row):
-            text = (formats[c](v) if c in formats else fmt_num(v) if numeric[c]
-                    else "" if _isna(v) else cell_label(c, v) or str(v))
-            style = cell_style[c](v) if c in cell_style else ""
-            attrs = (' class="num"' if numeric[c] or c in formats else "") + (f' style="{esc(style)}"' if style else "")
-            cells.append(f"<td{attrs}>{esc(text)}</td>")
-        out.append("<tr>" + "".join(cells) + "</tr>")
+    # Column by column (one format and one class per column), then row by row: the same cells, fewer lookups.
+    columns = []
+    for k, c in enumerate(cols):
+        values = list(frame.iloc[:, k])  # Python scalars, as itertuples gives them
+        if c in formats:
+            texts = map(formats[c], values)
+        elif numeric[c]:
+            texts = map(fmt_num, values)
+        else:
+            texts = ("" if _isna(v) else cell_label(c, v) or str(v) for v in values)
+        num = ' class="num"' if numeric[c] or c in formats else ""
+        if c in cell_style:
+            styles = map(cell_style[c], values)
+            columns.append([f'<td{num} style="{esc(st)}">{esc(t)}</td>' if st else f"<td{num}>{esc(t)}</td>"
+                            for t, st in zip(texts, styles)])
+        else:
+            columns.append([f"<td{num}>{esc(t)}</td>" for t in texts])
+    out.extend("<tr>" + "".join(cells) + "</tr>" for cells in zip(*columns))
     out.append("</tbody></table></div>")
     return "".join(out)
 
@@ -269,6 +278,17 @@ HEAT_CLASSES: dict[str, str] = {
                                         else f"rgba(178,24,43,{min(abs(k), 5) * 0.11:.2f})")
     for k in range(-5, 6) if k != 0
 }
+
+
+#: Heat-map class names by rho bin (-5 .. 5), for :func:`heat_classes`.
+_HEAT_NAMES = np.array([f"hn{k}" for k in range(5, 0, -1)] + [""] + [f"hp{k}" for k in range(1, 6)], dtype=object)
+
+
+def heat_classes(values: np.ndarray) -> np.ndarray:
+    """:func:`heat_class` of every value of an array at once."""
+    values = np.asarray(values, dtype=float)
+    k = np.clip(np.round(np.where(np.isnan(values), 0.0, values) * 10), -5, 5).astype(int)
+    return _HEAT_NAMES[k + 5]
 
 
 def heat_class(value) -> str:

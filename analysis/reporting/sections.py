@@ -19,7 +19,7 @@ from analysis import group_bias as gb
 from valueportrait import software_versions
 from analysis.reporting.drawing import later as F  # figures drawn in the report's worker
 from analysis.reporting.html import (
-    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, header_words, heat_class, label, missing, note, para,
+    details, diverging_bg, esc, figure, fmt_ci, fmt_num, fmt_p, header_words, heat_classes, label, missing, note, para,
     sorted_views, sources, table,
 )  # fmt: skip
 from analysis.selection import VERDICTS, item_verdicts
@@ -602,11 +602,11 @@ def _heat_table(wide: pd.DataFrame, keyed: np.ndarray, group: pd.Series | None) 
     head += [f'<th class="v" title="{esc(FAMILY_NAMES.get(f, f))}"><span>{esc(label(d))}</span></th>' for f, d in wide.columns]
     rows = []
     values = wide.to_numpy(float)
+    heat = heat_classes(values)  # classes and numbers for the whole table at once
     for i, item in enumerate(wide.index):
         cells = [f"<td>{esc(item)}</td>"] + ([f"<td>{esc(group.get(item, ''))}</td>"] if group is not None else [])
-        for j, v in enumerate(values[i]):
-            cls = " ".join(c for c in ("num", heat_class(v), "keyed" if keyed[i, j] else "") if c)
-            cells.append(f'<td class="{cls}">{esc(fmt_num(v))}</td>')
+        cells += [f'<td class="num{" " + h if h else ""}{" keyed" if k else ""}">{"" if v != v else f"{v:.2f}"}</td>'
+                  for v, h, k in zip(values[i].tolist(), heat[i], keyed[i])]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<div class="table-wrap"><table class="heat"><thead><tr>{"".join(head)}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
