@@ -5,9 +5,10 @@ a good part of the rest; neither needs the tables. So the sections ask for a fig
 :class:`Plot` (which ``figures`` function, with which data: ``later.rho_boxplots(...)``),
 and :func:`analysis.reporting.html.figure` hands it to the :func:`drawer` that
 :func:`analysis.report.build_report` opens: one forked worker (``valueportrait.workers``:
-it dies with the command) imports matplotlib and draws while the main process goes on,
-and the page gets each image where its placeholder stood. The images are the same bytes
-as when drawn in the main process. Without an open drawer (a section function called on
+it dies with the command) imports matplotlib and draws while the main process goes on;
+once the page is built, the main process draws the figures the worker has not started yet
+(from the last one back), and the page gets each image where its placeholder stood. The
+images are the same bytes as when drawn in the main process. Without an open drawer (a section function called on
 its own) or without ``fork``, a Plot is drawn on the spot.
 """
 
