@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import multiprocessing as mp
+import os
 import re
 
 import pytest
@@ -60,4 +61,32 @@ def test_a_figure_that_fails_is_named_in_its_place(tmp_path, monkeypatch):
     assert "This figure could not be drawn: ValueError: no bars today" in participants
     assert "Counts per group" in participants and "Exclusions by reason" in participants  # the rest of the section
     assert len(_images(text)) >= 4  # and the other figures
+    assert not mp.active_children()
+
+
+def _die() -> None:
+    os._exit(1)
+
+
+_HERE: list[int] = []  # figures drawn in the process that runs the test
+_RENDER = drawing.render
+
+
+def _render_here(plot, fmt):
+    _HERE.append(os.getpid())
+    return _RENDER(plot, fmt)
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="the worker needs fork")
+def test_figures_are_drawn_in_process_when_the_worker_dies(tmp_path, monkeypatch):
+    processed = synthetic_processed(tmp_path)
+    monkeypatch.setattr(drawing, "_warm_up", _die)  # the worker dies on its first task
+    _HERE.clear()
+    monkeypatch.setattr(drawing, "render", _render_here)  # a module function: the worker could unpickle it
+    text = build_report(processed)
+    here = [pid for pid in _HERE if pid == os.getpid()]
+    assert "could not be drawn" not in text, re.findall(r"could not be drawn: [^<]*", text)
+    assert len(here) == len(_images(text)) >= 5  # every figure drawn here, none lost
+    monkeypatch.setattr(drawing, "drawer", _no_worker)
+    assert MADE.sub("", text) == MADE.sub("", build_report(processed))
     assert not mp.active_children()

@@ -90,8 +90,13 @@ class Drawer:
         The placeholder is an HTML comment: text from data is escaped, so it can never
         hold one.
         """
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            future = self.pool.submit(render, plot, fmt)
+        except BrokenProcessPool:  # the worker died (killed, out of memory): draw it here
+            return wrap(*render(plot, fmt))
         key = f"<!--vp-figure-{self.token}-{len(self.jobs)}-->"
-        future = self.pool.submit(render, plot, fmt)
         self.jobs[key] = (future, wrap)
         self.plots.append((future, plot, fmt))
         return key
@@ -107,10 +112,16 @@ class Drawer:
                 self.drawn[future] = render(plot, fmt)
             except Exception as exc:  # noqa: BLE001 (named in the figure's place below)
                 self.drawn[future] = exc
+        from concurrent.futures.process import BrokenProcessPool
+
+        plots = {future: (plot, fmt) for future, plot, fmt in self.plots}
         parts = {}
         for key, (future, wrap) in self.jobs.items():
             try:
-                done = self.drawn[future] if future in self.drawn else future.result()
+                try:
+                    done = self.drawn[future] if future in self.drawn else future.result()
+                except BrokenProcessPool:  # the worker died (killed, out of memory): draw it here
+                    done = render(*plots[future])
                 if isinstance(done, Exception):
                     raise done
                 parts[key] = wrap(*done)
