@@ -43,6 +43,24 @@ def test_same_answer_saved_twice_is_stored_once(tmp_path):
     assert [r["answer"] for r in rows] == [5]
 
 
+def test_numpy_scalars_and_mappings_are_stored_as_sqlite_values(tmp_path):
+    """Rows with numpy scalars or dicts (the simulator's, the app's meta) are stored as the
+    Python int / float / JSON text they stand for; plain rows beside them are unchanged."""
+    import numpy as np
+
+    db = open_db(tmp_path / "study.db")
+    _study(db)
+    db.upsert("item_groups", [dict(study_id="s1", group_id="g01", position=np.int64(1), target_n=None),
+                              dict(study_id="s1", group_id="g02", position=2, target_n=np.int32(40))])
+    db.upsert("scores", [dict(study_id="s1", participant_id="P1", family="pvq", dimension="Power", score=np.float32(0.25))])
+    db.upsert("studies", [dict(study_id="s2", source="app", created_at=now(), config_json={"a": [1, 2]})])
+    rows = db.conn.execute("SELECT position, typeof(position), target_n, typeof(target_n) FROM item_groups "
+                           "ORDER BY group_id").fetchall()
+    assert [tuple(r) for r in rows] == [(1, "integer", None, "null"), (2, "integer", 40, "integer")]
+    assert tuple(db.conn.execute("SELECT score, typeof(score) FROM scores").fetchone()) == (0.25, "real")
+    assert db.query("SELECT config_json FROM studies WHERE study_id = 's2'")[0][0] == '{"a": [1, 2]}'
+
+
 def test_transaction_rolls_back_everything(tmp_path):
     db = open_db(tmp_path / "study.db")
     _study(db)

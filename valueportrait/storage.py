@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import sqlite_utils
+if TYPE_CHECKING:  # imported where used: `vp import-release` and the app need neither (pandas alone is ~0.4 s)
+    import pandas as pd
+    import sqlite_utils
 
 from valueportrait.errors import DATABASES, InputError
 from valueportrait.files import check_can_create
@@ -398,6 +401,8 @@ class StudyDB:
 
         Its write methods nest as savepoints inside our transactions (sqlite-utils 4.x).
         """
+        import sqlite_utils
+
         return sqlite_utils.Database(self.conn)
 
     # -- transactions -----------------------------------------------------------------
@@ -473,7 +478,7 @@ class StudyDB:
                if updates else f"ON CONFLICT ({', '.join(key)}) DO NOTHING")
         )
         with self.transaction():
-            self.conn.executemany(sql, [tuple(_plain(row[c]) for c in columns) for row in rows])
+            self.conn.executemany(sql, _values(rows, columns))
         return len(rows)
 
     def insert_new(self, table: str, rows: Iterable[Mapping]) -> int:
@@ -486,7 +491,7 @@ class StudyDB:
         with self.transaction():
             self.conn.executemany(
                 f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                [tuple(_plain(row[c]) for c in columns) for row in rows],
+                _values(rows, columns),
             )
         return self.conn.total_changes - before
 
@@ -517,6 +522,8 @@ class StudyDB:
         return self.conn.execute(sql, params).fetchall()
 
     def frame(self, sql: str, params: tuple | dict = ()) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_sql_query(sql, self.conn, params=params)
 
     def count(self, table: str, study_id: str | None = None) -> int:
@@ -543,6 +550,25 @@ class StudyDB:
         if len(ids) != 1:
             raise InputError(f"{where}: studies: {'no study' if not ids else 'several studies (' + ', '.join(ids) + ')'}: name one with --study")
         return ids[0]
+
+
+_SQLITE_TYPES = frozenset({str, int, float, bytes, type(None)})
+
+
+def _values(rows: list[Mapping], columns: list[str]) -> list[tuple]:
+    """The rows as tuples of `columns` for ``executemany``, each value made :func:`_plain`.
+
+    Rows whose values are all of SQLite's own types (the usual case: 45,000 rows of the
+    release) are taken as they are, without a function call per value.
+    """
+    if len(columns) == 1:
+        values = [(row[columns[0]],) for row in rows]
+    else:
+        get = operator.itemgetter(*columns)
+        values = [get(row) for row in rows]
+    if {type(v) for row in values for v in row} <= _SQLITE_TYPES:
+        return values
+    return [tuple(map(_plain, row)) for row in values]
 
 
 def _plain(value):
