@@ -19,6 +19,7 @@ import contextlib
 import json
 import operator
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -339,7 +340,7 @@ class StudyDB:
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
         self.path = Path(path) if str(path) != ":memory:" else None
-        if self.path is not None:
+        if self.path is not None and str(self.path) not in DATABASES:  # (a server opens it thousands of times)
             DATABASES.append(str(self.path))
             if self.path.is_dir():
                 raise InputError(f"{self.path}: is a folder; the study database is a file (e.g. {self.path / 'study.db'})")
@@ -585,3 +586,46 @@ def _plain(value):
 def open_db(path: str | Path, readonly: bool = False) -> StudyDB:
     """Open (and create or migrate) the study database at `path`."""
     return StudyDB(path, readonly=readonly)
+
+
+#: Idle connections kept per database by :func:`pooled_db` (more in use at once are opened and closed).
+POOL_IDLE_MAX = 16
+_pool: dict[str, list[StudyDB]] = {}
+_pool_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def pooled_db(path: str | Path) -> Iterator[StudyDB]:
+    """A connection to the study database from this process's pool, given back after the block.
+
+    For a server that opens the database for every page (the app): a new connection
+    parses the whole schema on its first statement, and closing the last one checkpoints
+    the WAL and deletes it; that was 40 % of the app's CPU per page under load. A kept
+    connection does neither. One thread uses a connection at a time (they are opened with
+    ``check_same_thread=False``). A connection left inside a transaction or whose block
+    failed with a database or OS error is closed, not kept; Streamlit's rerun and stop
+    (exceptions that pass through the block) give it back as it is.
+    """
+    key = str(Path(path).resolve())
+    with _pool_lock:
+        idle = _pool.get(key)
+        db = idle.pop() if idle else None
+    if db is None:
+        db = open_db(path)
+    keep = True
+    try:
+        yield db
+    except (sqlite3.Error, OSError, InputError):
+        keep = False
+        raise
+    finally:
+        if not keep or db.conn.in_transaction:
+            db.close()
+        else:
+            with _pool_lock:
+                idle = _pool.setdefault(key, [])
+                if len(idle) < POOL_IDLE_MAX:
+                    idle.append(db)
+                    db = None
+            if db is not None:
+                db.close()
