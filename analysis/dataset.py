@@ -156,7 +156,8 @@ def load_study(db: StudyDB, study_id: str | None = None, *, include_tests: bool 
         "SELECT i.portrait_id, i.option_id, i.group_id, i.source, i.title, i.query_text, i.response, i.meta_json "
         "FROM items i JOIN item_groups g USING (study_id, group_id) WHERE i.study_id = ? "
         "ORDER BY g.position, i.portrait_id, i.option_id", (study_id,))
-    items["meta"] = [json.loads(m) if m else {} for m in items.pop("meta_json")]
+    # A NULL meta_json arrives as None or, in a column that also holds text, as NaN.
+    items["meta"] = [json.loads(m) if isinstance(m, str) and m else {} for m in items.pop("meta_json")]
     items["option_id"] = items["option_id"].astype(int)
     ratings = db.frame("SELECT participant_id, group_id, portrait_id, option_id, rating, position, seconds FROM ratings "
                        "WHERE study_id = ? ORDER BY participant_id, portrait_id, option_id", (study_id,))

@@ -41,17 +41,32 @@ def _say(line: str = "") -> None:
     print(line, flush=True)
 
 
-def simulate(out: Path, seed: int, quick: bool) -> tuple[object, Path]:
-    from analysis.simulate import SimulationConfig, simulate_study, write_to_db
+def demo_config(seed: int, quick: bool):
+    from analysis.simulate import SimulationConfig
 
-    config = SimulationConfig(seed=seed, **({"n_groups": 4, "population_n": 20_000} if quick else {}))
-    sim = simulate_study(config)
+    return SimulationConfig(seed=seed, **({"n_groups": 4, "population_n": 20_000} if quick else {}))
+
+
+def simulate(out: Path, seed: int, quick: bool, design: str = "one-stage", alpha: float = 0.05):
+    """The simulated study in ``out/study.db``: one study ``demo``, or two waves ``demo`` and ``demo-w2``.
+
+    Returns (simulation with the truth, database path, the two-stage waves or None).
+    """
+    from analysis.simulate import simulate_study, simulate_two_stage, write_to_db
+
+    config = demo_config(seed, quick)
     db_path = out / "study.db"
     for suffix in ("", "-wal", "-shm"):  # a demo starts from a fresh database
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-    write_to_db(sim, db_path, study_id="demo")
+    waves = None
+    if design == "two-stage":
+        waves = simulate_two_stage(config, db_path, screen_raters=SCREEN_RATERS, study_id="demo", alpha=alpha)
+        sim = waves.screen
+    else:
+        sim = simulate_study(config)
+        write_to_db(sim, db_path, study_id="demo")
     sim.truth_to_json(out / "truth.json")
-    return sim, db_path
+    return sim, db_path, waves
 
 
 def score_llm(sim, processed: Path, llm_dir: Path, seed: int, personas: bool) -> pd.DataFrame:
@@ -145,6 +160,62 @@ def rater_replicates(sim, out: Path, n: int, alpha: float) -> dict | None:
     return {"n": n, "raters_seeds": list(range(1, n + 1)),
             "selection_precision": _spread(rows, "rule"), "fdr_selection_precision": _spread(rows, "rule_fdr"),
             "per_replicate": per}
+
+
+#: Screening raters per group of a simulated two-stage study: 24 of the one-stage study's 48
+#: (11,520 of its 23,040 ratings); the confirmation wave gets the rest. Over seeds 0-7
+#: (`benchmarks/designs.py --screen-raters 20|24`) 20 and 24 gave two-stage recall 0.375 and
+#: 0.390, precision 0.953 and 0.978: close, 24 the better and the top of the range issue
+#: 15's rough model named.
+SCREEN_RATERS = 24
+DESIGN_KEYS = ("precision", "recall", "keyed", "ratings")
+
+
+def design_entry(keyed: pd.DataFrame, population: pd.DataFrame, ratings: int) -> dict:
+    """``{precision, recall, keyed, ratings}`` of a design's keyed pairs (recovery.json's ``designs``)."""
+    rec = selection_recovery(keyed, population)
+    return {"precision": rec["precision"], "recall": rec["recall"], "keyed": rec["keyed"], "ratings": int(ratings)}
+
+
+def one_stage_designs(config, population: pd.DataFrame, workdir: Path, alpha: float = 0.05) -> dict:
+    """The one-stage study on `config` (its own raters), analysed by the study rule and by rule + BH FDR."""
+    from analysis.pipeline import OPTIONAL_STEPS, analyze
+    from analysis.simulate import simulate_study, write_to_db
+
+    sim = simulate_study(config)
+    db_path, processed = Path(workdir) / "one_stage.db", Path(workdir) / "one_stage"
+    write_to_db(sim, db_path, study_id="demo")
+    analyze(db_path, processed, alpha=alpha, skip=tuple(OPTIONAL_STEPS), jobs=1, log=lambda line: None)
+    selection, fdr = _fdr_pairs(processed, alpha)
+    return {"one_stage_rule": design_entry(selection, population, len(sim.ratings)),
+            "one_stage_fdr": design_entry(fdr, population, len(sim.ratings))}
+
+
+def two_stage_design(config, population: pd.DataFrame, workdir: Path, alpha: float = 0.05, *,
+                     screen_raters: int = SCREEN_RATERS, total_ratings: int | None = None, db=None,
+                     processed: Path | None = None, analyze_options: dict | None = None) -> dict:
+    """The same items as a two-stage study (``simulate_two_stage``), analysed by ``vp analyze --design two-stage``.
+
+    Returns ``{"two_stage": {precision, recall, keyed, ratings}, "plan": {...}}``; by default
+    the analysis is the core only (no psychometric steps) in a scratch folder.
+    """
+    from analysis.pipeline import OPTIONAL_STEPS, analyze
+    from analysis.simulate import simulate_two_stage
+
+    db = db or Path(workdir) / "two_stage.db"
+    processed = processed or Path(workdir) / "two_stage"
+    waves = simulate_two_stage(config, db, screen_raters=screen_raters, total_ratings=total_ratings, alpha=alpha)
+    options = analyze_options or {"skip": tuple(OPTIONAL_STEPS), "jobs": 1, "log": lambda line: None}
+    manifest = analyze(db, processed, alpha=alpha, design="two-stage", screen=waves.screen_id, confirm=waves.confirm_id,
+                       **options)
+    selection = pd.read_csv(processed / "selection.csv", dtype={"portrait_id": str})
+    f = waves.plan.figures
+    return {"two_stage": design_entry(selection, population, waves.ratings),
+            "plan": {"screen_raters_per_group": screen_raters, "screen_ratings": int(len(waves.screen.ratings)),
+                     "confirm_ratings": int(len(waves.confirm.ratings)), "candidates": f["candidates"],
+                     "confirm_groups": f["groups"], "confirm_raters_per_group": f["raters_per_group"],
+                     "expected_power": f["expected_power"], "funnel": manifest["design"]["funnel"]},
+            "waves": waves, "manifest": manifest, "processed": processed}
 
 
 def _read(processed: Path, name: str) -> pd.DataFrame | None:
@@ -244,10 +315,48 @@ def recovery(sim, processed: Path, db_path: Path, profiles: pd.DataFrame, alpha:
     }
 
 
+def compare_designs(sim, config, out: Path, alpha: float, design: str, processed: Path, waves=None) -> dict:
+    """recovery.json's ``designs``: the one-stage rules and the two-stage design on the same items and truth.
+
+    The demo's own study gives the entries of its design; the other design is simulated on
+    the same items (fresh raters, equal cost) and analysed in a scratch folder.
+    """
+    import dataclasses
+    import tempfile
+
+    population = sim.truth.population.rename(columns={"rho": "population_rho"})
+    config = dataclasses.replace(config, population_n=0)  # the truth is the demo study's
+    one_cost = config.n_groups * config.participants_per_group * config.items_per_group
+    with tempfile.TemporaryDirectory(dir=out, prefix="designs-") as tmp:
+        if design == "two-stage":
+            selection = pd.read_csv(processed / "selection.csv", dtype={"portrait_id": str})
+            designs = {**one_stage_designs(config, population, Path(tmp), alpha),
+                       "two_stage": design_entry(selection, population, waves.ratings)}
+            plan = waves.plan.figures
+        else:
+            selection, fdr = _fdr_pairs(processed, alpha)
+            two = two_stage_design(config, population, Path(tmp), alpha)
+            designs = {"one_stage_rule": design_entry(selection, population, len(sim.ratings)),
+                       "one_stage_fdr": design_entry(fdr, population, len(sim.ratings)), "two_stage": two["two_stage"]}
+            plan = two["waves"].plan.figures
+    return {
+        "designs": designs,
+        "designs_setup": {
+            "one_stage": f"{config.n_groups} groups x {config.participants_per_group} raters x {config.items_per_group} "
+                         f"items ({one_cost:,} ratings)",
+            "two_stage": f"screening wave {config.n_groups} groups x {SCREEN_RATERS} raters; confirmation wave planned by "
+                         f"vp plan-wave: {plan['candidates']} candidates in {plan['groups']} groups of "
+                         f"{'/'.join(str(r) for r in plan['raters_per_group'])} raters",
+            "the_study": design,
+            "other_design": "simulated on the same items with fresh raters, analysed without the psychometric steps",
+        },
+    }
+
+
 # Two demos writing into one folder would overwrite each other's database and tables.
 @holds_folder_lock("vp demo", folder_arg="out")
 def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool = True, quick: bool = False,
-             alpha: float = 0.05, replicates: int = 10) -> dict:
+             alpha: float = 0.05, replicates: int = 10, design: str = "one-stage") -> dict:
     from analysis.group_bias import run_group_bias, write_group_bias
     from analysis.pipeline import analyze
     from analysis.report import write_report
@@ -262,14 +371,24 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
         _say(f"[{len(timings)}/6] {name}")
 
     start = time.perf_counter()
-    step("simulating a study with known truth")
-    sim, db_path = simulate(out, seed, quick)
+    if design not in ("one-stage", "two-stage"):
+        raise InputError(f"command line: --design: {design!r} is not one-stage or two-stage")
+    step("simulating a study with known truth" + (" as two waves (screening, confirmation)" if design == "two-stage" else ""))
+    sim, db_path, waves = simulate(out, seed, quick, design, alpha)
     n_people = sim.participants.shape[0]
     _say(f"  {sim.config.n_groups} groups x {sim.config.participants_per_group} participants, "
          f"{len(sim.items)} items, {len(sim.ratings)} ratings ({n_people} people, bad respondents planted)")
+    two_stage = {}
+    if waves is not None:
+        from analysis.design import plan_lines
+
+        _say(f"  confirmation wave planned from it ({waves.confirm_id}, fresh raters):")
+        for line in plan_lines(waves.plan):
+            _say(f"    {line}")
+        two_stage = {"design": "two-stage", "screen": waves.screen_id, "confirm": waves.confirm_id}
     step("analysing it (quality, correlations, selection, item bank, psychometrics)")
     manifest = analyze(db_path, processed, alpha=alpha, bootstrap=bootstrap, seed=seed, progress=True,
-                       log=lambda line: _say(f"  {line}"))
+                       log=lambda line: _say(f"  {line}"), **two_stage)
     step("scoring a simulated LLM with a known profile (offline backend)")
     profiles = score_llm(sim, processed, out / "llm", seed, personas)
     step("comparing LLM personas with the human groups")
@@ -277,7 +396,12 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
     write_group_bias(tables, processed)
     step("measuring how much of the truth was recovered")
     rec = recovery(sim, processed, db_path, profiles, alpha)
-    rec["rater_replicates"] = rater_replicates(sim, out, replicates, alpha)
+    rec["design"] = design
+    rec.update(compare_designs(sim, demo_config(seed, quick), out, alpha, design, processed, waves))
+    # Fresh samples of raters for the one-stage study (the replicates describe its precision).
+    rec["rater_replicates"] = rater_replicates(sim, out, replicates, alpha) if design == "one-stage" else None
+    if design == "two-stage" and replicates:
+        _say("  (--replicates: fresh samples of raters for the one-stage study only; none with --design two-stage)")
     rec["seconds"] = round(time.perf_counter() - start, 1)
     write_json_atomic(rec, out / "recovery.json")
     step("writing the validation report")
@@ -285,10 +409,15 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
     elapsed = time.perf_counter() - start
     _say()
     _say(f"Recovered truth ({rec['rule']}):")
-    _say(f"  study rule:    precision {_fmt(rec['selection_precision'])}, recall {_fmt(rec['selection_recall'])} "
-         f"({rec['keyed_pairs']} pairs keyed; {rec['pairs_with_population_rho_at_least_0.3']} pairs truly >= 0.3)")
-    _say(f"  rule + BH FDR: precision {_fmt(rec['fdr_selection_precision'])}, recall {_fmt(rec['fdr_selection_recall'])} "
-         f"({rec['fdr_keyed_pairs']} pairs keyed)")
+    if design == "two-stage":
+        _say(f"  two stages (rule + BH FDR over the candidates, on the confirmation raters): precision "
+             f"{_fmt(rec['fdr_selection_precision'])}, recall {_fmt(rec['fdr_selection_recall'])} "
+             f"({rec['fdr_keyed_pairs']} pairs keyed; {rec['pairs_with_population_rho_at_least_0.3']} pairs truly >= 0.3)")
+    else:
+        _say(f"  study rule:    precision {_fmt(rec['selection_precision'])}, recall {_fmt(rec['selection_recall'])} "
+             f"({rec['keyed_pairs']} pairs keyed; {rec['pairs_with_population_rho_at_least_0.3']} pairs truly >= 0.3)")
+        _say(f"  rule + BH FDR: precision {_fmt(rec['fdr_selection_precision'])}, recall {_fmt(rec['fdr_selection_recall'])} "
+             f"({rec['fdr_keyed_pairs']} pairs keyed)")
     reps = rec["rater_replicates"]
     if reps:
         f, r = reps["fdr_selection_precision"], reps["selection_precision"]
@@ -301,6 +430,12 @@ def run_demo(out: Path, *, seed: int = 0, bootstrap: int = 200, personas: bool =
              f"{_fmt(pvq['true_false_key_share'])} have population rho < 0.1); held-out rho "
              f"{_fmt(pvq['heldout_rho_mean'])} (truth: {_fmt(pvq['population_rho_of_half_keyed'])} for keys of half the "
              f"raters, {_fmt(pvq['population_rho_of_keyed'])} for the study's keys)")
+    _say("  designs at equal cost (same items and truth):")
+    for name, label in (("one_stage_rule", "one stage, study rule"), ("one_stage_fdr", "one stage, rule + BH FDR"),
+                        ("two_stage", "two stages")):
+        d = rec["designs"][name]
+        _say(f"    {label:<25} precision {_fmt(d['precision'])}, recall {_fmt(d['recall'])} ({d['keyed']} pairs keyed, "
+             f"{d['ratings']:,} ratings)")
     _say(f"  participant value scores vs truth: mean r = {rec['participant_score_corr']:.3f}")
     if rec["llm_profile_rank_corr"] is not None:
         _say(f"  simulated LLM profile vs truth: Spearman = {rec['llm_profile_rank_corr']:.3f}")
@@ -323,7 +458,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-personas", action="store_true", help="skip the persona runs of the group-bias analysis")
     parser.add_argument("--quick", action="store_true", help="a smaller study (4 groups), for a fast look")
     parser.add_argument("--replicates", type=opt.count(0), default=10,
-                        help="fresh samples of raters for the same items, to show how much the selection's precision varies (0: none)")
+                        help="fresh samples of raters for the same items, to show how much the selection's precision varies (0: none; one-stage only)")
+    parser.add_argument("--design", choices=("one-stage", "two-stage"), default="one-stage",
+                        help="two-stage: the same cost as two waves, a screening wave and a confirmation wave planned "
+                             "from it (vp plan-wave), analysed with vp analyze --design two-stage")
 
 
 def run(args) -> int:
@@ -332,5 +470,5 @@ def run(args) -> int:
     if args.replicates < 0:
         raise InputError(f"command line: --replicates: {args.replicates} is negative")
     run_demo(args.out, seed=args.seed, bootstrap=args.bootstrap, personas=not args.no_personas, quick=args.quick,
-             alpha=args.alpha, replicates=args.replicates)
+             alpha=args.alpha, replicates=args.replicates, design=args.design)
     return 0

@@ -49,6 +49,7 @@ Reference: Han et al. (2025), Value Portrait, ACL (the persona analysis of its s
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from itertools import combinations
@@ -500,6 +501,17 @@ def summarise_gaps(gaps: pd.DataFrame, distances: pd.DataFrame, tolerance: float
 # --------------------------------------------------------------------------- inputs and the whole analysis
 
 
+def _analysed_study(processed_dir) -> str | None:
+    """The study the analysis in `processed_dir` read (its manifest's ``study_id``), for a database holding several."""
+    path = Path(processed_dir) / "manifest.json" if processed_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("study_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def human_scores(processed_dir: str | Path | None = None, db: str | Path | None = None) -> pd.DataFrame | None:
     """Participants' centred PVQ value scores, indexed by participant_id (None if none found).
 
@@ -519,7 +531,7 @@ def human_scores(processed_dir: str | Path | None = None, db: str | Path | None 
         elif "participant_id" in frame.columns and set(VALUES) <= set(frame.columns):
             scores = frame.set_index("participant_id")
     if scores is None and db is not None and Path(db).is_file():
-        scores = _scores_from_db(db)
+        scores = _scores_from_db(db, _analysed_study(processed_dir))
     if scores is None or not set(VALUES) <= set(scores.columns):
         return None
     scores = scores[list(VALUES)]
@@ -535,15 +547,18 @@ def human_scores(processed_dir: str | Path | None = None, db: str | Path | None 
     return scores
 
 
-def _scores_from_db(db: str | Path) -> pd.DataFrame | None:
+def _scores_from_db(db: str | Path, study_id: str | None = None) -> pd.DataFrame | None:
     from analysis.scoring import PVQ_COLUMNS, score_pvq
     from valueportrait.storage import open_db
 
     with open_db(db, readonly=True) as con:
         studies = con.studies()
-        if len(studies) != 1:
+        if study_id is not None and study_id in set(studies["study_id"]):
+            study = study_id
+        elif len(studies) != 1:
             return None
-        study = studies["study_id"].iloc[0]
+        else:
+            study = studies["study_id"].iloc[0]
         answers = con.frame("SELECT participant_id, item_id, answer FROM instrument_answers "
                             "WHERE study_id = ? AND instrument = 'pvq21'", (study,))
         if not answers.empty:
@@ -577,7 +592,11 @@ def load_demographics(processed_dir=None, db=None, demographics_csv=None) -> pd.
     frames = []
     if db is not None and Path(db).is_file():
         try:
-            frames.append(demographics_from_db(db))
+            study = _analysed_study(processed_dir)
+            try:
+                frames.append(demographics_from_db(db, study))
+            except InputError:  # the manifest names a study this database does not hold
+                frames.append(demographics_from_db(db))
         except InputError:
             pass
     csv = Path(demographics_csv) if demographics_csv else (find_first(Path(processed_dir), DEMOGRAPHIC_NAMES) if processed_dir else None)

@@ -10,6 +10,10 @@ atomically.
 
 The analysis is a list of steps (:data:`STEPS`); each reads what earlier steps left in the
 :class:`Context` and writes its own file. Adding a table is adding a step.
+
+``--design two-stage --screen W1 --confirm W2`` replaces the core steps by those of
+:mod:`analysis.two_stage` (keying on the confirmation wave's raters among the screening
+wave's candidates; ``design.csv``); the psychometric steps then run on the confirmation wave.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class Context:
     counts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     log: Callable[[str], None] = print
+    # the two-stage design (analysis/two_stage.py): both waves, the screening wave's results, the funnel
+    waves: object | None = None
+    screen_quality: QualityResult | None = None
+    screen_correlations: pd.DataFrame | None = None
+    design: dict | None = None
 
     def write_csv(self, name: str, frame: pd.DataFrame) -> None:
         write_csv_atomic(frame, self.out_dir / name, index=False)
@@ -288,7 +297,7 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
             bootstrap: int = 0, seed: int = 0, study_id: str | None = None, splits: int = 100, efa_min_kmo: float = 0.5,
             permutations: int = 200,
             quality: QualityOptions | None = None, skip: tuple[str, ...] = (), jobs: int | None = None,
-            progress: bool = False,
+            progress: bool = False, design: str = "one-stage", screen: str | None = None, confirm: str | None = None,
             log: Callable[[str], None] | None = None) -> dict:
     """Run the whole analysis of one study and write its files into `out_dir`.
 
@@ -307,6 +316,9 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     skip : names of optional steps to leave out (see :data:`OPTIONAL_STEPS`).
     jobs : worker processes for the optional (psychometric) steps; default min(2, CPUs);
         1 runs everything in this process.
+    design, screen, confirm : ``two-stage``: key items on the confirmation wave `confirm`'s
+        raters only, among the candidates the screening wave `screen` selected
+        (:mod:`analysis.two_stage`); the psychometric steps then run on the confirmation wave.
     efa_min_kmo : a group whose KMO is below this is not factored (the reason goes in efa_loadings.csv).
 
     Returns
@@ -327,6 +339,14 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         raise InputError(f"--threshold: {threshold} is outside [0, 1)")
     if not 0 <= efa_min_kmo <= 1:
         raise InputError(f"--efa-min-kmo: {efa_min_kmo} is outside [0, 1]")
+    from analysis import two_stage
+
+    if design not in two_stage.DESIGNS:
+        raise InputError(f"--design: {design!r} is not one of {', '.join(two_stage.DESIGNS)}")
+    if design == "two-stage":
+        two_stage.check_arguments(study_id, screen, confirm)
+    elif screen or confirm:
+        raise InputError("--screen/--confirm: only with --design two-stage")
     unknown = set(skip) - set(OPTIONAL_STEPS)
     if unknown:
         raise InputError(f"--skip: {', '.join(sorted(unknown))} not among {', '.join(OPTIONAL_STEPS)}")
@@ -340,22 +360,30 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         # the app keeps writing (WAL readers see the database as of their first read).
         db.conn.execute("BEGIN")
         try:
-            sid = db.resolve_study(study_id)
-            study = load_study(db, sid)
-            data_hash = input_hash(db, sid)
+            if design == "two-stage":
+                waves = two_stage.load_waves(db, screen, confirm)
+                sid, study, data_hash = waves.confirm.study_id, waves.confirm, waves.input_sha256
+            else:
+                sid = db.resolve_study(study_id)
+                study = load_study(db, sid)
+                data_hash = input_hash(db, sid)
         finally:
             db.conn.execute("COMMIT")
     settings = {"study_id": sid, "threshold": threshold, "alpha": alpha, "keying": keying, "bootstrap": bootstrap,
                 "seed": seed, "splits": splits, "efa_min_kmo": efa_min_kmo, "permutations": permutations,
-                "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None}
+                "ci_level": 1 - alpha, "ci_method": "bootstrap percentile" if bootstrap else None,
+                "design": design, **({"screen": waves.screen.study_id, "confirm": sid} if design == "two-stage" else {})}
     ctx = Context(study, Path(out_dir), settings, quality or QualityOptions(), progress=progress, log=log)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     if permutations == 0 and "chance" not in skip:
         skip = (*skip, "chance")
     steps = {name: {"status": "skipped"} for name, _, _ in STEPS if name in skip}
-    for name, func, required in STEPS:
-        if required:
-            steps[name] = _run_step(ctx, name, func, required)
+    core = [step for step in STEPS if step[2]]
+    if design == "two-stage":
+        ctx.waves = waves
+        core = two_stage.core_steps(step_item_bank)
+    for name, func, required in core:
+        steps[name] = _run_step(ctx, name, func, required)
     optional = [name for name, _, required in STEPS if not required and name not in skip]
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1)
@@ -389,8 +417,10 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
         "database": str(db_path),
         "study_id": sid,
         "study_source": study.source,
+        **({"design": ctx.design} if ctx.design else {}),
         "input_sha256": data_hash,
-        "input_hash_of": "canonical JSON dump of the study's rows used by the analysis (see analysis.dataset.input_hash)",
+        "input_hash_of": "canonical JSON dump of the study's rows used by the analysis (see analysis.dataset.input_hash)"
+                         + ("; for two-stage, sha256 of the two waves' hashes, screening wave first" if ctx.design else ""),
         "settings": settings,
         "quality_options": ctx.quality.summary["options"],
         "score_source": study.score_source,
@@ -533,6 +563,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=opt.count(1), default=None,
                         help="processes for the psychometric steps (default: min(2, CPUs); 1: no worker processes)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--design", choices=("one-stage", "two-stage"), default="one-stage",
+                        help="two-stage: key items on the confirmation wave's raters among the screening wave's candidates")
+    parser.add_argument("--screen", default=None, help="with --design two-stage: the screening wave's study id")
+    parser.add_argument("--confirm", default=None, help="with --design two-stage: the confirmation wave's study id")
     add_quality_arguments(parser)
 
 
@@ -545,5 +579,5 @@ def run(args) -> int:
     analyze(args.db, args.out, threshold=args.threshold, alpha=args.alpha, keying=args.keying,
             bootstrap=args.bootstrap, seed=args.seed, study_id=args.study, splits=args.splits, jobs=args.jobs,
             efa_min_kmo=args.efa_min_kmo, permutations=args.permutations, quality=options, skip=skip,
-            progress=not args.no_progress)
+            progress=not args.no_progress, design=args.design, screen=args.screen, confirm=args.confirm)
     return 0

@@ -1,8 +1,8 @@
 """Write the validation report: one self-contained HTML file from an analysis' output folder.
 
-Sections: participants, instruments, item-value correlations, selected items, (for a
-simulated study with `vp demo`'s recovery.json) the known truth, factor analyses, LLM
-profiles, group bias, methods. Each section reads the files it needs from
+Sections: participants, instruments, (for a two-stage study) the design and its funnel,
+item-value correlations, selected items, (for a simulated study with `vp demo`'s
+recovery.json) the known truth, factor analyses, LLM profiles, group bias, methods. Each section reads the files it needs from
 the processed folder (``vp analyze``, ``vp score-llm``) and, with ``--db`` or the database
 named in ``manifest.json``, the study database (scores, demographics, times); what is
 missing is said in the report. Figures are embedded (SVG, PNG for large heat maps), CSS
@@ -28,6 +28,7 @@ from valueportrait.errors import InputError
 SECTIONS: tuple[tuple[str, str, str], ...] = (
     ("participants", "Participants", "participants"),
     ("instruments", "Instruments", "instruments_section"),
+    ("design", "Two-stage design", "design_section"),
     ("correlations", "Item-value correlations", "correlations_section"),
     ("selected-items", "Selected items", "selected_items"),
     ("known-truth", "Known truth (simulated study)", "truth_section"),

@@ -64,9 +64,10 @@ together.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -887,6 +888,80 @@ def _iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _planted_kinds(config: SimulationConfig, n: int, two_group: int | None, r_bad: np.random.Generator) -> np.ndarray:
+    """Who is a good respondent and who a planted bad one (at least one of each kind whose share is > 0)."""
+    kind = np.full(n, GOOD, dtype=object)
+    candidates = np.array([p for p in range(n) if p != two_group])
+    shares = (config.straight_liner_share, config.speeder_share, config.attention_failer_share)
+    counts = [int(round(s * n)) if s > 0 else 0 for s in shares]
+    counts = [max(c, 1) if s > 0 else 0 for c, s in zip(counts, shares)]
+    if sum(counts) > len(candidates):
+        raise InputError(f"simulation config: bad respondent shares: {sum(counts)} bad of {n} participants")
+    chosen = r_bad.permutation(candidates)[: sum(counts)]
+    kind[chosen[: counts[0]]] = STRAIGHT
+    kind[chosen[counts[0]: counts[0] + counts[1]]] = SPEEDER
+    kind[chosen[counts[0] + counts[1]:]] = ATTENTION
+    return kind
+
+
+def _people_and_answers(config: SimulationConfig, model: _Model, kind: np.ndarray, r_people, r_answers, r_bad):
+    """The people, their PVQ-21 and BFI-10 answers (bad respondents' overwritten) and each straight-liner's one answer."""
+    n = len(kind)
+    people = _draw_people(n, config, model, r_people)
+    pvq = _pvq_answers(people, config, r_answers)
+    bfi = _bfi_answers(people, config, r_answers)
+    straight = kind == STRAIGHT
+    random_ = (kind == SPEEDER) | (kind == ATTENTION)
+    constant = r_bad.integers(2, 6, n)  # a straight-liner's one answer (2..5)
+    pvq[straight] = constant[straight, None]
+    bfi[straight] = np.minimum(constant[straight, None], 5)
+    pvq[random_] = r_bad.integers(1, 7, (random_.sum(), 21))
+    bfi[random_] = r_bad.integers(1, 6, (random_.sum(), 10))
+    return people, pvq, bfi, constant
+
+
+def _subset(people: _People, persons: np.ndarray) -> _People:
+    return _People({k: v[persons] for k, v in people.demo.items()}, people.values[persons], people.traits[persons],
+                   people.acquiescence[persons], people.style[persons], people.z[persons])
+
+
+def _plant_bad_ratings(ratings: np.ndarray, kind: np.ndarray, constant: np.ndarray, r_bad: np.random.Generator) -> None:
+    """Straight-liners rate everything with their one answer; speeders and attention failers at random (in place)."""
+    straight = kind == STRAIGHT
+    ratings[straight] = constant[straight, None]
+    random_ = (kind == SPEEDER) | (kind == ATTENTION)
+    ratings[random_] = r_bad.integers(1, 7, (random_.sum(), ratings.shape[1]))
+
+
+def _participants_table(pids: list[str], labels: pd.DataFrame, participations: pd.DataFrame) -> pd.DataFrame:
+    first_start = participations.groupby("participant_id")["started_at"].min()
+    participants = pd.DataFrame({
+        "participant_id": pids, "age": labels["age"], "gender": labels["gender"], "education": labels["education"],
+        "politics": labels["politics"], "country": labels["country"], "demographics_json": None,
+    })
+    participants["created_at"] = participants["participant_id"].map(first_start)
+    return participants
+
+
+def _truth_of_people(people: _People, kind: np.ndarray, labels: pd.DataFrame, pids: list[str],
+                     participations: pd.DataFrame, two_group: int | None):
+    """Truth.participants, Truth.values and Truth.traits for the simulated people."""
+    n = len(kind)
+    groups_of = participations.groupby("participant_id")["group_id"].agg(";".join)
+    truth_people = labels.assign(participant_id=pids, kind=kind, two_groups=np.arange(n) == (two_group if two_group is not None else -1),
+                                 acquiescence=people.acquiescence, style=people.style)
+    truth_people["groups"] = truth_people["participant_id"].map(groups_of)
+    truth_people = truth_people.set_index("participant_id")[
+        ["kind", "two_groups", "groups", "acquiescence", "style", "age", "age_band", "gender", "education", "politics", "country"]]
+    centred = people.values - people.values @ PVQ_WEIGHTS[:, None]
+    true_values = pd.DataFrame(centred, index=pd.Index(pids, name="participant_id"), columns=list(VALUES))
+    for higher, parts in inst.HIGHER_ORDER.items():
+        w = np.array([PVQ_WEIGHTS[VALUES.index(v)] for v in parts])
+        true_values[higher] = centred[:, [VALUES.index(v) for v in parts]] @ w / w.sum()
+    traits = pd.DataFrame(people.traits, index=true_values.index, columns=list(TRAITS))
+    return truth_people, true_values, traits
+
+
 def simulate_study(config: SimulationConfig | None = None) -> Simulation:
     """Simulate a study and its truth from `config` (everything from ``config.seed``).
 
@@ -923,30 +998,10 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
         two_group = int(person_of_slot[slot_a])
     slot_group = np.repeat(np.arange(g), per)
 
-    kind = np.full(n, GOOD, dtype=object)
-    candidates = np.array([p for p in range(n) if p != two_group])
-    counts = [int(round(s * n)) if s > 0 else 0 for s in
-              (config.straight_liner_share, config.speeder_share, config.attention_failer_share)]
-    counts = [max(c, 1) if s > 0 else 0 for c, s in
-              zip(counts, (config.straight_liner_share, config.speeder_share, config.attention_failer_share))]
-    if sum(counts) > len(candidates):
-        raise InputError(f"simulation config: bad respondent shares: {sum(counts)} bad of {n} participants")
-    chosen = r_bad.permutation(candidates)[: sum(counts)]
-    kind[chosen[: counts[0]]] = STRAIGHT
-    kind[chosen[counts[0]: counts[0] + counts[1]]] = SPEEDER
-    kind[chosen[counts[0] + counts[1]:]] = ATTENTION
+    kind = _planted_kinds(config, n, two_group, r_bad)
 
     # -- people and their answers -----------------------------------------------------
-    people = _draw_people(n, config, model, r_people)
-    pvq = _pvq_answers(people, config, r_answers)
-    bfi = _bfi_answers(people, config, r_answers)
-    straight = kind == STRAIGHT
-    random_ = (kind == SPEEDER) | (kind == ATTENTION)
-    constant = r_bad.integers(2, 6, n)  # a straight-liner's one answer (2..5)
-    pvq[straight] = constant[straight, None]
-    bfi[straight] = np.minimum(constant[straight, None], 5)
-    pvq[random_] = r_bad.integers(1, 7, (random_.sum(), 21))
-    bfi[random_] = r_bad.integers(1, 6, (random_.sum(), 10))
+    people, pvq, bfi, constant = _people_and_answers(config, model, kind, r_people, r_answers, r_bad)
 
     # -- ratings, group by group (a group's people rate the group's items) ----------------
     loadings, difficulty, style_weight = _loadings(items), items["difficulty"].to_numpy(), items["style_weight"].to_numpy()
@@ -956,40 +1011,18 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
     for gi in range(g):
         slots = np.arange(gi * per, (gi + 1) * per)
         persons = person_of_slot[slots]
-        sub = _People({k: v[persons] for k, v in people.demo.items()}, people.values[persons], people.traits[persons],
-                      people.acquiescence[persons], people.style[persons], people.z[persons])
-        slot_ratings[slots] = _ratings(sub, loadings[item_of[gi]], difficulty[item_of[gi]], style_weight[item_of[gi]],
-                                   thresholds, config, r_answers)
-    slot_kind = kind[person_of_slot]
-    straight_slots = slot_kind == STRAIGHT
-    slot_ratings[straight_slots] = constant[person_of_slot[straight_slots], None]
-    random_slots = (slot_kind == SPEEDER) | (slot_kind == ATTENTION)
-    slot_ratings[random_slots] = r_bad.integers(1, 7, (random_slots.sum(), n_items))
+        slot_ratings[slots] = _ratings(_subset(people, persons), loadings[item_of[gi]], difficulty[item_of[gi]],
+                                       style_weight[item_of[gi]], thresholds, config, r_answers)
+    _plant_bad_ratings(slot_ratings, kind[person_of_slot], constant[person_of_slot], r_bad)
 
     tables = _study_tables(config, items, person_of_slot, slot_group, slot_ratings, kind, pvq, bfi, two_group,
                            r_time, r_order, r_bad)
     participations = tables["participations"]
-    first_start = participations.groupby("participant_id")["started_at"].min()
     labels = _demographic_labels(people.demo)
     pids = [_participant_id(p) for p in range(n)]
-    participants = pd.DataFrame({
-        "participant_id": pids, "age": labels["age"], "gender": labels["gender"], "education": labels["education"],
-        "politics": labels["politics"], "country": labels["country"], "demographics_json": None,
-    })
-    participants["created_at"] = participants["participant_id"].map(first_start)
+    participants = _participants_table(pids, labels, participations)
 
-    groups_of = participations.groupby("participant_id")["group_id"].agg(";".join)
-    truth_people = labels.assign(participant_id=pids, kind=kind, two_groups=np.arange(n) == (two_group if two_group is not None else -1),
-                                 acquiescence=people.acquiescence, style=people.style)
-    truth_people["groups"] = truth_people["participant_id"].map(groups_of)
-    truth_people = truth_people.set_index("participant_id")[
-        ["kind", "two_groups", "groups", "acquiescence", "style", "age", "age_band", "gender", "education", "politics", "country"]]
-    centred = people.values - people.values @ PVQ_WEIGHTS[:, None]
-    true_values = pd.DataFrame(centred, index=pd.Index(pids, name="participant_id"), columns=list(VALUES))
-    for higher, parts in inst.HIGHER_ORDER.items():
-        w = np.array([PVQ_WEIGHTS[VALUES.index(v)] for v in parts])
-        true_values[higher] = centred[:, [VALUES.index(v) for v in parts]] @ w / w.sum()
-    traits = pd.DataFrame(people.traits, index=true_values.index, columns=list(TRAITS))
+    truth_people, true_values, traits = _truth_of_people(people, kind, labels, pids, participations, two_group)
 
     if config.population_n > 0:
         population, group_profiles = _population(config, model, items, thresholds, r_pop)
@@ -1005,6 +1038,157 @@ def simulate_study(config: SimulationConfig | None = None) -> Simulation:
         circle_angles_deg={v: float(a) for v, a in zip(VALUES, np.rad2deg(circle_angles(config.circle)))},
     )
     return Simulation(config=config, items=_item_rows(items), participants=participants, truth=truth, **tables)
+
+
+def simulate_wave(config: SimulationConfig, layout: pd.DataFrame, *, raters_seed: int, id_prefix: str = "W2",
+                  days_later: float = 14.0) -> Simulation:
+    """A later wave of a simulated study: fresh raters for some of its items, in new groups.
+
+    Parameters
+    ----------
+    config : the study's configuration (its seed fixes the items and their truth).
+    layout : ``group_id, portrait_id, option_id, raters``: the wave's groups, their items and
+        how many raters each takes (e.g. :meth:`analysis.design.Plan.layout`).
+    raters_seed : seed of the new people (with ``config.seed``), as ``SimulationConfig.raters_seed``.
+    id_prefix : prefix of the new participant ids, so no one can be mistaken for a rater of
+        another wave (``W2SIM0001``, ...).
+    days_later : the wave starts this long after ``config.start``.
+
+    Returns
+    -------
+    Simulation of the wave: the same items (same truth, same rating thresholds) in the
+    layout's groups, rated by new people drawn from the same population, planted bad
+    respondents in the configured shares (no one in two groups). ``truth.population`` is
+    empty: it is the study's (``simulate_study(config)``), the same for every wave.
+    """
+    need = {"group_id", "portrait_id", "option_id", "raters"}
+    if not need <= set(layout.columns):
+        raise InputError(f"wave layout: missing columns {sorted(need - set(layout.columns))}")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
+    r_items, r_cal = streams[0], streams[6]
+    fresh = [np.random.default_rng(s) for s in np.random.SeedSequence([config.seed, raters_seed]).spawn(5)]
+    r_people, r_answers, r_bad, r_time, r_order = fresh
+    model = _model(config)
+    items = _draw_items(config, model, r_items)
+    thresholds = _rating_thresholds(config, model, items, r_cal)
+    position = pd.Series(np.arange(len(items)), index=pd.MultiIndex.from_frame(items[["portrait_id", "option_id"]]))
+    wanted = pd.MultiIndex.from_arrays([layout["portrait_id"].astype(str), layout["option_id"].astype(int)])
+    missing = wanted[~wanted.isin(position.index)]
+    if len(missing):
+        raise InputError(f"wave layout: item {missing[0][0]}-{missing[0][1]} is not an item of the simulated study (seed {config.seed})")
+    groups = list(dict.fromkeys(layout["group_id"]))
+    raters = layout.groupby("group_id", sort=False)["raters"].first()
+    n = int(raters.sum())
+    kind = _planted_kinds(dataclasses.replace(config, two_group_participant=False), n, None, r_bad)
+    people, pvq, bfi, constant = _people_and_answers(config, model, kind, r_people, r_answers, r_bad)
+    loadings, difficulty, style_weight = _loadings(items), items["difficulty"].to_numpy(), items["style_weight"].to_numpy()
+    start = (datetime.fromisoformat(config.start) + timedelta(days=days_later)).isoformat()
+    one = dataclasses.replace(config, n_groups=1, two_group_participant=False, start=start)
+    pids = [f"{id_prefix}{_participant_id(p)}" for p in range(n)]
+    parts, offset, wave_items = {}, 0, []
+    for gid in groups:
+        idx = position.loc[wanted[(layout["group_id"] == gid).to_numpy()]].to_numpy()
+        persons = np.arange(offset, offset + int(raters[gid]))
+        ratings = _ratings(_subset(people, persons), loadings[idx], difficulty[idx], style_weight[idx], thresholds,
+                           config, r_answers)
+        _plant_bad_ratings(ratings, kind[persons], constant[persons], r_bad)
+        tables = _study_tables(one, items.iloc[idx], np.arange(len(persons)), np.zeros(len(persons), dtype=int), ratings,
+                               kind[persons], pvq[persons], bfi[persons], None, r_time, r_order, r_bad)
+        rename = {_participant_id(j): pids[p] for j, p in enumerate(persons)}
+        for name, frame in tables.items():
+            frame["participant_id"] = frame["participant_id"].map(rename)
+            if "group_id" in frame:
+                frame["group_id"] = gid
+            parts.setdefault(name, []).append(frame)
+        wave_items.append(items.iloc[idx].assign(group_id=gid))
+        offset += len(persons)
+    tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
+    items = pd.concat(wave_items, ignore_index=True)
+    labels = _demographic_labels(people.demo)
+    participants = _participants_table(pids, labels, tables["participations"])
+    truth_people, true_values, traits = _truth_of_people(people, kind, labels, pids, tables["participations"], None)
+    truth = Truth(
+        participants=truth_people, values=true_values, traits=traits, items=items.copy(),
+        population=pd.DataFrame(columns=["portrait_id", "option_id", "family", "dimension", "rho"]),
+        human_group_profiles=pd.DataFrame(columns=list(VALUES)),
+        llm_profile=true_llm_profile(config.seed if config.llm_seed is None else config.llm_seed),
+        rating_thresholds=thresholds,
+        circle_angles_deg={v: float(a) for v, a in zip(VALUES, np.rad2deg(circle_angles(config.circle)))},
+    )
+    wave_config = dataclasses.replace(config, raters_seed=raters_seed, population_n=0, start=start)
+    return Simulation(config=wave_config, items=_item_rows(items), participants=participants, truth=truth, **tables)
+
+
+@dataclass
+class TwoStageSimulation:
+    """A simulated two-stage study: the screening wave, the plan made from it, the confirmation wave."""
+
+    screen: Simulation
+    confirm: Simulation
+    plan: object           # analysis.design.Plan
+    screen_id: str
+    confirm_id: str
+
+    @property
+    def ratings(self) -> int:
+        """Paid ratings of both waves (bad respondents' included: they were paid too)."""
+        return int(len(self.screen.ratings) + len(self.confirm.ratings))
+
+
+def simulate_two_stage(config: SimulationConfig, db, *, screen_raters: int = 24, total_ratings: int | None = None,
+                       study_id: str = "demo", confirm_id: str | None = None, threshold: float = 0.3,
+                       alpha: float = 0.05, power: float = 0.8, rho: float | None = None,
+                       permutations: int = 200) -> TwoStageSimulation:
+    """Run a simulated study as two waves at a given cost, through the database and `vp plan-wave`'s planner.
+
+    Parameters
+    ----------
+    config : the one-stage study it replaces (items, truth, groups of
+        ``items_per_group`` items). ``population_n`` > 0 computes the truth with the
+        screening wave; ``raters_seed`` picks a fresh sample of raters for both waves.
+    db : path or open StudyDB; both waves are written into it, under `study_id` and
+        `confirm_id` (default ``<study_id>-w2``), with the same project.
+    screen_raters : raters per group in the screening wave (each rates a whole group).
+    total_ratings : paid ratings of both waves together; default the one-stage study's
+        (``n_groups x participants_per_group x items_per_group``, 23,040 for the default).
+    threshold, alpha, power, rho, permutations : passed to :func:`analysis.design.plan_from_study`.
+
+    Returns
+    -------
+    TwoStageSimulation. The screening wave costs ``n_groups x screen_raters x items_per_group``
+    ratings; the confirmation wave gets the rest as ``rest // items_per_group`` raters, whose
+    groups and items the planner chooses from the screening wave as stored in `db`.
+    """
+    from analysis.dataset import load_study
+    from analysis.design import next_study_id, plan_from_study
+    from valueportrait.storage import StudyDB, open_db
+
+    total = total_ratings if total_ratings is not None else config.n_groups * config.participants_per_group * config.items_per_group
+    screen_cost = config.n_groups * screen_raters * config.items_per_group
+    if screen_raters < 4:
+        raise InputError(f"two-stage simulation: screen_raters: {screen_raters} must be at least 4")
+    budget = (total - screen_cost) // config.items_per_group
+    if budget < 5:
+        raise InputError(f"two-stage simulation: total_ratings: {total} leaves {total - screen_cost} ratings after "
+                         f"screening ({screen_cost}): not enough for a confirmation wave")
+    base = 10_000 + 2 * (config.raters_seed or 0)
+    screen = simulate_study(dataclasses.replace(config, participants_per_group=screen_raters, raters_seed=base + 1))
+    confirm_id = confirm_id or next_study_id(study_id)
+    own = not isinstance(db, StudyDB)
+    store = open_db(db) if own else db
+    try:
+        write_to_db(screen, store, study_id, project=study_id)
+        study = load_study(store, study_id)
+        plan = plan_from_study(study, budget_participants=budget, items_per_participant=config.items_per_group,
+                               threshold=threshold, rho=rho, alpha=alpha, power=power, permutations=permutations,
+                               seed=config.seed)
+        confirm = simulate_wave(config, plan.layout(), raters_seed=base + 2)
+        write_to_db(confirm, store, confirm_id, project=study_id,
+                    title=f"Simulated study (seed {config.seed}), wave 2: confirmation")
+    finally:
+        if own:
+            store.close()
+    return TwoStageSimulation(screen, confirm, plan, study_id, confirm_id)
 
 
 def _study_tables(config, items, person_of_slot, slot_group, slot_ratings, kind, pvq, bfi, two_group,
@@ -1156,12 +1340,16 @@ _STUDY_TABLES = ("attention_checks", "ratings", "instrument_answers", "scores", 
                  "items", "item_groups", "llm_answers", "studies")
 
 
-def write_to_db(sim: Simulation, db, study_id: str = "demo") -> None:
+def write_to_db(sim: Simulation, db, study_id: str = "demo", *, project: str | None = None,
+                title: str | None = None) -> None:
     """Write a simulation into the study database, in one transaction, as the app would.
 
     `db` is a path or an open `valueportrait.storage.StudyDB`. A simulation already stored
     under `study_id` is replaced (its rows are deleted first, so nothing of an earlier seed
-    survives); a study of another source under that id is refused.
+    survives); a study of another source under that id is refused. The groups are those of
+    ``sim.items`` in order, each with its participations as target. `project` (the waves of
+    a two-stage study share one; default the study id) goes in the studies table and in
+    ``config_json``.
     """
     from valueportrait.storage import StudyDB, open_db
 
@@ -1177,12 +1365,15 @@ def write_to_db(sim: Simulation, db, study_id: str = "demo") -> None:
         with store.transaction():
             for table in _STUDY_TABLES:
                 store.conn.execute(f"DELETE FROM {table} WHERE study_id = ?", (study_id,))
+            config = {**asdict(c), **({"project": project} if project else {})}
             store.upsert("studies", [{
-                "study_id": study_id, "title": f"Simulated study (seed {c.seed})", "source": "simulation",
-                "config_json": json.dumps(asdict(c)), "created_at": _iso(start),
+                "study_id": study_id, "title": title or f"Simulated study (seed {c.seed})", "source": "simulation",
+                "config_json": json.dumps(config), "created_at": _iso(start), "project": project or study_id,
             }])
-            store.upsert("item_groups", [{"study_id": study_id, "group_id": f"g{i + 1:02d}", "position": i + 1,
-                                          "target_n": c.participants_per_group} for i in range(c.n_groups)])
+            per_group = sim.participations.groupby("group_id").size()
+            store.upsert("item_groups", [{"study_id": study_id, "group_id": gid, "position": i + 1,
+                                          "target_n": int(per_group.get(gid, 0))}
+                                         for i, gid in enumerate(dict.fromkeys(sim.items["group_id"]))])
             for table in ("items", "participants", "participations", "instrument_answers", "ratings", "attention_checks"):
                 frame = getattr(sim, table)
                 frame = frame.astype(object).where(frame.notna(), None)

@@ -68,6 +68,15 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert f["min"] <= f["mean"] <= f["max"] and f["min"] <= f["pooled"] <= f["max"]
     assert f["mean"] > reps["selection_precision"]["mean"]
     assert not list(out.glob("replicates-*"))  # their scratch databases are gone
+    # The designs at equal cost: the study itself gives the one-stage entries, the two-stage one is simulated.
+    designs = rec["designs"]
+    assert set(designs) == {"one_stage_rule", "one_stage_fdr", "two_stage"}
+    assert all(set(d) == {"precision", "recall", "keyed", "ratings"} for d in designs.values())
+    assert {d["ratings"] for d in designs.values()} == {23_040}
+    assert designs["one_stage_rule"]["keyed"] == rec["keyed_pairs"] and designs["one_stage_fdr"]["keyed"] == rec["fdr_keyed_pairs"]
+    assert designs["one_stage_fdr"]["recall"] == rec["fdr_selection_recall"]
+    assert designs["two_stage"]["precision"] >= 0.9 and designs["two_stage"]["recall"] > designs["one_stage_fdr"]["recall"]
+    assert not list(out.glob("designs-*"))
     for name in ("study.db", "report.html", "processed/item_bank.json", "processed/llm_profiles.csv",
                  "processed/group_bias.csv", "processed/personas.json", "llm/simulated-llm.json"):
         assert (out / name).exists(), name
@@ -91,3 +100,36 @@ def test_large_sample_recovers_true_pairs(tmp_path):
     # Pairs near the threshold are keyed about half the time; clearly stronger ones nearly always.
     clear = selection_recovery(selection, population, strong=0.35)  # all three families
     assert clear["strong_pairs"] >= 10 and clear["recall"] >= 0.9
+
+
+@pytest.mark.slow
+def test_demo_two_stage(tmp_path, capsys):
+    """`vp demo --design two-stage`: two waves in one database at the one-stage cost, analysed as two stages."""
+    from analysis.recovery import selection_recovery as recover
+    from valueportrait.storage import open_db
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--design", "two-stage", "--bootstrap", "0", "--no-personas"]) == 0
+    printed = capsys.readouterr().out
+    assert "confirmation wave planned" in printed and "two stages" in printed
+    rec = json.loads((out / "recovery.json").read_text())
+    manifest = json.loads((out / "processed/manifest.json").read_text())
+    assert rec["design"] == "two-stage" and manifest["design"]["screen"] == "demo" and manifest["design"]["confirm"] == "demo-w2"
+    with open_db(out / "study.db", readonly=True) as db:
+        ratings = {r[0]: r[1] for r in db.query("SELECT study_id, COUNT(*) FROM ratings GROUP BY study_id")}
+    cost = 4 * 48 * 40  # --quick: 4 groups of the one-stage study
+    assert set(ratings) == {"demo", "demo-w2"} and sum(ratings.values()) <= cost
+    d = rec["designs"]
+    assert d["two_stage"]["ratings"] == sum(ratings.values()) and d["one_stage_rule"]["ratings"] == cost
+    # recovery.json's two-stage figures are the ones a reader recomputes from selection.csv and truth.json
+    selection = pd.read_csv(out / "processed/selection.csv", dtype={"portrait_id": str})
+    truth = json.loads((out / "truth.json").read_text())
+    population = pd.DataFrame([{"portrait_id": i["portrait_id"], "option_id": i["option_id"], "family": fam,
+                                "dimension": dim, "population_rho": rho}
+                               for i in truth["items"] for fam, dims in i["population_rho"].items() for dim, rho in dims.items()])
+    again = recover(selection, population)
+    assert d["two_stage"]["keyed"] == again["keyed"] == len(selection)
+    assert d["two_stage"]["precision"] == pytest.approx(again["precision"]) and d["two_stage"]["recall"] == pytest.approx(again["recall"])
+    assert rec["rater_replicates"] is None
+    report = (out / "report.html").read_text()
+    assert "Two-stage design" in report and "screened out" in report

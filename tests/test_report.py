@@ -208,14 +208,15 @@ def check_a4(result: dict) -> None:
     assert len(re.findall(rb"/Type\s*/Page[^s]", pdf)) > 1
 
 
-def check_page(result: dict, simulated: bool = True) -> None:
+def check_page(result: dict, simulated: bool = True, two_stage: bool = False) -> None:
     assert result["errors"] == []
     assert result["attempts"] == [], f"network requests attempted: {result['attempts'][:5]}"
     assert result["images"], "no figure at all"
     broken = [alt for alt, complete, width in result["images"] if not complete or width <= 0]
     assert broken == [], f"images that did not load: {broken}"
-    # Every section, in order; the known truth only for a simulated study.
-    assert result["headings"] == [h for a, h, _ in SECTIONS if simulated or a != "known-truth"]
+    # Every section, in order; the known truth only for a simulated study, the design only for a two-stage one.
+    assert result["headings"] == [h for a, h, _ in SECTIONS
+                                  if (simulated or a != "known-truth") and (two_stage or a != "design")]
     assert result["scripts"] == 0
 
 
@@ -335,8 +336,8 @@ def test_synthetic_report_content(tmp_path):
     assert "<script" not in text and "<b>bold</b>" not in text and "<img src=x" not in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&lt;b&gt;bold&lt;/b&gt;" in text
     assert "**md** $x$ :red[x]" in text and "&amp;amp;" in text
-    for _, heading, _ in SECTIONS:
-        assert f">{heading}</h2>" in text
+    for anchor, heading, _ in SECTIONS:
+        assert (f">{heading}</h2>" in text) == (anchor != "design")  # a one-stage study has no design section
     # the methods paragraph quotes the manifest's settings
     methods = html.unescape(text[text.index('id="methods"'):])
     for phrase in ("rho ≥ 0.3", "uncorrected p < 0.05", "500 bootstrap resamples", "seed 11", "ab" * 32,

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-llm": ("analysis.llm.profile", "an LLM's value profile from its answers"),
     "report": ("analysis.report", "the validation report (self-contained HTML)"),
     "generate-items": ("analysis.llm.generate", "candidate items: value-diverse responses to real queries"),
+    "plan-wave": ("analysis.design", "the confirmation wave of a two-stage study, planned from its screening wave"),
     "prolific": ("collection_app.prolific", "Prolific from the command line: create, sync, review, bonus"),
     "export-bank": ("analysis.llm.export", "the validated bank for Hugging Face datasets, Inspect, lm-evaluation-harness or CSV"),
     "fetch-release": ("analysis.fetch_release", "download the authors' public release and lay it out for import-release"),

@@ -317,6 +317,22 @@ def replicate_precision(per_replicate: pd.DataFrame, study: dict[str, float]):
     return fig
 
 
+def design_funnel(stages: list[tuple[str, int]]):
+    """The two-stage funnel: items at each stage, as horizontal bars."""
+    fig, ax = plt.subplots(figsize=(6.2, 0.42 * len(stages) + 0.7))
+    y = np.arange(len(stages))
+    counts = [c for _, c in stages]
+    ax.barh(y, counts, color=[SERIES[0], SERIES[4], SERIES[2]][: len(stages)] + [SERIES[6]] * max(0, len(stages) - 3))
+    top = max(counts) if counts else 1
+    for yi, c in zip(y, counts):
+        ax.text(c + top * 0.01, yi, f"{c:,}", va="center", fontsize=8)
+    ax.set_yticks(y, [label for label, _ in stages])
+    ax.invert_yaxis()
+    ax.set_xlim(0, top * 1.12)
+    ax.set_xlabel("items")
+    return fig
+
+
 def null_band_histograms(dist: pd.DataFrame, panels: list[tuple[str, str]], xlabel: str, *,
                          threshold: float | None = None, log: bool = False, level: str = "95%"):
     """Observed histograms (bars) against what chance gives (mean line and range band), one panel each.

@@ -311,6 +311,68 @@ def instruments_section(inp: Inputs) -> str:
     return "".join(out)
 
 
+def design_section(inp: Inputs) -> str | None:
+    """For a two-stage study (`vp analyze --design two-stage`): the design, the funnel, the items screened out."""
+    d = (inp.manifest or {}).get("design")
+    if not isinstance(d, dict) or d.get("design") != "two-stage":
+        return None
+    out = [sources([("manifest.json", True), ("design.csv", inp.has("design.csv"))])]
+    f, r = d.get("funnel") or {}, d.get("raters") or {}
+    ratings = d.get("ratings") or {}
+    out.append(para(
+        f"Two stages. A screening wave ({d.get('screen')}) had every candidate item rated by a few raters; the most "
+        f"promising items went on to a confirmation wave ({d.get('confirm')}) rated by fresh raters. Items were keyed "
+        f"on the confirmation raters only: {r.get('confirm_included', '?')} raters who passed quality control and did "
+        f"not take part in the screening ("
+        + (f"{r['confirm_excluded_earlier_wave']} who had were excluded" if r.get("confirm_excluded_earlier_wave")
+           else "no one in the confirmation wave had") + "), with "
+        f"Benjamini-Hochberg q < {d.get('alpha')} within each family over the candidate items' pairs and the usual rule "
+        f"(rho ≥ {d.get('threshold')}, p < {d.get('alpha')}). Because the raters who selected the candidates never enter "
+        "the test, the confirmation p-values are valid and the false discovery rate holds among the candidates."))
+    stages = [("screened", f.get("screened", 0)), ("candidates", f.get("candidates", 0)), ("confirmed", f.get("confirmed", 0))]
+    out.append(figure(F.design_funnel(stages), alt="Items screened, carried to the confirmation wave, and confirmed",
+                      caption=f"The funnel: {f.get('screened', 0):,} items screened, {f.get('candidates', 0):,} "
+                              f"candidates, {f.get('confirmed', 0):,} confirmed (keyed to at least one dimension)."))
+    pairs = d.get("pairs") or {}
+    rows = [{"stage": "screening", "wave": d.get("screen"), "raters included": r.get("screen_included"),
+             "participations": r.get("screen_participations"), "ratings": ratings.get("screen"),
+             "items": f.get("screened"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("screened") for k, v in pairs.items()}},
+            {"stage": "confirmation", "wave": d.get("confirm"), "raters included": r.get("confirm_included"),
+             "participations": r.get("confirm_participations"), "ratings": ratings.get("confirm"),
+             "items": f.get("candidates"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("candidates") for k, v in pairs.items()}},
+            {"stage": "keyed", "wave": d.get("confirm"), "raters included": None, "participations": None, "ratings": None,
+             "items": f.get("confirmed"), **{f"{FAMILY_NAMES.get(k, k)} pairs": v.get("keyed") for k, v in pairs.items()}}]
+    frame = pd.DataFrame(rows)
+    out.append(table(frame, formats={c: _int for c in frame.columns if c not in ("stage", "wave")},
+                     caption="Raters, ratings, items and item-dimension pairs at each stage."))
+    chance = d.get("chance") or {}
+    if chance:
+        parts = [f"{FAMILY_NAMES.get(k, k)}: {v.get('observed')} keyed, {fmt_num(v.get('expected_mean'), 1)} "
+                 f"[{fmt_num(v.get('expected_low'), 0)}-{fmt_num(v.get('expected_high'), 0)}] by chance"
+                 for k, v in chance.items()]
+        out.append(para("Against chance: keying the candidates the same way after permuting the confirmation raters' "
+                        "scores within each group (every item-value relation broken) gives " + "; ".join(parts) + "."))
+    screened_out = f.get("screened_out", 0)
+    out.append(para(
+        f"{screened_out:,} items were screened out: their only estimates come from the screening raters (correlations.csv, "
+        f"stage 'screen', no q-value: they were never tested for keying) and none of them is in the item bank. "
+        f"{f.get('not_confirmed', 0):,} candidates were not confirmed"
+        + (f"; {f.get('not_screened'):,} items of the confirmation wave had not been screened." if f.get("not_screened") else ".")))
+    design = inp.csv("design.csv")
+    if design is not None and not design.empty:
+        shown = design[design["status"] != "screened out"].copy()
+        cols = [c for c in ("portrait_id", "option_id", "status", "promise", "basis", "expected_strong_pairs",
+                            "screen_n", "confirm_group", "confirm_n", "keyed_dimensions") if c in shown.columns]
+        out.append(details(f"Candidates ({len(shown):,}) and their fate",
+                           table(shown[cols], formats={"promise": _f(2), "expected_strong_pairs": _f(2), "screen_n": _int,
+                                                       "confirm_n": _int, "option_id": _int},
+                                 headers={"expected_strong_pairs": "expected pairs ≥ threshold", "keyed_dimensions": "keyed to"},
+                                 caption="Promise: standard deviations above what an item without any relation shows on "
+                                         "the screening raters (circle: the peak of its cosine around the value circle; "
+                                         "single: its largest correlation). Expected pairs: empirical-Bayes estimate.")))
+    return "".join(out)
+
+
 def _circle_distance(matrix: pd.DataFrame) -> str:
     n = len(matrix)
     i, j = np.triu_indices(n, 1)
@@ -714,6 +776,16 @@ def truth_section(inp: Inputs) -> str | None:
     out.append(table(pd.DataFrame(rows), formats={"pairs keyed": _int},
                      caption="Keyed pairs against the truth; the last two columns count a keyed pair as real from a "
                              "population correlation of 0.05, or of anything above 0."))
+    designs = rec.get("designs") or {}
+    if designs:
+        labels = {"one_stage_rule": "one stage, study rule", "one_stage_fdr": "one stage, rule + BH FDR",
+                  "two_stage": "two stages (screening, confirmation)"}
+        frame = pd.DataFrame([{"design": labels.get(k, k), **{c: v.get(c) for c in ("precision", "recall", "keyed", "ratings")}}
+                              for k, v in designs.items()])
+        setup = rec.get("designs_setup") or {}
+        out.append(table(frame, formats={"keyed": _int, "ratings": _int},
+                         caption="The same items and truth at equal cost (paid ratings). " + " ".join(
+                             f"{k.replace('_', ' ')}: {v}." for k, v in setup.items() if k in ("one_stage", "two_stage"))))
     honest = rec.get("chance_and_heldout") or {}
     if honest:
         rows = [{"family": FAMILY_NAMES.get(f, f), "pairs keyed": r.get("keyed"),
@@ -1364,6 +1436,10 @@ def _efa_method(inp: Inputs) -> tuple[str, str]:
     return str(defaults["method"].default), str(defaults["rotation"].default)
 
 
+def _fmt_mean(value) -> str:
+    return "?" if value is None else f"{float(value):.1f}".rstrip("0").rstrip(".")
+
+
 def methods(inp: Inputs) -> str:
     m = inp.manifest
     if m is None:
@@ -1388,6 +1464,16 @@ def methods(inp: Inputs) -> str:
         "thoughts, on a six-point scale"
         + (f", in {n_groups} groups of items" if n_groups else "")
         + (f" ({counts['items']:,} items)" if counts.get("items") else "") + "."]
+    two_stage = m.get("design") if isinstance(m.get("design"), dict) else None
+    if two_stage:
+        f, r = two_stage.get("funnel") or {}, two_stage.get("raters") or {}
+        design.append(
+            f"The study had two stages: {f.get('screened', '?')} items were screened on {r.get('screen_included', '?')} "
+            f"raters (wave {two_stage.get('screen')}), and the {f.get('candidates', '?')} most promising were rated by "
+            f"{r.get('confirm_included', '?')} fresh raters (wave {two_stage.get('confirm')}) who had not taken part in "
+            "the screening; selection and confirmation used disjoint raters, so every figure reported for the keyed "
+            "items comes from raters not used to select the candidates. The figures below are the confirmation "
+            "wave's.")
     design += _quality_sentences(m, inp)
     if power is not None and len(power):
         design.append(f"Each item was rated by the {int(power['n'].min())}-{int(power['n'].max())} included raters "
@@ -1409,9 +1495,14 @@ def methods(inp: Inputs) -> str:
     rule = (f"rho ≥ {threshold}" if keying == "pos"
             else f"|rho| ≥ {threshold} (negative correlations keyed as reversed)")
     tested = sum(v.get("pairs", 0) for v in keyed.values() if isinstance(v.get("pairs"), int))
-    validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha} (no correction "
-                      f"for the {f'{tested:,} ' if tested else ''}pairs tested).")
-    chance = _chance_for_methods(inp)
+    if two_stage:
+        validation.append(f"An item was keyed to a dimension when, on the confirmation raters, {rule}, p < {alpha} and "
+                          f"the Benjamini-Hochberg q-value within its family, over the {tested:,} candidate items' "
+                          f"pairs only, was below {alpha}.")
+    else:
+        validation.append(f"An item was keyed to a dimension when {rule} and the uncorrected p < {alpha} (no correction "
+                          f"for the {f'{tested:,} ' if tested else ''}pairs tested).")
+    chance = _chance_for_methods(inp) if not two_stage else None
     if keyed:
         parts = []
         for fam, v in keyed.items():
@@ -1432,6 +1523,13 @@ def methods(inp: Inputs) -> str:
         validation.append(
             f"The keys expected by chance come from {_permutations(inp)} of the scores among the raters of each group, keyed by the same rule: mean number of keys and its "
             "95% range; the false-key share is expected over observed keys, at most 1.")
+    if two_stage and two_stage.get("chance"):
+        parts = [f"{FAMILY_NAMES.get(k, k)} {_fmt_mean(v.get('expected_mean'))} "
+                 f"[{_fmt_mean(v.get('expected_low'))}-{_fmt_mean(v.get('expected_high'))}]"
+                 for k, v in two_stage["chance"].items()]
+        validation.append(f"Keyed the same way after permuting the confirmation raters' scores within each group "
+                          f"({int(s.get('permutations') or 0):,} permutations), chance alone gives "
+                          + ", ".join(parts) + " keys (mean [95% range]).")
     checks = []
     rep = counts.get("replication") or {}
     if inp.has("replication.csv"):
