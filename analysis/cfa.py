@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import special  # scipy.optimize (a few hundred ms to import) only where a model needs it
 
 from valueportrait.atomic import write_json_atomic
 from valueportrait.errors import InputError
@@ -105,13 +105,19 @@ def rmsea(chi2: float, df: float, n: int) -> float:
 
 
 def _noncentrality(chi2: float, df: float, prob: float) -> float:
-    """The noncentrality lambda at which P(X <= chi2 | df, lambda) = prob (0 if none >= 0 does)."""
-    if stats.chi2.cdf(chi2, df) < prob:
+    """The noncentrality lambda at which P(X <= chi2 | df, lambda) = prob (0 if none >= 0 does).
+
+    ``special.chndtr`` is the function behind ``stats.ncx2.cdf`` (the same values), without
+    the distribution object's per-call overhead (about 0.3 ms, times ~25 calls per model).
+    """
+    if special.chdtr(df, chi2) < prob:
         return 0.0
     upper = max(chi2, 1.0)
-    while stats.ncx2.cdf(chi2, df, upper) > prob:
+    while special.chndtr(chi2, df, upper) > prob:
         upper *= 2.0
-    return optimize.brentq(lambda lam: stats.ncx2.cdf(chi2, df, lam) - prob, 1e-12, upper, xtol=1e-10)
+    from scipy import optimize
+
+    return optimize.brentq(lambda lam: special.chndtr(chi2, df, lam) - prob, 1e-12, upper, xtol=1e-10)
 
 
 def rmsea_ci(chi2: float, df: float, n: int, level: float = 0.90) -> tuple[float, float]:
@@ -238,6 +244,8 @@ def _minimise(sem) -> tuple[np.ndarray, bool]:
         except np.linalg.LinAlgError:
             scale = np.ones_like(x0)
         scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+        from scipy import optimize
+
         res = optimize.minimize(lambda u: _discrepancy(sem, u / scale), x0 * scale,
                                 jac=lambda u: _gradient(sem, u / scale) / scale,
                                 method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-9})
@@ -384,7 +392,7 @@ def _solution(sem, x: np.ndarray, n: int, model: str) -> dict:
             s = float(se[k]) if k is not None else math.nan
             rows.append({"lhs": lhs, "op": op, "rhs": rhs, "est": est, "se": s,
                          "z": est / s if k is not None and s > 0 else math.nan,
-                         "p": float(2 * stats.norm.sf(abs(est / s))) if k is not None and s > 0 else math.nan,
+                         "p": float(2 * special.ndtr(-abs(est / s))) if k is not None and s > 0 else math.nan,
                          "std_all": float(std), "free": k is not None, "kind": kind, "i": i, "j": j})
     table = pd.DataFrame(rows)
 
@@ -492,7 +500,7 @@ def fit_cfa(data: pd.DataFrame, model: str) -> dict:
     """
     import semopy  # heavy import: only when a model is fitted
 
-    from analysis.covariance import check_data
+    from analysis.covariance import check_data, complete_numeric
 
     try:
         with warnings.catch_warnings():
@@ -504,7 +512,7 @@ def fit_cfa(data: pd.DataFrame, model: str) -> dict:
     missing = [v for v in observed if v not in data.columns]
     if missing:
         raise KeyError(f"variables not in the data: {', '.join(missing)}")
-    frame = data[observed].apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    frame = complete_numeric(data[observed])
     n, p = frame.shape
     check_data(frame)
     n_params = sum(param.active for param in sem.parameters.values())
@@ -522,10 +530,25 @@ def fit_cfa(data: pd.DataFrame, model: str) -> dict:
     if not math.isfinite(chi2):
         return _empty_fit(n, "estimation failed: no start value gives a positive-definite implied covariance")
 
-    sample_cov = np.asarray(sem.mx_cov, float)
+    fit = fit_indices(chi2, int(df), n, np.asarray(sem.mx_cov, float), solution["implied"], converged,
+                      solution["notes"])
+    return {**{key: fit[key] for key in FIT_KEYS}, "loadings": solution["loadings"],
+            "factor_correlations": solution["factor_correlations"], "r2": solution["r2"],
+            "parameters": solution["parameters"], "converged": bool(converged), "note": fit["note"],
+            "warning": fit["warning"]}
+
+
+def fit_indices(chi2: float, df: int, n: int, sample_cov: np.ndarray, implied: np.ndarray, converged: bool,
+                improper: list[str]) -> dict:
+    """lavaan's fit indices (:data:`FIT_KEYS`) and the note, from the ML chi2 of a fitted model.
+
+    ``improper`` names what is wrong with the solution (negative variances and so on);
+    with non-convergence it makes ``warning`` True. The indices are scale free: the
+    covariance matrices may be in any units, as long as both are in the same ones.
+    """
     chi2_base, df_base = _baseline_chi2(sample_cov, n)
     warns = [] if converged else ["did not converge: the estimates and fit are not at the ML optimum"]
-    warns += solution["notes"]
+    warns += improper
     notes = []
     if df == 0:
         notes.append("just identified (df = 0): no test of fit, CFI/TLI/RMSEA not informative")
@@ -542,22 +565,211 @@ def fit_cfa(data: pd.DataFrame, model: str) -> dict:
     return {
         "chi2": chi2,
         "df": int(df),
-        "p": float(stats.chi2.sf(chi2, df)) if df > 0 else math.nan,
+        "p": float(special.chdtrc(df, chi2)) if df > 0 else math.nan,  # stats.chi2.sf
         "cfi": float(cfi),
         "tli": float(tli),
         "rmsea": rmsea(chi2, df, n),
         "rmsea_ci_low": low,
         "rmsea_ci_high": high,
-        "srmr": srmr(sample_cov, solution["implied"]),
+        "srmr": srmr(sample_cov, implied),
         "n": int(n),
-        "loadings": solution["loadings"],
-        "factor_correlations": solution["factor_correlations"],
-        "r2": solution["r2"],
-        "parameters": solution["parameters"],
-        "converged": bool(converged),
         "note": "; ".join(warns + notes),
         "warning": bool(warns),
     }
+
+
+# --------------------------------------------------------------------------- one-factor models
+#
+# `vp analyze` fits a one-factor model to every group's keyed items per dimension: 84 on the
+# release, about ten times as many at ten times the items. Building a semopy model costs
+# tens of milliseconds; a plain ``f =~ a + b + c ...`` needs no model builder: with
+# loadings lambda and residual variances Theta (unbounded), Sigma = lambda lambda' + Theta,
+# and the gradient, expected information and Hessian of F_ML have closed forms. ML is
+# scale free, so the model is fitted to the correlation matrix. lavaan's parametrisation
+# (the first loading fixed at 1, the factor variance free) is the same model wherever the
+# first loading is not 0: phi = lambda_1^2, v = lambda / lambda_1; the estimates are carried
+# to it and to the data's units for the notes. The stopping rule is that of
+# :func:`_fisher_scoring` (the Newton decrement does not depend on the parametrisation);
+# whatever this route does not settle (no convergence, a singular information matrix)
+# goes the general way.
+
+_NAME = r"[A-Za-z_]\w*"
+_ONE_FACTOR = re.compile(rf"\s*({_NAME})\s*=~\s*({_NAME}(?:\s*\+\s*{_NAME})*)\s*")
+
+
+def _plain_one_factor(model: str) -> tuple[str, list[str]] | None:
+    """(factor, indicators) of a model that is one ``f =~ a + b + c ...`` line and nothing else."""
+    match = _ONE_FACTOR.fullmatch(model)
+    if match is None:
+        return None
+    factor, items = match.group(1), [t.strip() for t in match.group(2).split("+")]
+    if len(items) < 3 or len(set(items)) < len(items) or factor in items:
+        return None
+    return factor, items
+
+
+def _one_factor_discrepancy(x: np.ndarray, r: np.ndarray, logdet_r: float) -> float:
+    """F_ML at x = (lambda, Theta); inf where Sigma is not positive definite."""
+    p = len(r)
+    sigma = np.outer(x[:p], x[:p])
+    sigma[np.diag_indices(p)] += x[p:]
+    try:
+        chol = np.linalg.cholesky(sigma)
+    except np.linalg.LinAlgError:
+        return math.inf
+    inv_chol = np.linalg.inv(chol)
+    return float(2 * np.log(np.diag(chol)).sum() + np.einsum("ij,ij->", inv_chol @ r, inv_chol) - logdet_r - p)
+
+
+def _one_factor_derivatives(x: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient of F_ML, expected information and Hessian at x = (lambda, Theta), in closed form.
+
+    With V = Sigma^-1, P = V S V, W = V - P: the gradient is tr(W dSigma_a), the expected
+    information tr(V dSigma_a V dSigma_b), the Hessian tr(W dSigma_ab) - tr(V dSigma_a V dSigma_b)
+    + 2 tr(V dSigma_a P dSigma_b). dSigma/dlambda_i = e_i lambda' + lambda e_i' and
+    dSigma/dtheta_i = e_i e_i', so every trace reduces to entries of V, P and W and to
+    a = V lambda, b = P lambda, c = lambda'a, d = lambda'b: O(p^2) work.
+    """
+    p = len(r)
+    lam = x[:p]
+    sigma = np.outer(lam, lam)
+    sigma[np.diag_indices(p)] += x[p:]
+    inv = np.linalg.inv(sigma)
+    pm = inv @ r @ inv
+    weight = inv - pm
+    a, b, wl = inv @ lam, pm @ lam, weight @ lam
+    c, d = float(lam @ a), float(lam @ b)
+    grad = np.concatenate((2 * wl, np.diag(weight)))
+
+    def blocks(m, ml, mll):  # tr(V dSigma_a M dSigma_b), M = V (ml = a, mll = c) or M = P (b, d)
+        out = np.empty((2 * p, 2 * p))
+        out[:p, :p] = np.outer(a, ml) + np.outer(ml, a) + mll * inv + c * m
+        out[:p, p:] = inv * ml[None, :] + m * a[None, :]
+        out[p:, :p] = out[:p, p:].T
+        out[p:, p:] = inv * m
+        return out
+
+    info = blocks(inv, a, c)
+    hess = 2 * blocks(pm, b, d) - info
+    hess[:p, :p] += 2 * weight
+    return grad, info, hess
+
+
+def _one_factor_ml(r: np.ndarray, max_iter: int = 200) -> tuple[np.ndarray, bool]:
+    """ML (lambda, Theta) from the principal-axis start: Newton steps (Fisher scoring where the
+    Hessian is not positive definite), halved until F does not rise.
+
+    Stops as :func:`_fisher_scoring` does, on the Newton decrement with the expected
+    information: below 1e-16, or below 1e-8 when no step lowers F any more.
+    """
+    logdet_r = np.linalg.slogdet(r)[1]
+    values, vectors = np.linalg.eigh(r)
+    lam = vectors[:, -1] * np.sqrt(max(values[-1], 1e-6))
+    x = np.concatenate((lam, np.clip(1 - lam**2, 0.05, None)))
+    fx = _one_factor_discrepancy(x, r, logdet_r)
+    for _ in range(max_iter):
+        grad, info, hess = _one_factor_derivatives(x, r)
+        fisher = np.linalg.lstsq(info, grad, rcond=None)[0]
+        decrement = float(grad @ fisher)
+        if not math.isfinite(decrement):
+            return x, False
+        if decrement < 1e-16:
+            return x, True
+        try:
+            np.linalg.cholesky(hess)
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            step = fisher
+        t = 1.0
+        while t > 1e-8:
+            candidate = x - t * step
+            fc = _one_factor_discrepancy(candidate, r, logdet_r)
+            if fc <= fx:
+                break
+            t /= 2
+        else:
+            return x, decrement < 1e-8
+        x, fx = candidate, fc
+    return x, False
+
+
+def one_factor_ml_correlations(r: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """ML one-factor solution of a correlation matrix: (loadings, uniquenesses), or None where it does not settle.
+
+    The closed-form route of :func:`one_factor_fit_indices` (Newton on F_ML, variances
+    unbounded). None when it does not converge, the information matrix is singular or
+    the first loading is 0; the caller then takes a general optimiser. Loadings are
+    signed so that they sum to a non-negative number.
+    """
+    p = len(r)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            x, converged = _one_factor_ml(np.asarray(r, dtype=float))
+            if not converged or not np.all(np.isfinite(x)):
+                return None
+            _, info, _ = _one_factor_derivatives(x, r)
+            scale = np.sqrt(np.clip(np.diag(info), 1e-300, None))
+            eig = np.linalg.eigvalsh(info / np.outer(scale, scale))
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+    if eig.min() <= 1e-10 * eig.max():
+        return None
+    lam, theta = x[:p], x[p:]
+    return (-lam if lam.sum() < 0 else lam), theta
+
+
+def one_factor_fit_indices(data: pd.DataFrame, model: str) -> dict | None:
+    """:func:`fit_cfa`'s fit indices, note and warning for a plain one-factor model, without semopy.
+
+    Returns None when the model is not one ``f =~ a + b + c ...`` line of at least three
+    indicators that are all columns of ``data``, or when the fit does not settle
+    (no convergence, a singular information matrix): :func:`fit_cfa` then decides. Raises
+    :class:`analysis.covariance.DataError` as :func:`fit_cfa` does. The figures are those
+    of :func:`fit_cfa` to rounding error (``tests/test_cfa.py``): the same likelihood, the same
+    optimum, the same checks (negative residual or factor variances, standardised loadings
+    beyond 1) with the same wording, in the data's units.
+    """
+    from analysis.covariance import check_data, complete_numeric
+
+    parsed = _plain_one_factor(model)
+    if parsed is None or not set(parsed[1]) <= set(data.columns):
+        return None
+    factor, items = parsed
+    observed = sorted(items)  # semopy's (so fit_cfa's) order of the observed variables
+    frame = complete_numeric(data[observed])
+    n, p = frame.shape
+    check_data(frame)
+    values = frame.to_numpy()[:, [observed.index(name) for name in items]]  # the marker first
+    sd = values.std(axis=0)
+    z = (values - values.mean(axis=0)) / sd
+    r = z.T @ z / n
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        try:
+            x, converged = _one_factor_ml(r)
+            lam, theta = x[:p], x[p:]
+            if not converged or abs(lam[0]) < 1e-6 * np.abs(lam).max():  # lavaan's marker would not load
+                return None
+            sigma = np.outer(lam, lam) + np.diag(theta)
+            chi2 = n * max(_one_factor_discrepancy(x, r, np.linalg.slogdet(r)[1]), 0.0)
+            _, info, _ = _one_factor_derivatives(x, r)
+            scale = np.sqrt(np.clip(np.diag(info), 1e-300, None))
+            eig = np.linalg.eigvalsh(info / np.outer(scale, scale))
+        except (np.linalg.LinAlgError, ValueError):
+            return None
+        if not math.isfinite(chi2) or eig.min() <= 1e-10 * eig.max():
+            return None
+        std_loadings = np.sign(lam[0]) * lam / np.sqrt(np.diag(sigma))  # the marker's loading positive, as lavaan's
+    # The checks of _solution, in its order and units: residual variances in the observed
+    # variables' order, then standardised loadings in the syntax's order. (The factor's
+    # variance, lambda_1^2, is positive here.)
+    position = {name: k for k, name in enumerate(items)}
+    notes = [f"negative residual variance: {name} = {theta[position[name]] * sd[position[name]] ** 2:.3f} (Heywood case)"
+             for name in observed if theta[position[name]] < 0]
+    notes += [f"standardised loading beyond 1: {factor} =~ {name} = {std:.3f}"
+              for name, std in zip(items, std_loadings) if abs(std) > 1]
+    return fit_indices(chi2, p * (p + 1) // 2 - 2 * p, n, r, sigma, True, notes)
 
 
 def cfa_row(name: str, data: pd.DataFrame, model: str, **labels) -> dict:
@@ -569,7 +781,9 @@ def cfa_row(name: str, data: pd.DataFrame, model: str, **labels) -> dict:
     from analysis.covariance import DataError
 
     try:
-        fit = fit_cfa(data, model)
+        fit = one_factor_fit_indices(data, model)  # a plain one-factor model: no model builder needed
+        if fit is None:
+            fit = fit_cfa(data, model)
     except KeyError as exc:
         fit = _empty_fit(0, str(exc).strip("'\""))
     except DataError as exc:

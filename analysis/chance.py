@@ -27,7 +27,7 @@ import pandas as pd
 
 import instruments as inst
 from analysis.circumplex import CIRCLE, cosine_r_squared, value_angles
-from analysis.correlations import _standardised_ranks, spearman_matrix, spearman_p
+from analysis.correlations import _standardised_ranks, significant, spearman_matrix, spearman_p
 from analysis.selection import keyed_mask
 
 #: The contracted columns of ``chance.csv``; ``perm_p`` and ``note`` follow them.
@@ -248,7 +248,10 @@ def chance_baseline(groups, *, permutations: int = 200, threshold: float = 0.3, 
         start = 0
         for rho, n in permuted_correlations(x, y, orders, batch):
             stop = start + len(rho)
-            keyed = keyed_mask(rho, spearman_p(rho, n), threshold=threshold, alpha=alpha, keying=keying)
+            # p < alpha from rho and n (analysis.correlations.significant): no p-value per permuted pair.
+            strength = np.abs(rho) if keying == "abs" else rho
+            with np.errstate(invalid="ignore"):
+                keyed = (strength >= threshold) & significant(rho, n, alpha)
             null_counts[start:stop] += keyed.sum(axis=1)
             for f in fam_list:
                 rho_hist[f][start:stop] += _histograms(rho[:, :, fam_cols[f]], RHO_EDGES)

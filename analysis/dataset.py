@@ -72,34 +72,86 @@ class Study:
         return self.items[self.items["group_id"] == group_id]
 
     @cached_property
+    def _people(self) -> pd.Index:
+        """Every participant id that has ratings or scores (sorted): the code space of :meth:`participant_codes`."""
+        ids = np.concatenate([self.ratings["participant_id"].to_numpy(object), self.scores.index.to_numpy(object)])
+        return pd.Index(np.unique(ids.astype(str)), dtype="str")
+
+    @cached_property
+    def _score_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row of ``scores`` per participant code, -1 for none; the scores as a float array)."""
+        rows = np.full(len(self._people) + 1, -1)  # the extra last entry answers code -1
+        rows[self._people.get_indexer(self.scores.index)] = np.arange(len(self.scores))
+        return rows, self.scores.to_numpy(float)
+
+    @cached_property
     def _group_codes(self) -> dict[str, tuple]:
-        """Per group: item columns, and the ratings as (participant ids, item positions, values) arrays."""
+        """Per group: item columns, and the ratings as (participant codes, item positions, values) arrays.
+
+        (The columns' levels are kept as arrays too: ``item_levels``.)
+        """
+        empty = pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"])
         out = {}
         for gid, items in self.items.groupby("group_id", sort=False):
             columns = pd.MultiIndex.from_arrays([items["portrait_id"].to_numpy(), items["option_id"].to_numpy()],
                                                 names=["portrait_id", "option_id"])
             out[gid] = (columns, None)
         for gid, r in self.ratings.groupby("group_id", sort=False):
-            columns = out.get(gid, (pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"]), None))[0]
+            columns = out.get(gid, (empty, None))[0]
             position = columns.get_indexer(pd.MultiIndex.from_arrays([r["portrait_id"].to_numpy(), r["option_id"].to_numpy()]))
-            out[gid] = (columns, (r["participant_id"].to_numpy(), position, r["rating"].to_numpy(float)))
+            codes = self._people.get_indexer(r["participant_id"].astype("str"))
+            out[gid] = (columns, (codes, position, r["rating"].to_numpy(float)))
         return out
+
+    @cached_property
+    def item_levels(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per group: (portrait ids, option ids) of its item columns, as arrays in column order."""
+        return {gid: (columns.get_level_values(0).to_numpy(object), columns.get_level_values(1).to_numpy())
+                for gid, (columns, _) in self._group_codes.items()}
+
+    def participant_codes(self, participants) -> np.ndarray:
+        """Integer codes of participant ids for :meth:`group_arrays` (-1: no ratings or scores in this study)."""
+        if not isinstance(participants, (pd.Series, pd.Index)):
+            participants = pd.Index(list(participants), dtype=self._people.dtype)
+        return self._people.get_indexer(participants)
+
+    def group_arrays(self, group_id: str, codes: np.ndarray) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
+        """(item columns, participants x items ratings, participants x dimensions scores) of one group, as floats.
+
+        Rows follow `codes` (:meth:`participant_codes`, without repeats); NaN = not rated,
+        no scores. The analysis' inner loops (correlations, bootstrap) use these arrays and
+        build no frame per group.
+        """
+        codes = np.asarray(codes, dtype=np.int64)
+        score_rows, score_values = self._score_rows
+        at = score_rows[codes]
+        scores = np.full((len(codes), score_values.shape[1]), np.nan)
+        scores[at >= 0] = score_values[at[at >= 0]]
+        columns, ratings = self._group_codes.get(group_id, (None, None))
+        if columns is None:
+            columns = pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"])
+        matrix = np.full((len(codes), len(columns)), np.nan)
+        if ratings is not None:
+            pid_codes, position, values = ratings
+            row_of = np.full(len(self._people) + 1, -1)
+            known = codes >= 0
+            row_of[codes[known]] = np.flatnonzero(known)
+            row = row_of[pid_codes]
+            keep = (row >= 0) & (position >= 0)
+            matrix[row[keep], position[keep]] = values[keep]
+        return columns, matrix, scores
 
     def rating_matrix(self, group_id: str, participants=None) -> pd.DataFrame:
         """Participants x items (columns ``(portrait_id, option_id)`` in item order) of one group; NaN = not rated.
 
         Rows are `participants` in the order given (default: everyone who rated in the group, sorted).
         """
-        columns, codes = self._group_codes.get(group_id, (pd.MultiIndex.from_arrays([[], []], names=["portrait_id", "option_id"]), None))
-        if codes is None:
-            people = list(dict.fromkeys(participants)) if participants is not None else []
-            return pd.DataFrame(np.nan, index=pd.Index(people, name="participant_id"), columns=columns)
-        pids, position, values = codes
-        people = list(dict.fromkeys(participants)) if participants is not None else sorted(set(pids))
-        row = pd.Index(people).get_indexer(pids)
-        keep = (row >= 0) & (position >= 0)
-        matrix = np.full((len(people), len(columns)), np.nan)
-        matrix[row[keep], position[keep]] = values[keep]
+        if participants is None:
+            _, ratings = self._group_codes.get(group_id, (None, None))
+            people = [] if ratings is None else sorted(self._people[np.unique(ratings[0])])
+        else:
+            people = list(dict.fromkeys(participants))
+        columns, matrix, _ = self.group_arrays(group_id, self.participant_codes(people))
         return pd.DataFrame(matrix, index=pd.Index(people, name="participant_id"), columns=columns)
 
 
@@ -202,10 +254,32 @@ def input_hash(db: StudyDB, study_id: str) -> str:
         cols = list(columns) if columns else [c for c in db.frame(f"SELECT * FROM {table} LIMIT 0").columns if c != "study_id"]
         rows = db.query(f"SELECT {', '.join(cols)} FROM {table} WHERE study_id = ? ORDER BY {', '.join(key)}", (study_id,))
         digest.update(json.dumps([table, cols], separators=(",", ":")).encode())
-        for row in rows:
-            digest.update(json.dumps(list(row), separators=(",", ":"), default=str).encode())
-            digest.update(b"\n")
+        digest.update(json_lines(rows).encode())
     return digest.hexdigest()
+
+
+def json_lines(rows) -> str:
+    """Each row as ``json.dumps(list(row), separators=(",", ":"), default=str)`` plus a newline, joined.
+
+    The same text, built faster: a flat list's JSON is its values' JSON joined by commas in
+    brackets, and each distinct value of a column (ids, ratings repeat thousands of times)
+    is encoded once. Values are told apart by type as well (1, 1.0 and True encode
+    differently but are equal as keys).
+    """
+    encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+    columns = list(zip(*rows))
+    encoded = []
+    for column in columns:
+        cache = {}
+        out = []
+        for value in column:
+            key = (type(value), value)
+            text = cache.get(key)
+            if text is None:
+                text = cache[key] = encode(value)
+            out.append(text)
+        encoded.append(out)
+    return "".join(["[" + ",".join(parts) + "]\n" for parts in zip(*encoded)])
 
 
 def complete_pvq(study: Study) -> pd.Series:

@@ -57,7 +57,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 import instruments as inst
 from valueportrait.atomic import write_csv_atomic
@@ -203,6 +202,8 @@ def group_profiles(scores: pd.DataFrame, demographics: pd.DataFrame, attributes=
     -------
     DataFrame ``source ("humans"), attribute, group, dimension, n, mean, sd, ci_low, ci_high``.
     """
+    from scipy import stats  # only where used: its import costs half a second
+
     merged = _merge(scores, demographics)
     rows = []
     for attribute in attributes:
@@ -241,6 +242,8 @@ def group_tests(scores: pd.DataFrame, demographics: pd.DataFrame, attributes=ATT
     ten values of an attribute, for each test. Groups below `min_n` are left out; an
     attribute with fewer than two groups gets no rows.
     """
+    from scipy import stats  # only where used: its import costs half a second
+
     from statsmodels.stats.multitest import multipletests
 
     merged = _merge(scores, demographics)
@@ -387,6 +390,8 @@ def profile_distances(human: pd.DataFrame, llm: pd.DataFrame, min_values: int = 
     each divided by its side's spread (:func:`profile_scales`): on one scale. Groups with
     fewer than `min_values` shared values are left out.
     """
+    from scipy import stats  # only where used: its import costs half a second
+
     h = human.pivot_table(index=["attribute", "group"], columns="dimension", values="mean")
     n = human.groupby(["attribute", "group"])["n"].first()
     scales = _scale_lookup(profile_scales(human, llm))

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.correlations import add_fisher_z_ci, correlation_table
+from analysis.correlations import add_bootstrap_ci, add_fisher_z_ci, correlation_table
 from analysis.dataset import Study, input_hash, load_study, participants_without_ratings
 from analysis.item_bank import build_item_bank
 from analysis.quality import QualityOptions, QualityResult, add_quality_arguments, options_from_args, quality_control, summary_lines
@@ -55,6 +55,9 @@ class Context:
     settings: dict
     quality_options: QualityOptions
     progress: bool = False
+    #: The bootstrap intervals are computed after the required steps, while worker processes
+    #: run the psychometric steps (which do not read them); correlations.csv is written then.
+    defer_bootstrap: bool = False
     quality: QualityResult | None = None
     correlations: pd.DataFrame | None = None
     selection: pd.DataFrame | None = None
@@ -89,16 +92,25 @@ def step_quality(ctx: Context) -> None:
 
 def step_correlations(ctx: Context) -> None:
     s = ctx.settings
-    table = correlation_table(ctx.study, ctx.included, bootstrap=s["bootstrap"], seed=s["seed"],
-                              level=1 - s["alpha"], progress=ctx.progress)
+    table = correlation_table(ctx.study, ctx.included, bootstrap=0 if ctx.defer_bootstrap else s["bootstrap"],
+                              seed=s["seed"], level=1 - s["alpha"], progress=ctx.progress)
     try:
         table = add_fisher_z_ci(table, s["alpha"])
     except ImportError:  # analysis.intervals absent: the contracted columns are complete without it
         pass
     ctx.correlations = table
-    ctx.write_csv("correlations.csv", table)
+    if not ctx.defer_bootstrap:
+        ctx.write_csv("correlations.csv", table)
     ctx.counts["pairs"] = int(table["rho"].notna().sum())
     ctx.counts["pairs_without_rho"] = int(table["rho"].isna().sum())
+
+
+def bootstrap_correlations(ctx: Context) -> None:
+    """The deferred part of step_correlations: the bootstrap intervals, then correlations.csv."""
+    s = ctx.settings
+    ctx.correlations = add_bootstrap_ci(ctx.correlations, ctx.study, ctx.included, s["bootstrap"], seed=s["seed"],
+                                        level=1 - s["alpha"], progress=ctx.progress)
+    ctx.write_csv("correlations.csv", ctx.correlations)
 
 
 def step_selection(ctx: Context) -> None:
@@ -182,11 +194,14 @@ def step_cfa(ctx: Context) -> None:
         rows.append(cfa_row("pvq_values", answers, pvq_value_syntax(), scope="instrument", family="pvq", dimension=""))
         rows.append(cfa_row("pvq_higher", answers, pvq_higher_syntax(), scope="instrument", family="higher_pvq", dimension=""))
     sel = ctx.selection.merge(ctx.study.items[["portrait_id", "option_id", "group_id"]], on=["portrait_id", "option_id"])
+    matrices = {}  # one ratings matrix per group, not one per scale
     for (gid, fam, dim), pairs in sel.groupby(["group_id", "family", "dimension"], sort=False):
         if len(pairs) < 3:
             continue
-        people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
-        matrix = ctx.study.rating_matrix(gid, people)
+        if gid not in matrices:
+            people = ctx.included.loc[ctx.included["group_id"] == gid, "participant_id"].tolist()
+            matrices[gid] = ctx.study.rating_matrix(gid, people)
+        matrix = matrices[gid]
         names = [f"i{p}_{o}" for p, o in zip(pairs["portrait_id"], pairs["option_id"])]
         data = pd.DataFrame({n: matrix[(p, o)].to_numpy() for n, p, o in zip(names, pairs["portrait_id"], pairs["option_id"])})
         if "reversed" in pairs:
@@ -378,18 +393,23 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
     if permutations == 0 and "chance" not in skip:
         skip = (*skip, "chance")
     steps = {name: {"status": "skipped"} for name, _, _ in STEPS if name in skip}
+    optional = [name for name, _, required in STEPS if not required and name not in skip]
+    if jobs is None:
+        jobs = min(2, os.cpu_count() or 1)
+    jobs = max(1, min(jobs, len(optional)))
+    parallel = jobs > 1 and "fork" in mp.get_all_start_methods()
+    # With worker processes the parent would only wait for them: it bootstraps meanwhile
+    # (one-stage design; the two-stage design bootstraps its confirmation wave in its own step).
+    ctx.defer_bootstrap = parallel and bootstrap > 0 and design != "two-stage"
     core = [step for step in STEPS if step[2]]
     if design == "two-stage":
         ctx.waves = waves
         core = two_stage.core_steps(step_item_bank)
     for name, func, required in core:
         steps[name] = _run_step(ctx, name, func, required)
-    optional = [name for name, _, required in STEPS if not required and name not in skip]
-    if jobs is None:
-        jobs = min(2, os.cpu_count() or 1)
-    jobs = max(1, min(jobs, len(optional)))
-    if jobs > 1 and "fork" in mp.get_all_start_methods():
-        steps.update(_run_parallel(ctx, optional, jobs))
+    if parallel:
+        meanwhile = (lambda: steps["correlations"].update(_deferred_bootstrap(ctx))) if ctx.defer_bootstrap else None
+        steps.update(_run_parallel(ctx, optional, jobs, meanwhile=meanwhile))
     else:
         for name in optional:
             steps[name] = _run_step(ctx, name, STEP_FUNCTIONS[name], False)
@@ -450,11 +470,13 @@ def analyze(db_path, out_dir, *, threshold: float = 0.3, alpha: float = 0.05, ke
 
 def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
     """Run one step; a failed optional step is recorded, a failed required one stops the analysis."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with _one_blas_thread():
             func(ctx)
-        return {"status": "ok", "seconds": round(time.perf_counter() - t0, 3)}
+        # CPU time beside wall time: on a busy machine wall time says more about the others.
+        return {"status": "ok", "seconds": round(time.perf_counter() - t0, 3),
+                "cpu_seconds": round(time.process_time() - c0, 3), "peak_rss_mb": _peak_rss_mb()}
     except ImportError as exc:
         if required:
             raise
@@ -467,6 +489,26 @@ def _run_step(ctx: Context, name: str, func, required: bool) -> dict:
         ctx.log(f"step {name} failed: {type(exc).__name__}: {exc}")
         ctx.log(traceback.format_exc(limit=3))
         return {"status": "failed", "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def _deferred_bootstrap(ctx: Context) -> dict:
+    """Run :func:`bootstrap_correlations` (part of the required correlations step: a failure stops the analysis)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    with _one_blas_thread():
+        bootstrap_correlations(ctx)
+    return {"bootstrap_seconds": round(time.perf_counter() - t0, 3),
+            "bootstrap_cpu_seconds": round(time.process_time() - c0, 3), "bootstrap_peak_rss_mb": _peak_rss_mb()}
+
+
+def _peak_rss_mb() -> float | None:
+    """The largest resident memory of this process so far, in MB (a worker's includes what it shares with
+    the parent it was forked from); None where the platform does not say."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB on Linux
 
 
 _FORKED_CONTEXT: Context | None = None  # what forked workers read (a Context holds a log callable: not picklable)
@@ -482,11 +524,13 @@ def _step_in_child(name: str):
             {k: v for k, v in ctx.counts.items() if k not in counts}, lines)
 
 
-def _run_parallel(ctx: Context, names: list[str], jobs: int) -> dict:
+def _run_parallel(ctx: Context, names: list[str], jobs: int, meanwhile: Callable[[], None] | None = None) -> dict:
     """Run independent optional steps in forked worker processes (each writes its own files).
 
     The psychometric steps only read what the required steps left in the context, so they
-    can run side by side; fork shares the loaded study without pickling it.
+    can run side by side; fork shares the loaded study without pickling it. `meanwhile`
+    runs in this process once the steps are handed out (the workers have their copy of
+    the context by then), before their results are collected.
     """
     global _FORKED_CONTEXT
 
@@ -499,6 +543,8 @@ def _run_parallel(ctx: Context, names: list[str], jobs: int) -> dict:
             # Longest first, so the two workers finish at about the same time.
             order = sorted(names, key=lambda n: -STEP_COST.get(n, 0))
             futures = {name: pool.submit(_step_in_child, name) for name in order}
+            if meanwhile is not None:
+                meanwhile()
             for name in names:
                 try:
                     entry, files, counts, lines = futures[name].result()

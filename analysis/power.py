@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import warnings
 
 import numpy as np
 import pandas as pd
+from scipy import special
 
 from valueportrait import options as opt
 from valueportrait.errors import InputError
@@ -25,16 +25,30 @@ def _check_level(alpha: float, power: float | None = None) -> None:
         raise ValueError(f"power = {power}: must lie strictly between alpha ({alpha}) and 1")
 
 
-def _power_corr(**kwargs) -> float:
-    import pingouin as pg
+def _pwr_r_power(rho, n, alpha: float):
+    """pwr.r.test's two-sided power, vectorised (the formula in :func:`achieved_power`'s notes).
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pingouin warns and returns NaN for n <= 4
-        return float(pg.power_corr(**kwargs))
+    The same formula as pingouin's ``power_corr``, written with scipy.special: pingouin's
+    import (matplotlib and seaborn with it) costs about a second, in a table of a dozen
+    numbers. ``tests/test_power.py`` checks it against pwr.r.test's printed figures and
+    against pingouin on a grid.
+    """
+    dof = n - 2
+    t = special.stdtrit(dof, 1 - alpha / 2)
+    z_crit = np.arctanh(np.sqrt(t**2 / (t**2 + dof)))
+    z_rho = np.arctanh(rho) + rho / (2 * (n - 1))
+    return special.ndtr((z_rho - z_crit) * np.sqrt(n - 3)) + special.ndtr((-z_rho - z_crit) * np.sqrt(n - 3))
+
+
+def _solve(func, lower: float, upper: float) -> float:
+    """The root of ``func`` in [lower, upper] by Brent's method (hyperbolic), as pingouin solves for n and r."""
+    from scipy.optimize import brenth
+
+    return float(brenth(func, lower, upper))
 
 
 def achieved_power(rho, n, alpha: float = 0.05):
-    """Power of the two-sided test of a correlation, as R's ``pwr.r.test`` (pingouin's ``power_corr``).
+    """Power of the two-sided test of a correlation, as R's ``pwr.r.test`` and pingouin's ``power_corr``.
 
     Parameters
     ----------
@@ -73,9 +87,8 @@ def achieved_power(rho, n, alpha: float = 0.05):
     rho, n = np.broadcast_arrays(np.asarray(rho, dtype=float), np.asarray(n, dtype=float))
     if np.any(np.abs(rho) > 1):
         raise ValueError(f"rho = {rho[np.abs(rho) > 1].flat[0]}: a correlation lies in [-1, 1]")
-    # One call per (rho, n): groups, not item-dimension pairs, so a handful.
-    power = np.array([_power_corr(r=r, n=m, alpha=alpha) if m > 4 else math.nan
-                      for r, m in zip(rho.ravel(), n.ravel())]).reshape(rho.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        power = np.where(n > 4, _pwr_r_power(np.abs(rho), n, alpha), np.nan)
     return power if power.ndim else float(power)
 
 
@@ -84,7 +97,7 @@ MAX_RATERS = 1e15
 
 
 def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up; pingouin).
+    """Raters needed for the two-sided test of ``rho`` to reach ``power`` (not rounded up; as pingouin's ``power_corr``).
 
     Raises ``ValueError`` for rho = 0 (no number of raters detects it), |rho| >= 1, or
     alpha/power out of range.
@@ -103,10 +116,9 @@ def raters_needed(rho: float, alpha: float = 0.05, power: float = 0.8) -> float:
     lowest = 4 + 1e-9  # the approximation needs n > 4 (pingouin's own limit)
     if achieved_power(rho, lowest + 1e-9, alpha) >= power:
         return lowest
-    n = _power_corr(r=rho, power=power, alpha=alpha)
-    if math.isnan(n):  # pingouin searches up to 1e9 raters: a tiny rho needs more (1e-5: about 8e10)
-        n = _beyond_a_billion(rho, alpha, power)
-    return n
+    if achieved_power(rho, 1e9, alpha) < power:  # past pingouin's search range (1e-5: about 8e10 raters)
+        return _beyond_a_billion(rho, alpha, power)
+    return _solve(lambda n: _pwr_r_power(rho, n, alpha) - power, 4 + 1e-10, 1e9)
 
 
 def _beyond_a_billion(rho: float, alpha: float, power: float) -> float:
@@ -122,14 +134,14 @@ def _beyond_a_billion(rho: float, alpha: float, power: float) -> float:
 
 
 def detectable_rho(n: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest correlation that ``n`` raters detect with the given power (two-sided; pingouin).
+    """The smallest correlation that ``n`` raters detect with the given power (two-sided; as pingouin's ``power_corr``).
 
     NaN when n <= 4: too few raters for the approximation.
     """
     _check_level(alpha, power)
     if n <= 4:
         return math.nan
-    return _power_corr(n=n, power=power, alpha=alpha)
+    return _solve(lambda r: _pwr_r_power(r, n, alpha) - power, 1e-10, 1 - 1e-10)
 
 
 def power_table(group_sizes: dict, rho: float = 0.3, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:

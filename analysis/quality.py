@@ -71,6 +71,8 @@ class QualityResult:
 
     @property
     def included(self) -> pd.DataFrame:
+        # Computed each time: the two-stage design marks more participations excluded
+        # after quality control (the confirmation wave's raters who screened).
         return self.table.loc[self.table["included"], ["participant_id", "group_id"]]
 
 

@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 import instruments as inst
 
@@ -50,10 +50,12 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
 
     Notes
     -----
-    alpha = k / (k - 1) (1 - sum_i var_i / var_total), computed by pingouin.
+    alpha = k / (k - 1) (1 - sum_i var_i / var_total) = k / (k - 1) (1 - tr C / sum C)
+    with C the items' covariance matrix, as pingouin's ``cronbach_alpha`` computes it
+    (``tests/test_reliability.py`` checks it against pingouin and its documented figures;
+    computed here because importing pingouin costs a second and this runs per scale).
     Feldt (1987): 1 - (1 - alpha) F_{1 - a/2}(n - 1, (n - 1)(k - 1)) and
-    1 - (1 - alpha) F_{a/2}(...). pingouin rounds its interval to 3 decimals, so the
-    interval is recomputed here with the same formula, unrounded.
+    1 - (1 - alpha) F_{a/2}(...), unrounded (pingouin rounds its interval to 3 decimals).
 
     References
     ----------
@@ -68,17 +70,27 @@ def cronbach_alpha(df: pd.DataFrame, ci: float = 0.95) -> tuple[float, float, fl
     >>> [round(x, 3) for x in cronbach_alpha(df)]
     [0.936, 0.679, 0.993]
     """
-    import pingouin as pg
+    from analysis.covariance import complete_numeric
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna()
+    return _alpha_of(complete_numeric(df).to_numpy(), ci)
+
+
+def _alpha_of(data: np.ndarray, ci: float = 0.95) -> tuple[float, float, float]:
+    """:func:`cronbach_alpha` on a complete respondents x items array."""
     n, k = data.shape
     if k < 2 or n < 2 or data.sum(axis=1).var() == 0:
         return math.nan, math.nan, math.nan
-    alpha, _ = pg.cronbach_alpha(data=data.astype(float), ci=ci)
+    return _alpha_feldt(np.cov(data.T), n, ci)
+
+
+def _alpha_feldt(cov: np.ndarray, n: int, ci: float = 0.95) -> tuple[float, float, float]:
+    """Alpha from the items' covariance matrix (divisor n - 1), with Feldt's interval at level `ci`."""
+    k = cov.shape[0]
+    alpha = k / (k - 1) * (1 - np.trace(cov) / cov.sum())
     df1, df2 = n - 1, (n - 1) * (k - 1)
     tail = (1 - ci) / 2
-    low = 1 - (1 - alpha) * stats.f.isf(tail, df1, df2)
-    high = 1 - (1 - alpha) * stats.f.isf(1 - tail, df1, df2)
+    low = 1 - (1 - alpha) * special.fdtri(df1, df2, 1 - tail)
+    high = 1 - (1 - alpha) * special.fdtri(df1, df2, tail)
     return float(alpha), float(low), float(high)
 
 
@@ -113,7 +125,12 @@ def alpha_table(df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     >>> round(scale["std_alpha"], 3), items["alpha_if_dropped"].round(3).tolist()
     (0.937, [0.824, 0.92, 0.964])
     """
-    data = df.to_numpy(float)
+    scale, items = _alpha_arrays(df.to_numpy(float))
+    return scale, pd.DataFrame(items, index=df.columns)
+
+
+def _alpha_arrays(data: np.ndarray) -> tuple[dict, dict]:
+    """:func:`alpha_table` on a respondents x items array: (scale figures, item figures as arrays)."""
     k = data.shape[1]
     cov = np.cov(data.T)
     corr = np.corrcoef(data.T)
@@ -124,8 +141,8 @@ def alpha_table(df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
         dropped = (k - 1) / (k - 2) * (1 - (trace - own) / rest_var) if k > 2 else np.full(k, np.nan)
         item_rest = (rows - own) / np.sqrt(own * rest_var)
     average_r = (corr.sum() - k) / (k * (k - 1))
-    items = pd.DataFrame({"mean": data.mean(axis=0), "sd": data.std(axis=0, ddof=1), "item_rest_r": item_rest,
-                          "alpha_if_dropped": dropped}, index=df.columns)
+    items = {"mean": data.mean(axis=0), "sd": data.std(axis=0, ddof=1), "item_rest_r": item_rest,
+             "alpha_if_dropped": dropped}
     return {"std_alpha": float(k * average_r / (1 + (k - 1) * average_r)), "average_r": float(average_r)}, items
 
 
@@ -150,11 +167,26 @@ def one_factor_fit(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, bool]:
 
     The sign is fixed so that the loadings sum to a non-negative number (the factor is
     only identified up to sign). factor_analyzer bounds uniquenesses below at .005: a
-    uniqueness there is a Heywood case (see :func:`omega_notes`).
+    uniqueness there is a Heywood case (see :func:`omega_notes`). A proper solution (every
+    uniqueness above .01) is found in closed form by :func:`analysis.cfa.one_factor_ml_correlations`,
+    the same ML optimum (``tests/test_reliability.py`` checks the two against each other);
+    anything else goes to factor_analyzer.
     """
+    from analysis.cfa import one_factor_ml_correlations
+    from analysis.covariance import complete_numeric
+
+    data = complete_numeric(df)
+    values = data.to_numpy()
+    if len(values) > values.shape[1] >= 3:
+        # The same ML optimum in closed form (analysis.cfa), without importing
+        # factor_analyzer (and scikit-learn): where every uniqueness is clearly inside
+        # factor_analyzer's bounds (.005, 1) the bounded and unbounded optima are one.
+        z = (values - values.mean(axis=0)) / values.std(axis=0)
+        fast = one_factor_ml_correlations(z.T @ z / len(z))
+        if fast is not None and np.all(fast[1] > 2 * UNIQUENESS_FLOOR) and np.all(fast[1] < 1):
+            return fast[0], 1 - fast[0] ** 2, True
     from factor_analyzer import FactorAnalyzer
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fa = FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)
@@ -229,9 +261,9 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
     Hayes, A. F., & Coutts, J. J. (2020). Use omega rather than Cronbach's alpha for
     estimating reliability. But... Communication Methods and Measures, 14(1), 1-24.
     """
-    from analysis.covariance import DataError, check_data
+    from analysis.covariance import DataError, check_data, complete_numeric
 
-    data = df.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
+    data = complete_numeric(df)
     if data.shape[1] < 3:
         return math.nan
     try:
@@ -239,10 +271,6 @@ def mcdonald_omega(df: pd.DataFrame) -> float:
         return omega_from_loadings(one_factor_loadings(data))
     except (DataError, ValueError, np.linalg.LinAlgError):
         return math.nan
-
-
-def _item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> pd.DataFrame:
-    return items.rename_axis("item").reset_index().assign(family=family, dimension=dimension, scope=scope)
 
 
 def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str) -> tuple[dict, pd.DataFrame]:
@@ -256,54 +284,71 @@ def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str
     ``warning`` is True when there is one. Notes that only explain a blank (a two-item
     scale's Spearman-Brown, no omega for two items) come after them.
     """
-    from analysis.covariance import DataError, check_data
+    row, table = _scale_parts(items, family, dimension, scope)
+    return row, pd.DataFrame(table, columns=ITEM_COLUMNS)
 
-    complete = items.apply(pd.to_numeric, errors="coerce").dropna().astype(float)
-    complete.columns = [str(c) for c in complete.columns]
+
+def _scale_parts(items: pd.DataFrame, family: str, dimension: str, scope: str) -> tuple[dict, dict]:
+    """:func:`scale_item_rows` with the item rows as a dict of :data:`ITEM_COLUMNS` arrays.
+
+    The arithmetic runs on arrays: a study of thousands of items has a thousand scales, and
+    building frames per scale cost more than the statistics (``benchmarks/scaling.py``).
+    """
+    from analysis.covariance import DataError, check_data, complete_numeric
+
+    complete = complete_numeric(items)
+    names = np.array([str(c) for c in complete.columns], dtype=object)
+    values = complete.to_numpy()
     warns, notes = [], []  # what a reviewer must see; what only explains a blank
-    flat = [c for c, sd in zip(complete.columns, complete.to_numpy().std(axis=0)) if sd == 0] if len(complete) else []
-    if flat:
-        warns.append(f"zero-variance items left out: {', '.join(flat)}")
-        complete = complete.drop(columns=flat)
-    k, n = complete.shape[1], len(complete)
+    flat = []
+    if len(values):
+        varies = values.std(axis=0) != 0
+        flat = names[~varies].tolist()
+        if flat:
+            warns.append(f"zero-variance items left out: {', '.join(flat)}")
+            values, names = values[:, varies], names[varies]
+    k, n = values.shape[1], len(values)
     alpha = low = high = sb = omega = std_alpha = average_r = min_rest = math.nan
-    item_table = pd.DataFrame({"n": n}, index=complete.columns)
+    table = {"family": np.full(k, family, dtype=object), "dimension": np.full(k, dimension, dtype=object),
+             "scope": np.full(k, scope, dtype=object), "item": names, "n": np.full(k, n)}
+    table.update({c: np.full(k, np.nan) for c in ITEM_COLUMNS[5:]})
     if k >= 2 and n >= 3:
-        alpha, low, high = cronbach_alpha(complete)
-        scale, stats_ = alpha_table(complete)
+        alpha, low, high = _alpha_of(values)
+        scale, stats_ = _alpha_arrays(values)
         std_alpha, average_r = scale["std_alpha"], scale["average_r"]
-        item_table = item_table.join(stats_)
-        min_rest = float(stats_["item_rest_r"].min())
+        table.update(stats_)
+        rest = stats_["item_rest_r"]
+        min_rest = float(np.min(rest))
         if alpha < 0:
             warns.append(f"negative alpha ({alpha:.2f}): the items correlate negatively on average; "
                          "they do not measure one thing in one direction")
-        reversed_ = stats_.index[stats_["item_rest_r"] < 0]
-        if len(reversed_):
+        if (rest < 0).any():
             warns.append("reversed? negative item-rest correlation: "
-                         + ", ".join(f"{i} ({r:.2f})" for i, r in stats_.loc[reversed_, "item_rest_r"].items()))
+                         + ", ".join(f"{i} ({r:.2f})" for i, r in zip(names[rest < 0], rest[rest < 0])))
     elif k < 2:
         (warns if flat else notes).append("one item: no internal consistency" if k == 1
-                                          else "no item that varies: no internal consistency")
+                                                         else "no item that varies: no internal consistency")
     else:
         warns.append(f"only {n} complete respondents")
     if k == 2 and n >= 3:
-        r = complete.corr().iloc[0, 1]
+        r = np.corrcoef(values.T)[0, 1]
         sb = spearman_brown(r)
         notes.append(f"two items: Spearman-Brown of r = {r:.3f}")
     if k >= 3 and n <= k:
         warns.append(f"omega not estimable: {n} respondents for {k} items (needs more respondents than items)")
     elif k >= 3:
+        frame = pd.DataFrame(values, columns=names.tolist())
         try:
-            check_data(complete)
-            loadings, _, converged = one_factor_fit(complete)
+            check_data(frame)
+            loadings, _, converged = one_factor_fit(frame)
         except DataError as exc:
             warns.append(f"omega not estimable: {exc}")
         except (ValueError, np.linalg.LinAlgError) as exc:
             warns.append(f"one-factor model failed: {exc}")
         else:
             omega = omega_from_loadings(loadings)
-            item_table["omega_loading"] = loadings
-            warns += omega_notes(complete.columns, loadings, converged)
+            table["omega_loading"] = np.asarray(loadings, dtype=float)
+            warns += omega_notes(names, loadings, converged)
     elif 2 <= k < 3:
         notes.append("omega needs >= 3 items")
     row = {
@@ -312,7 +357,7 @@ def scale_item_rows(items: pd.DataFrame, family: str, dimension: str, scope: str
         "spearman_brown": sb, "omega": omega, "note": "; ".join(warns + notes),
         "std_alpha": std_alpha, "average_r": average_r, "min_item_rest_r": min_rest, "warning": bool(warns),
     }  # fmt: skip
-    return row, _item_rows(item_table, family, dimension, scope).reindex(columns=ITEM_COLUMNS)
+    return row, table
 
 
 def scale_row(items: pd.DataFrame, family: str, dimension: str, scope: str) -> dict:
@@ -336,10 +381,13 @@ def _instrument_scales(answers: pd.DataFrame):
 
 
 def _tables(results) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scale table and the item table from :func:`_scale_parts` results (one frame each, built once)."""
     results = list(results)
     scales = pd.DataFrame([row for row, _ in results], columns=COLUMNS)
-    parts = [items for _, items in results if len(items)]
-    items = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=ITEM_COLUMNS)
+    parts = [items for _, items in results if len(items["item"])]
+    if not parts:
+        return scales, pd.DataFrame(columns=ITEM_COLUMNS)
+    items = pd.DataFrame({c: np.concatenate([p[c] for p in parts]) for c in ITEM_COLUMNS})
     return scales, items
 
 
@@ -361,7 +409,7 @@ def instrument_reliability(answers: pd.DataFrame, with_items: bool = False):
     used: centring on the person's mean is a scoring choice, not part of the items'
     consistency.
     """
-    scales, items = _tables(scale_item_rows(block, family, dim, "instrument")
+    scales, items = _tables(_scale_parts(block, family, dim, "instrument")
                             for family, dim, block in _instrument_scales(answers))
     return (scales, items) if with_items else scales
 
@@ -409,6 +457,19 @@ def _item_label(portrait_id, option_id) -> str:
     return f"{portrait_id}/{option_id}"
 
 
+def _mean_matrix(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Raters x items (both sorted) of the mean rating, NaN where none: ``pivot_table(aggfunc="mean")``, by counting."""
+    people, row = np.unique(ratings["participant_id"].to_numpy(), return_inverse=True)
+    items, col = np.unique(ratings["item"].to_numpy(), return_inverse=True)
+    cell = row.ravel() * len(items) + col.ravel()
+    size = len(people) * len(items)
+    sums = np.bincount(cell, weights=ratings["rating"].to_numpy(float), minlength=size)
+    counts = np.bincount(cell, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        matrix = np.where(counts > 0, sums / counts, np.nan).reshape(len(people), len(items))
+    return pd.DataFrame(matrix, index=pd.Index(people, name="participant_id"), columns=pd.Index(items, name="item"))
+
+
 def _group_scales(ratings: pd.DataFrame, selection: pd.DataFrame):
     """(family, dimension, group id, raters x keyed items) for every group and dimension with >= 2 keyed items."""
     ratings = ratings.assign(item=[_item_label(p, o) for p, o in zip(ratings.portrait_id, ratings.option_id)])
@@ -417,11 +478,12 @@ def _group_scales(ratings: pd.DataFrame, selection: pd.DataFrame):
     )
     item_group = ratings.drop_duplicates("item").set_index("item")["group_id"]
     selection = selection[selection.item.isin(item_group.index)].assign(group_id=lambda s: s.item.map(item_group))
+    chosen_in = dict(tuple(selection.groupby("group_id", sort=False)))
     for group_id, group_ratings in ratings.groupby("group_id", sort=True):
-        chosen = selection[selection.group_id == group_id]
-        if chosen.empty:
+        chosen = chosen_in.get(group_id)
+        if chosen is None:
             continue
-        matrix = group_ratings.pivot_table(index="participant_id", columns="item", values="rating", aggfunc="mean")
+        matrix = _mean_matrix(group_ratings)
         for (family, dimension), pairs in chosen.groupby(["family", "dimension"], sort=True):
             if len(pairs) < 2:
                 continue
@@ -447,7 +509,7 @@ def group_reliability(ratings: pd.DataFrame, selection: pd.DataFrame, with_items
     DataFrame with :data:`COLUMNS`: one row per group and dimension with >= 2 keyed items
     in that group (alpha; omega from 3 items); and the item table when asked.
     """
-    scales, items = _tables(scale_item_rows(block, family, dim, scope)
+    scales, items = _tables(_scale_parts(block, family, dim, scope)
                             for family, dim, scope, block in _group_scales(ratings, selection))
     return (scales, items) if with_items else scales
 

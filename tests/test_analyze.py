@@ -230,3 +230,18 @@ def test_chance_baseline_written_and_switched_off(release_db, tmp_path, capsys):
     assert main(["analyze", "--db", str(release_db), "--out", str(tmp_path / "x"), "--permutations", "-1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--permutations: -1" in err
+
+
+def test_json_lines_are_json_dumps_row_by_row():
+    # The input hash's fast row encoding against json.dumps itself, on values that are equal
+    # as keys but not as JSON (1, 1.0, True), NaN, None, non-ASCII text and quotes.
+    import json
+    import math
+
+    from analysis.dataset import json_lines
+
+    rows = [("P1", 1, 1.0, None, "été"), ("P1", 1.0, True, math.nan, 'a "q" \\ b'), ("P2", True, 1, 2.5, "x"),
+            ("P2", 1, 1.0, None, "été")]
+    expected = "".join(json.dumps(list(r), separators=(",", ":"), default=str) + "\n" for r in rows)
+    assert json_lines(rows) == expected
+    assert json_lines([]) == ""

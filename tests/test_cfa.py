@@ -348,3 +348,40 @@ def test_structural_model_matches_lavaan_in_any_units():
     std_moved = {(r["lhs"], r["op"], r["rhs"]): r["std_all"] for r in moved["parameters"]}
     assert std.keys() == std_moved.keys() and ("dem65", "~", "dem60") in std
     assert all(std[k] == pytest.approx(std_moved[k], abs=1e-6) for k in std)
+
+
+def test_one_factor_route_gives_lavaans_heywood_figures_without_semopy():
+    # The same lavaan figures as the Heywood test above (chi2 18.008, residual variance
+    # -0.204), reached by the closed-form one-factor route that `vp analyze` uses per scale.
+    data = exact_sample(HEYWOOD, 200, names=list("abcd"))
+    fit = cfa.one_factor_fit_indices(data, "f =~ a + b + c + d")
+    assert round(fit["chi2"], 3) == 18.008 and fit["df"] == 2
+    assert "negative residual variance: a = -0.204 (Heywood case)" in fit["note"]
+    assert "standardised loading beyond 1: f =~ a" in fit["note"] and fit["warning"]
+
+
+@pytest.mark.parametrize("items", [["x1", "x2", "x3", "x4", "x5", "x6"], ["x9", "x4", "x7", "x1", "x8"]])
+def test_one_factor_route_equals_the_general_fit_and_factor_analyzer(hs, items):
+    # The general route (fit_cfa, checked against lavaan above) and the closed-form route
+    # find the same ML optimum; factor_analyzer's ML one-factor solution (another library,
+    # another optimiser) gives the same chi2 = N * F_ML(L L' + Psi).
+    model = "f =~ " + " + ".join(items)
+    fast = cfa.one_factor_fit_indices(hs, model)
+    full = cfa.fit_cfa(hs, model)
+    for key in cfa.FIT_KEYS:
+        assert fast[key] == pytest.approx(full[key], rel=1e-6, abs=1e-8), key
+    assert fast["note"] == full["note"] and fast["warning"] == full["warning"]
+    fa = pytest.importorskip("factor_analyzer").FactorAnalyzer(n_factors=1, rotation=None, method="ml")
+    x = hs[items].to_numpy(float)
+    r = np.corrcoef(x.T)
+    fa.fit(x)
+    sigma = fa.loadings_ @ fa.loadings_.T + np.diag(fa.get_uniquenesses())
+    f_ml = np.linalg.slogdet(sigma)[1] + np.trace(r @ np.linalg.inv(sigma)) - np.linalg.slogdet(r)[1] - len(items)
+    assert fast["chi2"] == pytest.approx(len(x) * f_ml, rel=1e-4)
+
+
+def test_one_factor_route_leaves_other_models_to_the_general_fit(hs):
+    assert cfa.one_factor_fit_indices(hs, HS_MODEL) is None            # three factors
+    assert cfa.one_factor_fit_indices(hs, "f =~ x1 + x2") is None      # two indicators
+    assert cfa.one_factor_fit_indices(hs, "f =~ x1 + x2 + x99") is None  # not in the data
+    assert cfa.one_factor_fit_indices(hs, "f =~ x1 + x2 + x3\nx1 ~~ x2") is None

@@ -141,3 +141,66 @@ def test_bh_refuses_values_that_are_not_p_values():
         bh_q_values([-0.1])
     q = bh_q_values([0.01, np.nan, 1.0, 0.0])  # the edges are p-values; NaN stays NaN
     assert np.isnan(q[1]) and q[3] == 0.0 and q[2] == 1.0
+
+
+def test_average_ranks_equal_scipys_rankdata_with_ties():
+    from scipy.stats import rankdata
+
+    from analysis.correlations import average_ranks
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, 7, size=(47, 30)).astype(float)  # six-point ratings: many ties
+    a[:, 0] = 4.0                                         # one constant column
+    for axis in (0, 1):
+        np.testing.assert_array_equal(average_ranks(a, axis=axis), rankdata(a, axis=axis))        # by counting
+    b = np.round(rng.normal(size=(47, 30)), 1) * 10.5                                          # by sorting
+    for axis in (0, 1):
+        np.testing.assert_array_equal(average_ranks(b, axis=axis), rankdata(b, axis=axis))
+
+
+def test_groups_ranked_together_equal_scipy_group_by_group():
+    # The table ranks complete groups of different sizes in one NaN-padded array; each
+    # group's rho must still be scipy's on that group's own raters.
+    from analysis.correlations import _spearman_complete_many
+
+    rng = np.random.default_rng(5)
+    pairs = [(rng.integers(1, 7, size=(n, k)).astype(float), rng.normal(size=(n, 3)).round(1))
+             for n, k in [(41, 5), (48, 7), (44, 6)]]
+    for (x, y), rho in zip(pairs, _spearman_complete_many(pairs)):
+        assert rho.shape == (x.shape[1], 3)
+        for i in range(x.shape[1]):
+            for j in range(3):
+                assert rho[i, j] == pytest.approx(spearmanr(x[:, i], y[:, j]).statistic, abs=1e-12)
+
+
+def test_bh_equals_statsmodels_fdr_bh():
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(size=500), rng.uniform(0, 1e-4, size=50), [0.0, 1.0, 0.5, 0.5]])
+    np.testing.assert_allclose(bh_q_values(p), multipletests(p, method="fdr_bh")[1], rtol=0, atol=1e-15)
+    with_nan = np.where(np.arange(len(p)) % 7 == 0, np.nan, p)
+    q = bh_q_values(with_nan)
+    ok = ~np.isnan(with_nan)
+    assert np.isnan(q[~ok]).all()
+    np.testing.assert_allclose(q[ok], multipletests(with_nan[ok], method="fdr_bh")[1], rtol=0, atol=1e-15)
+
+
+def test_significant_is_p_below_alpha_also_at_the_critical_rho():
+    from analysis.correlations import critical_rho, significant, spearman_p
+
+    rng = np.random.default_rng(6)
+    n = rng.integers(3, 60, size=20000).astype(float)
+    rho = rng.uniform(-1, 1, size=20000)
+    crit = critical_rho(n[:300], 0.05)
+    # Right at the critical rho and a few ulps either side: decided by p itself.
+    near = np.concatenate([crit, np.nextafter(crit, 2), np.nextafter(crit, -2), -crit])
+    rho = np.concatenate([rho, near, [np.nan]])
+    n = np.concatenate([n, np.tile(n[:300], 4), [30]])
+    for alpha in (0.05, 0.01):
+        np.testing.assert_array_equal(significant(rho, n, alpha), np.nan_to_num(spearman_p(rho, n), nan=1) < alpha)
+    # scipy's p for the critical rho at n = 46 is alpha itself.
+    from scipy import stats
+    r = float(critical_rho(46, 0.05))
+    t = r * np.sqrt(44 / (1 - r * r))
+    assert 2 * stats.t.sf(t, 44) == pytest.approx(0.05, abs=1e-12)

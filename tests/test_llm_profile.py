@@ -334,3 +334,22 @@ def test_negative_bootstrap_is_refused_in_one_line(tmp_path, capsys):
     assert vp(["score-llm", "--item-bank", str(bank), "--responses", str(answers), "--out", str(out),
                "--bootstrap", "0"]) == 0
     assert pd.read_csv(out)[["ci_low", "ci_high"]].isna().all().all()  # 0 switches the intervals off
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_consistency_icc_equals_pingouin_intraclass_corr(seed):
+    # The hand-written two-way ANOVA ICCs against pingouin's intraclass_corr (which rounds
+    # its interval to 2 decimals) on random targets x raters tables.
+    pg = pytest.importorskip("pingouin")
+    from analysis.llm.profile import consistency_icc
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(5, 300)), int(rng.integers(2, 8))
+    y = np.clip(np.round(3.5 + rng.normal(size=(n, 1)) + 0.8 * rng.normal(size=(n, k)) + rng.normal(size=k)), 1, 6)
+    long = pd.DataFrame({"t": np.repeat(np.arange(n), k), "r": np.tile(np.arange(k), n), "v": y.ravel()})
+    ref = pg.intraclass_corr(long, targets="t", raters="r", ratings="v").set_index("Type")
+    ours = consistency_icc(y)
+    for kind in ("ICC(C,1)", "ICC(C,k)"):
+        icc, low, high = ours[kind]
+        assert icc == pytest.approx(ref.loc[kind, "ICC"], abs=1e-12)
+        assert (round(low, 2), round(high, 2)) == pytest.approx(tuple(ref.loc[kind, "CI95"]), abs=1e-9)

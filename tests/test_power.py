@@ -70,9 +70,10 @@ def pwr_r_test_power(rho, n, alpha):
     return stats.norm.cdf((z_rho - z_crit) * math.sqrt(n - 3)) + stats.norm.cdf((-z_rho - z_crit) * math.sqrt(n - 3))
 
 
-def test_pingouin_replaces_the_hand_written_formula_to_printed_precision():
-    # pingouin's power_corr now does the work; it agrees with the formula written out by hand
-    # (the project's former own copy) far beyond the printed precision (4 decimals).
+def test_power_matches_pwr_formula_written_out_here():
+    # analysis.power computes pwr.r.test's formula with scipy.special (pingouin's import costs a
+    # second); it agrees with the formula written out by hand with scipy.stats far beyond the
+    # printed precision (4 decimals), and with pingouin (test_against_pingouin_on_a_grid).
     for rho, n, alpha in [(0.3, 46, 0.05), (0.1, 200, 0.01), (0.5, 20, 0.1), (0.25, 41, 0.05), (0.3, 5, 0.05)]:
         assert power.achieved_power(rho, n, alpha) == pytest.approx(pwr_r_test_power(rho, n, alpha), abs=1e-12)
     n = power.raters_needed(0.3, 0.05, 0.8)

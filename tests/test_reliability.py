@@ -233,3 +233,38 @@ def test_reliability_items_table():
     two = items[items.dimension == "Power"]
     assert two["alpha_if_dropped"].isna().all()  # one item left has no alpha
     assert scales.set_index("dimension").loc["Power", "warning"] in (True, False)
+
+
+def test_mean_matrix_equals_pandas_pivot_table():
+    # The raters x items matrix of group reliability, built by counting, against pandas'
+    # pivot_table(aggfunc="mean") on the same long table (a repeated rating averaged, a
+    # missing one NaN).
+    rng = np.random.default_rng(12)
+    long = pd.DataFrame({"participant_id": rng.choice([f"P{i}" for i in range(40)], 900),
+                         "item": rng.choice([f"q{j}/{k}" for j in range(9) for k in range(3)], 900),
+                         "rating": rng.integers(1, 7, 900)})
+    expected = long.pivot_table(index="participant_id", columns="item", values="rating", aggfunc="mean")
+    got = rel._mean_matrix(long)
+    pd.testing.assert_frame_equal(got, expected.astype(float), check_names=False)
+    assert got.isna().any().any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_factor_fit_in_closed_form_equals_factor_analyzer(seed):
+    # A proper one-factor solution is found without factor_analyzer; it must be
+    # factor_analyzer's ML solution (another optimiser, L-BFGS-B on the uniquenesses).
+    fa_mod = pytest.importorskip("factor_analyzer")
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(40, 300)), int(rng.integers(3, 9))
+    lam = rng.uniform(0.2, 0.85, k)
+    x = rng.normal(size=(n, 1)) * lam + rng.normal(size=(n, k)) * np.sqrt(1 - lam**2)
+    data = pd.DataFrame(np.round(x * 1.2 + 3.5).clip(1, 6), columns=[f"i{j}" for j in range(k)])
+    from analysis.cfa import one_factor_ml_correlations
+
+    assert one_factor_ml_correlations(data.corr().to_numpy()) is not None  # the closed-form route is taken
+    loadings, uniq, converged = rel.one_factor_fit(data)
+    fa = fa_mod.FactorAnalyzer(n_factors=1, rotation=None, method="ml").fit(data)
+    ref = fa.loadings_.ravel() * np.sign(fa.loadings_.sum())
+    assert converged
+    np.testing.assert_allclose(loadings, ref, atol=2e-4)
+    assert rel.omega_from_loadings(loadings) == pytest.approx(rel.omega_from_loadings(ref), abs=1e-4)

@@ -51,8 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pingouin as pg
-from scipy import stats
 
 import instruments
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
@@ -291,12 +289,40 @@ def _model_rng(seed: int, model: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(model.encode("utf-8"))])
 
 
-def icc_rows(data: pd.DataFrame, targets: str, raters: str, ratings: str) -> pd.DataFrame:
-    """pingouin's ``intraclass_corr`` indexed by its ``Type`` label (``ICC(C,1)``, ``ICC(C,k)``, ...)."""
-    with warnings.catch_warnings():  # pingouin 0.7 uses a pandas keyword pandas 3.1 deprecates
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return pg.intraclass_corr(data, targets=targets, raters=raters, ratings=ratings).set_index("Type")
+def consistency_icc(y: np.ndarray, level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """ICC(C,1) and ICC(C,k) (Shrout & Fleiss ICC3, ICC3k) of a complete targets x raters array, with F intervals.
+
+    The two-way ANOVA without replication: MS_targets = k SS(row means) / (n - 1),
+    MS_error = SS_residual / ((n - 1)(k - 1)); ICC(C,1) = (MSR - MSE) / (MSR + (k - 1) MSE),
+    ICC(C,k) = (MSR - MSE) / MSR. With F = MSR / MSE and the F quantiles q_l = F_{1 - a/2}(n - 1,
+    (n - 1)(k - 1)), q_u = F_{1 - a/2}((n - 1)(k - 1), n - 1): F_L = F / q_l, F_U = F q_u, and the
+    interval is ((F_L - 1) / (F_L + k - 1), (F_U - 1) / (F_U + k - 1)) for ICC(C,1) and
+    (1 - 1 / F_L, 1 - 1 / F_U) for ICC(C,k) (Shrout & Fleiss 1979; McGraw & Wong 1996).
+    The figures of pingouin's ``intraclass_corr`` (``tests/test_llm_profile.py`` compares
+    them), whose import costs `vp score-llm` about a second; its interval is rounded to 2
+    decimals, this one is not. Returns ``{"ICC(C,1)": (icc, low, high), "ICC(C,k)": (...)}``.
+
+    References
+    ----------
+    Shrout, P. E., & Fleiss, J. L. (1979). Intraclass correlations: uses in assessing rater
+    reliability. Psychological Bulletin, 86(2), 420-428.
+    """
+    from scipy import special
+
+    y = np.asarray(y, dtype=float)
+    n, k = y.shape
+    grand = y.mean()
+    ss_rows = k * ((y.mean(axis=1) - grand) ** 2).sum()
+    ss_cols = n * ((y.mean(axis=0) - grand) ** 2).sum()
+    ss_err = ((y - grand) ** 2).sum() - ss_rows - ss_cols
+    df_rows, df_err = n - 1, (n - 1) * (k - 1)
+    msr, mse = ss_rows / df_rows, ss_err / df_err
+    f = msr / mse
+    tail = 1 - (1 - level) / 2
+    f_low = f / special.fdtri(df_rows, df_err, tail)
+    f_high = f * special.fdtri(df_err, df_rows, tail)
+    return {ICC_TYPE: ((msr - mse) / (msr + (k - 1) * mse), (f_low - 1) / (f_low + k - 1), (f_high - 1) / (f_high + k - 1)),
+            ICC_K_TYPE: ((msr - mse) / msr, 1 - 1 / f_low, 1 - 1 / f_high)}
 
 
 def variant_consistency(long: pd.DataFrame) -> dict:
@@ -310,8 +336,8 @@ def variant_consistency(long: pd.DataFrame) -> dict:
     -------
     dict with
 
-    * ``icc``, ``icc_ci_low``, ``icc_ci_high``: pingouin's ``intraclass_corr`` with items
-      as targets and variants as raters, the ``ICC(C,1)`` row (Shrout & Fleiss ICC3,
+    * ``icc``, ``icc_ci_low``, ``icc_ci_high``: :func:`consistency_icc` (pingouin's
+      ``intraclass_corr``) with items as targets and variants as raters, the ``ICC(C,1)`` row (Shrout & Fleiss ICC3,
       two-way mixed, consistency, single rater): how far the variants order the items alike.
       Items missing any variant are left out (``nan_policy="omit"``); ``n_items`` counts the rest.
     * ``icc_k``, ``icc_k_ci_low``, ``icc_k_ci_high``: the ``ICC(C,k)`` row (ICC3k), the
@@ -323,6 +349,8 @@ def variant_consistency(long: pd.DataFrame) -> dict:
       the paired t-test (one-sample t on the per-item differences); ``order_bias_wilcoxon_p``:
       Wilcoxon's signed-rank test on the same differences (zeros dropped).
     """
+    from scipy import stats  # only where used: its import costs half a second
+
     data = long[(long["variant"] != "numeric_response")].dropna(subset=["value"])
     out = dict.fromkeys(["n_items", "icc", "icc_ci_low", "icc_ci_high", "order_bias", "order_bias_t",
                          "order_bias_p", "order_bias_wilcoxon_p", "n_order_items", "icc_k", "icc_k_ci_low",
@@ -336,10 +364,9 @@ def variant_consistency(long: pd.DataFrame) -> dict:
     complete = wide.dropna()
     out["n_items"], out["n_variants"] = len(complete), wide.shape[1]
     if complete.shape[1] >= 2 and len(complete) >= 3 and complete.to_numpy().std() > 0:
-        icc = icc_rows(data[data["item"].isin(complete.index)], targets="item", raters="variant", ratings="value")
+        icc = consistency_icc(complete.to_numpy(float))
         for prefix, kind in (("icc", ICC_TYPE), ("icc_k", ICC_K_TYPE)):
-            out[prefix] = float(icc.loc[kind, "ICC"])
-            out[f"{prefix}_ci_low"], out[f"{prefix}_ci_high"] = (float(x) for x in icc.loc[kind, "CI95"])
+            out[prefix], out[f"{prefix}_ci_low"], out[f"{prefix}_ci_high"] = (float(x) for x in icc[kind])
     rev = [c for c in wide.columns if c.endswith(REVERSED_SUFFIX)]
     given = [c for c in wide.columns if not c.endswith(REVERSED_SUFFIX)]
     if rev and given:

@@ -13,7 +13,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 import instruments as inst
 from analysis import group_bias as gb
@@ -48,7 +47,9 @@ def _settings(inp: Inputs) -> dict:
 
 
 def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and t-based CI of the finite values of x."""
+    """Mean and t-based CI of the finite values of x (the t quantile as ``scipy.stats.t.ppf``, from scipy.special)."""
+    from scipy import special
+
     x = x[np.isfinite(x)]
     n = len(x)
     if n == 0:
@@ -56,7 +57,7 @@ def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
     m = float(x.mean())
     if n < 2:
         return m, math.nan, math.nan, n
-    half = stats.t.ppf((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
+    half = special.stdtrit(n - 1, (1 + level) / 2) * x.std(ddof=1) / math.sqrt(n)
     return m, m - half, m + half, n
 
 
@@ -1068,13 +1069,19 @@ def llm_section(inp: Inputs) -> str:
     out.append(_profile_tables(base, plain, low))
     scores = inp.scores
     if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and not pvq.empty:
+        from analysis.correlations import spearman_matrix  # scipy's spearmanr to 1e-12, without scipy.stats' import
+
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         human = scores[[("pvq", v) for v in VALUES]].mean()
         human.index = VALUES
         rows = []
         for m in plain:
             if m in wide.index:
-                rho, p = stats.spearmanr(wide.loc[m].reindex(VALUES), human)
+                a, b = wide.loc[m].reindex(VALUES).to_numpy(float), human.to_numpy(float)
+                rho = p = math.nan  # as spearmanr: a value missing on either side gives no rho
+                if not (np.isnan(a).any() or np.isnan(b).any()):
+                    res = spearman_matrix(a[:, None], b[:, None])
+                    rho, p = float(res.rho.iloc[0, 0]), float(res.p_value.iloc[0, 0])
                 rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
         out.append(table(pd.DataFrame(rows), formats={"p": fmt_p}, caption="How far each model orders the ten values "
                          "as the average participant does (Spearman's rho over the ten values)."))
@@ -1084,6 +1091,8 @@ def llm_section(inp: Inputs) -> str:
     else:
         out.append(_consistency_table(cons, low))
     if not pvq.empty:
+        from analysis.correlations import spearman_matrix  # scipy's spearmanr to 1e-12, without scipy.stats' import
+
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         radars = [m for m in plain if m in wide.index]
         figs = []
