@@ -7,7 +7,13 @@ nothing was lost or duplicated (every answer a bot saw acknowledged is in the da
 asks) and that groups are balanced within one participant. Prints step latency (p50, p95,
 max), server peak RSS and CPU, bots' peak RSS (this process, plus Chromium's when it runs).
 
+With ``--processes K`` it starts K `vp app` processes on the one database (ports side by
+side, as behind a reverse proxy with sticky sessions) and sends bot i to process i mod K:
+what a study needs past one process's capacity (one Streamlit process runs its scripts
+under one interpreter lock, so it uses about one core however many it is given).
+
     python benchmarks/app_load.py --n 50 --think 3
+    python benchmarks/app_load.py --n 400 --think 3 --processes 2
     python benchmarks/app_load.py --n 15 --driver browser
 """
 
@@ -94,9 +100,92 @@ def verify(db_path: Path, study, results) -> dict:
     return dict(lost=lost, duplicated=dup, groups=groups)
 
 
+def run_load(n: int, args, processes: int) -> dict:
+    """One load run: `n` bots over `processes` `vp app` processes on a fresh database; prints its
+    figures and returns them."""
+    env = dict(item.split("=", 1) for item in args.env)
+    tmp = Path(tempfile.mkdtemp(prefix="vp_load_"))
+    study_file = _study_for(n, tmp)
+    study = load_study(study_file)
+    db_path = tmp / "study.db"
+    servers = []
+    try:
+        for k in range(processes):
+            servers.append(Server(db_path, study=study_file, env=env, log=tmp / f"server{k}.log").start())
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    pids = {server.proc.pid for server in servers}
+    peak = {"server": 0, "bots": 0}
+    cpu0 = sum(_cpu_seconds(pid) for pid in pids)
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            try:
+                peak["server"] = max(peak["server"], sum(server.rss_kb() for server in servers))
+                peak["bots"] = max(peak["bots"], _tree_rss_kb(os.getpid(), pids))
+            except OSError:
+                pass
+            stop.wait(0.5)
+
+    async def run_all():
+        # Bot i goes to process i mod K (sticky: a bot keeps its process, reloads included);
+        # each process's bots have their own seed and arrive over the same ramp.
+        runner = wsbot.run_bots if args.driver == "ws" else bots.run_bots
+        shares = [len(range(k, n, processes)) for k in range(processes)]
+        parts = await asyncio.gather(*(
+            runner(server.url, share, think=args.think, seed=args.seed + k, timeout=args.timeout, ramp=args.ramp)
+            for k, (server, share) in enumerate(zip(servers, shares)) if share))
+        return [r for part in parts for r in part]
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        results = asyncio.run(run_all())
+    finally:
+        elapsed = time.perf_counter() - t0
+        server_cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu0
+        stop.set()
+        sampler.join()
+        for server in servers:
+            server.stop()
+
+    print(bots.summary(results, elapsed))
+    steps = [s for r in results for k, s in r.latencies if k not in ("load", "reload")]
+    check = verify(db_path, study, results)
+    counts = list(check["groups"].values())
+    n_runs = sum(len(r.latencies) for r in results)
+    figures = dict(
+        n=n, processes=processes, completed=sum(r.completed for r in results),
+        p50=statistics.median(steps) if steps else float("nan"),
+        p95=bots.percentile(steps, 95) if steps else float("nan"), max=max(steps, default=float("nan")),
+        lost=check["lost"], duplicated=check["duplicated"], spread=max(counts) - min(counts) if counts else None,
+        cores=server_cpu / elapsed, ms_per_run=1000 * server_cpu / max(n_runs, 1),
+        rss=peak["server"] / 1024, load=os.getloadavg()[0])
+    figures["ok"] = (figures["completed"] == n and check["lost"] == 0 and check["duplicated"] == 0
+                     and figures["spread"] is not None and figures["spread"] <= 1)
+    print(f"\ndriver {args.driver}, bots {n}, think {args.think} s, vp app processes {processes}, "
+          f"machine cores {os.cpu_count()}, "
+          f"load average at the end {figures['load']:.1f}" + (f", server env {env}" if env else ""))
+    print(f"step latency p50 {figures['p50']:.3f} s, p95 {figures['p95']:.3f} s, "
+          f"max {figures['max']:.3f} s over {len(steps)} steps")
+    print(f"answers lost {check['lost']}, participants with duplicated answers {check['duplicated']}")
+    print(f"completed per group {check['groups']} (spread {figures['spread'] if counts else 'n/a'})")
+    print(f"peak RSS: server{'s' if processes > 1 else ''} {figures['rss']:.0f} MiB, "
+          f"bots ({'Chromium + ' if args.driver == 'browser' else ''}driver) {peak['bots'] / 1024:.0f} MiB")
+    print(f"server CPU {server_cpu:.1f} s over {elapsed:.0f} s ({figures['cores']:.2f} cores), "
+          f"{figures['ms_per_run']:.0f} ms per script run ({n_runs} runs)")
+    print("OK" if figures["ok"] else "NOT OK")
+    return figures
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--n", default="50", help="bots; a comma-separated list runs one load after another, "
+                                               "e.g. 50,100,200,400, and ends with a table")
     ap.add_argument("--think", type=float, default=3.0)
     ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which bots arrive")
     ap.add_argument("--timeout", type=float, default=30.0)
@@ -104,60 +193,28 @@ def main(argv=None) -> int:
     ap.add_argument("--driver", choices=("ws", "browser"), default="ws")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="environment for the server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=false")
+    ap.add_argument("--processes", default="1",
+                    help="vp app processes sharing the database; a comma-separated list runs each load with each")
     args = ap.parse_args(argv)
-    env = dict(item.split("=", 1) for item in args.env)
-
-    tmp = Path(tempfile.mkdtemp(prefix="vp_load_"))
-    study_file = _study_for(args.n, tmp)
-    study = load_study(study_file)
-    db_path = tmp / "study.db"
-    server = Server(db_path, study=study_file, env=env, log=tmp / "server.log").start()
-    peak = {"server": 0, "bots": 0}
-    cpu0 = _cpu_seconds(server.proc.pid)
-    stop = threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            try:
-                peak["server"] = max(peak["server"], server.rss_kb())
-                peak["bots"] = max(peak["bots"], _tree_rss_kb(os.getpid(), {server.proc.pid}))
-            except OSError:
-                pass
-            stop.wait(0.5)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    t0 = time.perf_counter()
-    try:
-        runner = wsbot.run_bots if args.driver == "ws" else bots.run_bots
-        results = asyncio.run(runner(server.url, args.n, think=args.think, seed=args.seed,
-                                     timeout=args.timeout, ramp=args.ramp))
-    finally:
-        elapsed = time.perf_counter() - t0
-        server_cpu = _cpu_seconds(server.proc.pid) - cpu0
-        stop.set()
-        sampler.join()
-        server.stop()
-
-    print(bots.summary(results, elapsed))
-    steps = [s for r in results for k, s in r.latencies if k not in ("load", "reload")]
-    check = verify(db_path, study, results)
-    counts = list(check["groups"].values())
-    print(f"\ndriver {args.driver}, bots {args.n}, think {args.think} s, machine cores {os.cpu_count()}, "
-          f"load average at the end {os.getloadavg()[0]:.1f}" + (f", server env {env}" if env else ""))
-    print(f"step latency p50 {statistics.median(steps):.3f} s, p95 {bots.percentile(steps, 95):.3f} s, "
-          f"max {max(steps):.3f} s over {len(steps)} steps")
-    print(f"answers lost {check['lost']}, participants with duplicated answers {check['duplicated']}")
-    print(f"completed per group {check['groups']} (spread {max(counts) - min(counts) if counts else 'n/a'})")
-    print(f"peak RSS: server {peak['server'] / 1024:.0f} MiB, bots ({'Chromium + ' if args.driver == 'browser' else ''}"
-          f"driver) {peak['bots'] / 1024:.0f} MiB")
-    n_runs = sum(len(r.latencies) for r in results)
-    print(f"server CPU {server_cpu:.1f} s over {elapsed:.0f} s ({server_cpu / elapsed:.2f} cores), "
-          f"{1000 * server_cpu / max(n_runs, 1):.0f} ms per script run ({n_runs} runs)")
-    ok = (all(r.completed for r in results) and check["lost"] == 0 and check["duplicated"] == 0
-          and counts and max(counts) - min(counts) <= 1)
-    print("OK" if ok else "NOT OK")
-    return 0 if ok else 1
+    loads = [int(x) for x in args.n.split(",")]
+    process_counts = [int(x) for x in args.processes.split(",")]
+    rows = []
+    for processes in process_counts:
+        for n in loads:
+            print(f"\n=== {n} bots, {processes} vp app process{'es' if processes > 1 else ''} ===", flush=True)
+            rows.append(run_load(n, args, processes))
+    if len(rows) > 1:
+        print(f"\n{'bots':>5} {'procs':>5} {'done':>5} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'lost':>5} {'dup':>4} "
+              f"{'spread':>6} {'cores':>6} {'ms/run':>7} {'RSS MiB':>8} {'load':>5}")
+        for r in rows:
+            print(f"{r['n']:>5} {r['processes']:>5} {r['completed']:>5} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['max']:>7.3f} "
+                  f"{r['lost']:>5} {r['duplicated']:>4} {r['spread'] if r['spread'] is not None else '-':>6} "
+                  f"{r['cores']:>6.2f} {r['ms_per_run']:>7.0f} {r['rss']:>8.0f} {r['load']:>5.1f}")
+    for processes in process_counts:
+        held = [r["n"] for r in rows if r["processes"] == processes and r["ok"] and r["p95"] < 1.0]
+        print(f"largest load held by {processes} process{'es' if processes > 1 else ''} (all complete, p95 < 1 s, "
+              f"0 lost or duplicated, groups within 1): {max(held) if held else 'none of those tried'}")
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
 if __name__ == "__main__":

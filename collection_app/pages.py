@@ -34,7 +34,7 @@ from datetime import datetime, timedelta, timezone
 
 import streamlit as st
 
-from valueportrait.storage import StudyDB, open_db
+from valueportrait.storage import StudyDB, open_db, pooled_db
 
 from collection_app import store
 from collection_app.study import Study
@@ -342,7 +342,7 @@ def _consent(agree: bool, db_path, study, entry) -> None:
     if agree:
         st.session_state["_consented"] = True
         return
-    with open_db(db_path) as db:
+    with pooled_db(db_path) as db:
         store.record_decline(db, study, entry.participant_id, entry.test_mode)
     st.session_state["_declined"] = True
 
@@ -368,7 +368,7 @@ class PlatformEntry(Page):
 
 def _start(db_path, study, entry) -> None:
     try:
-        with open_db(db_path) as db:
+        with pooled_db(db_path) as db:
             got = store.assign_group(db, study, entry.participant_id, test_mode=entry.test_mode,
                                      platform_study_id=entry.platform_study_id,
                                      platform_session_id=entry.platform_session_id)
@@ -696,7 +696,7 @@ def _submit_answer(db_path, study, entry, step, revise: bool = False) -> None:
 def _save(db_path, write, field_name: str = "answer") -> bool:
     """Run one write; on a database failure keep the participant on the same page, with a message."""
     try:
-        with open_db(db_path) as db:
+        with pooled_db(db_path) as db:
             write(db)
         return True
     except Exception:  # noqa: BLE001 - any failure: tell the participant, never advance
@@ -819,7 +819,7 @@ def run(study: Study, db_path: str, params: dict) -> None:
         show_message("This link does not work", entry.problem + " Please go back to Prolific and open the study "
                      "from there again. If this keeps happening, message the researchers.", "bad-link")
         return
-    with open_db(db_path) as db:
+    with pooled_db(db_path) as db:
         prog = store.load_progress(db, study, entry.participant_id)
         ctx = Ctx(study, db_path, entry, db, prog, handled)
         _route(ctx)

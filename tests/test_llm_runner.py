@@ -216,6 +216,27 @@ def test_request_shape_and_concurrency_bound(tmp_path, monkeypatch):
     assert headers["authorization"] == "Bearer sk-test-123"
 
 
+@pytest.mark.parametrize("bypass", [False, True])
+def test_http_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(tmp_path, monkeypatch, bypass):
+    """HTTP_PROXY carries the requests (the endpoint's host does not even resolve: only the
+    proxy can answer), and NO_PROXY naming that host sends them direct (and they fail)."""
+    items = parse_bank(make_bank(1, "proxy"))[:1]  # 6 questions
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with LoopbackServer() as server:
+        monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/v1"))
+        if bypass:
+            monkeypatch.setenv("NO_PROXY", "llm.invalid")
+        proxied = OpenAIBackend("http://llm.invalid/v1", "test-model", max_retries=0, timeout=5)
+        stats, _ = run_llm(items, proxied, "test-model", out_dir=tmp_path, progress=False)
+        if bypass:
+            assert server.fake.total == 0 and stats.failed == 6
+            assert all(e.startswith("gave up after 1 attempts: connection error") for e in stats.failures.values())
+        else:
+            assert server.fake.total == 6 and stats.answered == 6
+            assert server.fake.last_headers["host"] == "llm.invalid"
+
+
 def test_limit_then_resume_asks_every_question_once(tmp_path):
     items = parse_bank(make_bank(6, "limit"))  # 108 questions
     with LoopbackServer() as server:

@@ -9,7 +9,7 @@ import pytest
 from analysis.release import SURVEY, TAGGED, VALUES, import_release
 from valueportrait.cli import main
 from valueportrait.errors import InputError
-from valueportrait.storage import open_db
+from valueportrait.storage import KEYS, open_db
 
 
 def dump(path) -> list[str]:
@@ -100,6 +100,40 @@ def _missing_field(data):
 
 def _untexted_item(data):
     data[0]["1021"][0]["option_id"] = 9
+
+
+def test_reimport_removes_what_the_release_no_longer_holds(release_dir, tmp_path, imported):
+    """A release re-imported without a rating and a model's answers: the database then holds
+    what the edited JSON files hold, row for row as a fresh import of them (creation times
+    aside: a re-import keeps the first ones)."""
+    root = _broken_copy(release_dir, tmp_path)
+    dropped = {}
+
+    def drop_first_rating(data):
+        dropped["pair"] = data[0]["1021"][0]["data"].pop(0)
+
+    _edit_survey(root, drop_first_rating)
+    (root / "lm_evaluation/average_outputs/llama-3.1-8b-instruct_averaged_results.json").unlink()
+    db_path = tmp_path / "study.db"
+    shutil.copy(imported, db_path)
+    with open_db(db_path) as db:
+        import_release(root, db)
+    with open_db(tmp_path / "fresh.db") as db:
+        import_release(root, db)
+    llm = [json.loads(p.read_text()) for p in (root / "lm_evaluation/average_outputs").glob("*_averaged_results.json")]
+    expected = {"ratings": 24320 - 1, "llm_answers": sum(len(e["version_responses"]) for f in llm for e in f),
+                "participations": 560, "participants": 569, "items": 520}
+    rating, person = dropped["pair"]
+    with open_db(db_path) as old, open_db(tmp_path / "fresh.db") as fresh:
+        for table, n in expected.items():
+            assert old.count(table, "release") == n, table
+            order = ", ".join(KEYS[table])
+            columns = ", ".join(c for c in old.query(f"SELECT * FROM {table} LIMIT 1")[0].keys() if c != "created_at")
+            assert [tuple(r) for r in old.query(f"SELECT {columns} FROM {table} ORDER BY {order}")] == \
+                [tuple(r) for r in fresh.query(f"SELECT {columns} FROM {table} ORDER BY {order}")], table
+        assert not old.query("SELECT 1 FROM ratings WHERE participant_id = ? AND portrait_id = '1021' AND option_id = 1",
+                             (person,))
+        assert not old.query("SELECT 1 FROM llm_answers WHERE model = 'llama-3.1-8b-instruct'")
 
 
 @pytest.mark.parametrize("change, message", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import pytest
@@ -174,3 +175,45 @@ def test_ws_bots_rate_side_by_side_pages(tmp_path):
         side = [a for a in r.answers.values() if a["page"] == "ratings"]
         assert len(side) == 2 and sorted(len(a["answers"]) for a in side) == [2, 3]  # 2 + 2 responses, 1 check
     _check_db(tmp_path / "study.db", study_file, results)
+
+
+@pytest.mark.slow
+def test_two_app_processes_on_one_database_lose_nothing_and_keep_groups_balanced(tmp_path):
+    """Past one process's capacity: two `vp app` processes on one SQLite database (WAL), the
+    participants split over their ports as a reverse proxy with sticky sessions would split
+    them. Every acknowledged answer is stored once, and group assignment is one queue across
+    both processes: read in commit order, the groups never differ by more than one
+    participant, none passes its target, and the late arrivals get the full page."""
+    items = [{"portrait_id": 1001 + q, "content": {"title": f"Title {q}", "text": f"Question {q}?"},
+              "outputs": [{"id": 1, "content": f"Yes to {q}."}, {"id": 2, "content": f"No to {q}."}]}
+             for q in range(3)]
+    study_file = write_small_study(tmp_path / "study", items=items, groups=3, target=3,
+                                   checks=[{"id": "ac_pvq", "after": 5}])
+    db_path = tmp_path / "study.db"
+    servers = [Server(db_path, study=study_file, log=tmp_path / f"server{k}.log").start() for k in range(2)]
+    try:
+        async def both():
+            return await asyncio.gather(*(
+                wsbot.run_bots(server.url, 6, think=0, seed=10 + k, study_file=study_file, timeout=30, ramp=0)
+                for k, server in enumerate(servers)))
+        by_process = asyncio.run(both())
+    finally:
+        for server in servers:
+            server.stop()
+    results = [r for part in by_process for r in part]
+    done = [r for r in results if r.completed]
+    assert len(done) == 9 and all(any(r.completed for r in part) for part in by_process)
+    full = [r for r in results if not r.completed]
+    assert [r.end_page for r in full] == ["full:"] * 3, [(r.end_page, r.failures) for r in full]
+    _check_db(db_path, study_file, done)
+    with open_db(db_path) as db:
+        order = [json.loads(row[0])["group_id"] for row in db.query(
+            "SELECT detail_json FROM events WHERE kind = 'consented' ORDER BY event_id")]
+        per_group = db.query("SELECT group_id, COUNT(*), SUM(status = 'completed') FROM participations GROUP BY group_id")
+        people = db.query("SELECT COUNT(DISTINCT participant_id), COUNT(*) FROM participations")[0]
+    assert len(order) == 9
+    for k in range(1, len(order) + 1):
+        counts = [order[:k].count(g) for g in ("G1", "G2", "G3")]
+        assert max(counts) - min(counts) <= 1, order
+    assert sorted(tuple(row) for row in per_group) == [("G1", 3, 3), ("G2", 3, 3), ("G3", 3, 3)]
+    assert tuple(people) == (9, 9)
