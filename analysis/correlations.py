@@ -456,15 +456,28 @@ def bh_q_values(p_values) -> np.ndarray:
         at = int(np.flatnonzero(bad.ravel())[0])
         raise ValueError(f"p-value {float(p.ravel()[at])!r} at position {at}: a p-value lies in [0, 1]")
     if ok.any():
-        m = int(ok.sum())
-        order = np.argsort(p[ok])
-        stepped = p[ok][order] / (np.arange(1, m + 1) / m)
-        stepped = np.minimum.accumulate(stepped[::-1])[::-1]
-        stepped[stepped > 1] = 1
-        adjusted = np.empty(m)
-        adjusted[order] = stepped
-        q[ok] = adjusted
+        q[ok] = bh_rows(p[ok][None, :])[0]
     return q
+
+
+def bh_rows(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values of every row of `p` at once (rows x tests; NaN stays NaN).
+
+    Row by row statsmodels' ``multipletests(method="fdr_bh")``; :func:`bh_q_values` is its one-row case:
+    sort, ``p_(i) / (i / m)``, running minimum from the largest down, capped at 1.
+    """
+    p = np.asarray(p, dtype=float)
+    ok = ~np.isnan(p)
+    m = ok.sum(axis=1, keepdims=True)
+    filled = np.where(ok, p, np.inf)
+    order = np.argsort(filled, axis=1, kind="stable")
+    ranked = np.take_along_axis(filled, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        q = ranked / (np.arange(1, p.shape[1] + 1)[None, :] / m)  # statsmodels' order of operations, to the bit
+    q = np.minimum(np.minimum.accumulate(q[:, ::-1], axis=1)[:, ::-1], 1.0)
+    out = np.empty_like(q)
+    np.put_along_axis(out, order, q, axis=1)
+    return np.where(ok, out, np.nan)
 
 
 def add_q_values(table: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.correlations import add_fisher_z_ci, correlation_table
+from analysis.correlations import add_fisher_z_ci, bh_rows, correlation_table
 from analysis.dataset import Study, input_hash, load_study
 from analysis.quality import quality_control, summary_lines
 from analysis.selection import keyed_counts, select
@@ -233,26 +233,6 @@ def design_summary(ctx, design: pd.DataFrame) -> dict:
                    "each family over the candidate items' pairs"),
         "threshold": s["threshold"], "alpha": s["alpha"],
     }
-
-
-def bh_rows(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values of every row of `p` at once (rows x tests; NaN stays NaN).
-
-    Row by row the same as :func:`analysis.correlations.bh_q_values` (statsmodels' ``fdr_bh``):
-    sort, ``p_(i) m / i``, running minimum from the largest down, capped at 1.
-    """
-    p = np.asarray(p, dtype=float)
-    ok = ~np.isnan(p)
-    m = ok.sum(axis=1, keepdims=True)
-    filled = np.where(ok, p, np.inf)
-    order = np.argsort(filled, axis=1, kind="stable")
-    ranked = np.take_along_axis(filled, order, axis=1)
-    with np.errstate(invalid="ignore"):
-        q = ranked * m / np.arange(1, p.shape[1] + 1)[None, :]
-    q = np.minimum(np.minimum.accumulate(q[:, ::-1], axis=1)[:, ::-1], 1.0)
-    out = np.empty_like(q)
-    np.put_along_axis(out, order, q, axis=1)
-    return np.where(ok, out, np.nan)
 
 
 def chance_keys(study, included: pd.DataFrame, selection: pd.DataFrame, *, permutations: int = 200,
