@@ -144,7 +144,13 @@ def run(args) -> int:
     if Path(args.out).is_dir():  # before the minutes of work, not after
         raise InputError(f"{args.out}: is a folder; give a file name for the report (e.g. {Path(args.out) / 'report.html'})")
     start = time.perf_counter()
-    path = write_report(args.processed, args.out, args.db, args.demographics, allow_mismatch=args.allow_mismatch)
+    from analysis.reporting import drawing
+
+    drawing.start_early()  # the figure workers import matplotlib while this process reads the tables
+    try:
+        path = write_report(args.processed, args.out, args.db, args.demographics, allow_mismatch=args.allow_mismatch)
+    finally:
+        drawing.stop_early()
     from analysis.reporting.inputs import Inputs
 
     checked = Inputs(args.processed)

@@ -1,8 +1,8 @@
-"""vp report's figures drawn in a worker process (analysis.reporting.drawing).
+"""vp report's figures drawn in two worker processes (analysis.reporting.drawing).
 
-The worker must change nothing a reader sees: the page is byte for byte the one drawn in
+The workers must change nothing a reader sees: the page is byte for byte the one drawn in
 the main process (matplotlib called directly, no worker), a figure that fails is named in
-its place, and no process is left behind.
+its place, a worker that dies costs no figure, and no process is left behind.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import contextlib
 import multiprocessing as mp
 import os
 import re
+import sys
+import time
 
 import pytest
 
@@ -89,4 +91,103 @@ def test_figures_are_drawn_in_process_when_the_worker_dies(tmp_path, monkeypatch
     assert len(here) == len(_images(text)) >= 5  # every figure drawn here, none lost
     monkeypatch.setattr(drawing, "drawer", _no_worker)
     assert MADE.sub("", text) == MADE.sub("", build_report(processed))
+    assert not mp.active_children()
+
+
+def _gone(pid: int) -> bool:
+    """The process has ended (a zombie counts as ended: it runs nothing)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_gone(pids, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(_gone(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(FileNotFoundError):
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(x) for x in fh.read().split()]
+    return []
+
+
+_LOG: list[str] = []  # set per test: a file each drawing process appends its role to
+
+
+def _render_logged(plot, fmt):
+    time.sleep(0.1)  # long enough that the second worker, forked after the first's warm-up, gets figures too
+    with open(_LOG[0], "a") as fh:
+        fh.write(f"{drawing._ROLE or 'main'}\n")
+    return _RENDER(plot, fmt)
+
+
+needs_linux_fork = pytest.mark.skipif(not sys.platform.startswith("linux") or "fork" not in mp.get_all_start_methods(),
+                                      reason="two forked workers; /proc to find them")
+
+
+@needs_linux_fork
+def test_both_workers_draw_and_the_main_process_draws_none(tmp_path, monkeypatch):
+    log = tmp_path / "roles.txt"
+    _LOG[:] = [str(log)]
+    monkeypatch.setattr(drawing, "render", _render_logged)
+    text = build_report(synthetic_processed(tmp_path))
+    roles = log.read_text().split()
+    assert len(roles) == len(_images(text)) >= 5
+    assert set(roles) == {"first", "second"}, roles  # the import is paid once, the drawing shared
+    assert not mp.active_children()
+
+
+def _second_dies(plot, fmt):
+    if drawing._ROLE == "second":
+        os._exit(1)
+    return _RENDER(plot, fmt)
+
+
+@needs_linux_fork
+def test_figures_are_all_there_when_the_second_worker_dies(tmp_path, monkeypatch):
+    processed = synthetic_processed(tmp_path)
+    monkeypatch.setattr(drawing, "render", _second_dies)  # the second dies on the first figure it takes
+    text = build_report(processed)
+    assert "could not be drawn" not in text, re.findall(r"could not be drawn: [^<]*", text)
+    monkeypatch.setattr(drawing, "drawer", _no_worker)
+    monkeypatch.setattr(drawing, "render", _RENDER)
+    assert MADE.sub("", text) == MADE.sub("", build_report(processed))  # every figure, the same bytes
+    assert not mp.active_children()
+
+
+@needs_linux_fork
+def test_leaving_by_an_error_kills_both_workers(tmp_path):
+    from analysis.reporting import figures
+
+    frame = figures.pd.DataFrame({"group_id": ["g1", "g2"], "included": [3, 4], "excluded": [0, 1]})
+    with pytest.raises(RuntimeError, match="stop"):
+        with drawing.drawer() as d:
+            d.submit(drawing.later.bar_groups(frame), "svg", lambda mime, data: data)
+            deadline = time.monotonic() + 10
+            while len(_children(d.first.pid)) < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)  # until the first worker has forked the second
+            pids = [d.first.pid, *_children(d.first.pid)]
+            assert len(pids) == 2
+            raise RuntimeError("stop")
+    assert _wait_gone(pids), [p for p in pids if not _gone(p)]
+    assert not mp.active_children()
+
+
+@needs_linux_fork
+def test_vp_report_that_fails_early_leaves_no_worker(tmp_path, capsys):
+    from valueportrait.cli import main
+
+    before = set(_children(os.getpid()))
+    status = main(["report", "--processed", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.html")])
+    assert status == 2 and "not a folder" in capsys.readouterr().err
+    assert _wait_gone(set(_children(os.getpid())) - before)
+    assert not (tmp_path / "r.html").exists()
     assert not mp.active_children()
