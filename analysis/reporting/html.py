@@ -127,6 +127,17 @@ def table(
     (``headers``, else :func:`header_words`); cells holding a dimension name or a family code
     show its label (:func:`cell_label`), so the page spells each value one way.
     """
+    head, rows = _table_parts(frame, formats, headers, cell_style, caption, css_class)
+    return head + "".join(rows) + _TABLE_END
+
+
+_TABLE_END = "</tbody></table></div>"
+
+
+def _table_parts(frame: pd.DataFrame, formats: dict[str, Callable] | None = None, headers: dict[str, str] | None = None,
+                 cell_style: dict[str, Callable] | None = None, caption: str | None = None,
+                 css_class: str = "") -> tuple[str, list[str]]:
+    """(everything up to the first row, one HTML string per row) of :func:`table`."""
     formats = formats or {}
     headers = headers or {}
     cell_style = cell_style or {}
@@ -156,9 +167,8 @@ def table(
                             for t, st in zip(texts, styles)])
         else:
             columns.append([f"<td{num}>{esc(t)}</td>" for t in texts])
-    out.extend("<tr>" + "".join(cells) + "</tr>" for cells in zip(*columns))
-    out.append("</tbody></table></div>")
-    return "".join(out)
+    rows = ["<tr>" + "".join(cells) + "</tr>" for cells in zip(*columns)]
+    return "".join(out), rows
 
 
 def sorted_views(frame: pd.DataFrame, views: list[tuple[str, list[str], list[bool]]], name: str, **table_args) -> str:
@@ -176,10 +186,12 @@ def sorted_views(frame: pd.DataFrame, views: list[tuple[str, list[str], list[boo
         ident = esc(f"{name}-v{k}")
         out.append(f'<input type="radio" class="v{k}" id="{ident}" name="{esc(name)}"{" checked" if k == 0 else ""}>'
                    f'<label for="{ident}">{esc(label)}</label>')
+    # Each row's HTML is made once; each view puts the rows in its own order.
+    plain = frame.reset_index(drop=True)
+    head, rows = _table_parts(plain[[c for c in plain.columns if not str(c).startswith("_")]], **table_args)
     for k, (_, by, ascending) in enumerate(views):
-        ordered = frame.sort_values(by, ascending=ascending, kind="stable", na_position="last")
-        shown = ordered[[c for c in ordered.columns if not str(c).startswith("_")]]
-        out.append(f'<div class="view v{k}">{table(shown, **table_args)}</div>')
+        order = plain.sort_values(by, ascending=ascending, kind="stable", na_position="last").index
+        out.append(f'<div class="view v{k}">{head}{"".join(rows[i] for i in order)}{_TABLE_END}</div>')
     out.append("</div>")
     return "".join(out)
 
