@@ -193,12 +193,15 @@ def _seconds_between(start: pd.Series, end: pd.Series) -> pd.Series:
     return (b - a).dt.total_seconds()
 
 
-def load_study(db: StudyDB, study_id: str | None = None, *, include_tests: bool = False) -> Study:
+def load_study(db: StudyDB, study_id: str | None = None, *, include_tests: bool = False,
+               with_ratings: bool = True) -> Study:
     """Read study `study_id` (or the only study) from `db`.
 
     Test-mode participations (the app's runs without a Prolific id: pilots, the researcher's
     own clicks) and everything their participants answered are left out, with a note, unless
-    `include_tests`.
+    `include_tests`. With ``with_ratings=False`` the ratings, the largest table, are not read
+    (``Study.ratings`` is then empty, with its columns): for a reader that needs the rest
+    only, as the report does.
     """
     study_id = db.resolve_study(study_id)
     source = db.query("SELECT source FROM studies WHERE study_id = ?", (study_id,))[0][0]
@@ -212,7 +215,8 @@ def load_study(db: StudyDB, study_id: str | None = None, *, include_tests: bool 
     items["meta"] = [json.loads(m) if isinstance(m, str) and m else {} for m in items.pop("meta_json")]
     items["option_id"] = items["option_id"].astype(int)
     ratings = db.frame("SELECT participant_id, group_id, portrait_id, option_id, rating, position, seconds FROM ratings "
-                       "WHERE study_id = ? ORDER BY participant_id, portrait_id, option_id", (study_id,))
+                       f"WHERE study_id = ? {'' if with_ratings else 'AND 0 '}ORDER BY participant_id, portrait_id, option_id",
+                       (study_id,))
     participations = db.frame(
         "SELECT p.participant_id, p.group_id, g.position AS group_position, p.status, p.test_mode, p.started_at, p.completed_at "
         "FROM participations p JOIN item_groups g USING (study_id, group_id) WHERE p.study_id = ? "
@@ -292,10 +296,11 @@ def complete_pvq(study: Study) -> pd.Series:
 __all__ = ["Study", "load_study", "input_hash", "DIMENSIONS", "complete_pvq"]
 
 
-def participants_without_ratings(study: Study) -> list[str]:
+def participants_without_ratings(study: Study, rated: set[str] | None = None) -> list[str]:
     """People with questionnaire scores or answers who rated no item (the release has ten).
 
     They are in no participation, so quality control never sees them; the methods name them.
+    ``rated``: who rated anything, when ``study`` was loaded without its ratings.
     """
     scored = set(study.scores.dropna(how="all").index.astype(str)) | set(study.raw_answers.index.astype(str))
-    return sorted(scored - set(study.ratings["participant_id"].astype(str)))
+    return sorted(scored - (set(study.ratings["participant_id"].astype(str)) if rated is None else rated))

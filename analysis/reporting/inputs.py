@@ -152,10 +152,26 @@ class Inputs:
 
         try:
             with open_db(self.db, readonly=True) as con:
-                return load_study(con, (self.manifest or {}).get("study_id"))
+                # Not the ratings: the report shows the analysis' tables, never its own estimates.
+                return load_study(con, (self.manifest or {}).get("study_id"), with_ratings=False)
         except Exception as exc:  # a report should still be made from the files alone
             self.notes.append(f"database {self.db}: could not be read ({exc})")
             return None
+
+    def rated(self) -> set[str] | None:
+        """Who rated any item in the study (the study is loaded without its ratings), or None."""
+        if self.study is None:
+            return None
+        from valueportrait.storage import open_db
+
+        try:
+            with open_db(self.db, readonly=True) as con:
+                rows = con.query("SELECT DISTINCT participant_id FROM ratings WHERE study_id = ?",
+                                 (self.study.study_id,))
+        except Exception as exc:  # noqa: BLE001 (said in the report, as for the study)
+            self.notes.append(f"database {self.db}: could not be read ({exc})")
+            return None
+        return {str(r[0]) for r in rows}
 
     @cached_property
     def included(self) -> set[str] | None:

@@ -209,11 +209,12 @@ def _unrated(inp: Inputs) -> int | None:
     n = ((inp.manifest or {}).get("counts") or {}).get("participants_without_ratings")
     if n is not None:
         return int(n)
-    if inp.study is None:
+    rated = inp.rated()
+    if rated is None:
         return None
     from analysis.dataset import participants_without_ratings
 
-    return len(participants_without_ratings(inp.study))
+    return len(participants_without_ratings(inp.study, rated))
 
 
 # --------------------------------------------------------------------------- instruments
