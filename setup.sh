@@ -26,6 +26,10 @@ if [ ! -f "$stamp" ]; then
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
+# Our modules' bytecode, written here once (and again only for a changed file): where
+# PYTHONDONTWRITEBYTECODE is set, Python would otherwise compile them on every command
+# (about 0.1 s of each vp command's start).
+.venv/bin/python -m compileall -q -j 0 analysis valueportrait instruments collection_app >/dev/null || true
 
 install_chromium() {
     # Browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
