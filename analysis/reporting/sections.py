@@ -458,7 +458,9 @@ def correlations_section(inp: Inputs) -> str:
         out.append(missing("No correlations.csv: run vp analyze."))
     else:
         order = [fd for fd in ORDER if ((corr["family"] == fd[0]) & (corr["dimension"] == fd[1])).any()]
-        out.append(figure(F.rho_boxplots(corr, order, threshold), "Distribution of rho per dimension",
+        # Only the columns the figure reads cross to the drawing worker (the whole table is ~1 MB pickled).
+        out.append(figure(F.rho_boxplots(corr[["family", "dimension", "rho"]], order, threshold),
+                          "Distribution of rho per dimension",
                           "Spearman's rho of every item with every dimension (box: quartiles; whiskers: 5th-95th "
                           "percentile; triangle: the largest rho). Blue: PVQ values; purple: higher-order values; "
                           "green: Big Five traits. Dashed red: the keying threshold.", width="780px"))
