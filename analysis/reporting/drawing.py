@@ -59,9 +59,8 @@ later = _Later()
 
 def encode(fig, fmt: str = "svg") -> tuple[str, str]:
     """(MIME type, base64 data) of a matplotlib figure as SVG (line art) or PNG (heat maps); closes it."""
-    import matplotlib.pyplot as plt
-
     import matplotlib
+    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     # The bounding box of what is drawn, measured once here: bbox_inches="tight" would lay the
@@ -137,22 +136,26 @@ def _first(tasks, results, parent: int, second: bool) -> None:
 
     die_with_parent(parent)
     _ROLE = "first"
-    _warm_up()
-    other = None
+    try:
+        _warm_up()
+    except Exception:  # noqa: BLE001 (matplotlib cannot draw here: the main process draws, and names what fails)
+        os._exit(1)
+    watcher = None
     if second:
         other = mp.get_context("fork").Process(target=_second, args=(tasks, results, os.getpid()), daemon=True,
                                                name="vp-report-figures-2")
         other.start()
 
-        def watch() -> None:  # the second died before its end: tell the main process
+        def watch() -> None:  # the only thread that waits for the second: tell the main process if it died
             other.join()
             if other.exitcode != 0:
                 results.put(("dead", other.pid))
 
-        threading.Thread(target=watch, daemon=True, name="second-watch").start()
+        watcher = threading.Thread(target=watch, daemon=True, name="second-watch")
+        watcher.start()
     _serve(tasks, results)
-    if other is not None:
-        other.join()  # a daemonic child would be killed at this process' exit, mid-figure
+    if watcher is not None:
+        watcher.join()  # the second finishes its last figure (a daemonic child dies with this process)
 
 
 def _cores() -> int:
