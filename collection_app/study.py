@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import instruments
 from valueportrait.errors import InputError
+from valueportrait.files import read_data_file
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STUDY = HERE / "default_study.yaml"
@@ -342,7 +343,7 @@ def _field_error(path: Path, exc: ValidationError) -> InputError:
 
 def load_items(path: Path) -> tuple[Query, ...]:
     """Candidate items in the release's tagged shape (JSON or YAML list of queries)."""
-    data = instruments.read_data_file(path)
+    data = read_data_file(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a list of queries, got {type(data).__name__}")
     queries = []
@@ -365,7 +366,7 @@ def load_items(path: Path) -> tuple[Query, ...]:
 def load_study(path: Path | str | None = None) -> Study:
     """Read and validate a study file; relative file names in it are relative to the file."""
     path = Path(path) if path else DEFAULT_STUDY
-    data = instruments.read_data_file(path)
+    data = read_data_file(path)
     try:
         spec = StudySpec.model_validate(data)
     except ValidationError as exc:

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 import instruments
+from analysis.llm import LOW_CONSISTENCY  # noqa: F401 (part of this module's interface)
 from analysis.llm.bank import Item, load_bank, normalise_option_id, normalise_portrait_id
 from analysis.llm.inspect_log import looks_like_inspect_json, read_inspect_log
 from valueportrait import DEFAULT_PROCESSED
@@ -74,9 +75,6 @@ CONSISTENCY_COLUMNS = [
 REVERSED_SUFFIX = "_reversed"
 ICC_TYPE = "ICC(C,1)"  # pingouin 0.7's label for Shrout & Fleiss ICC3: consistency, single rater
 ICC_K_TYPE = "ICC(C,k)"  # Shrout & Fleiss ICC(3,k): consistency of the mean over the k variants
-#: ICC(C,k) is Cronbach's alpha over the variants; below the usual .70 for research use, a
-#: model's averaged answers are too inconsistent for its profile to mean much.
-LOW_CONSISTENCY = 0.70
 DEFAULT_BOOTSTRAP = 1000
 
 

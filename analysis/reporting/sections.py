@@ -1021,7 +1021,7 @@ def _consistency(inp: Inputs, plain: list[str]) -> pd.DataFrame | None:
 
 def _low_consistency(cons: pd.DataFrame | None) -> set[str]:
     """Models whose six-variant average is too inconsistent for a profile: ICC(C,k) below the line."""
-    from analysis.llm.profile import LOW_CONSISTENCY
+    from analysis.llm import LOW_CONSISTENCY  # not via profile: its imports cost a tenth of a second
 
     if cons is None or "icc_k" not in cons.columns:
         return set()
@@ -1029,7 +1029,7 @@ def _low_consistency(cons: pd.DataFrame | None) -> set[str]:
 
 
 def llm_section(inp: Inputs) -> str:
-    from analysis.llm.profile import LOW_CONSISTENCY
+    from analysis.llm import LOW_CONSISTENCY  # not via profile: its imports cost a tenth of a second
 
     out = [sources([("llm_profiles.csv", inp.has("llm_profiles.csv")),
                     ("llm_consistency.csv", inp.has("llm_consistency.csv"))])]
@@ -1155,7 +1155,7 @@ def _profile_tables(base: pd.DataFrame, plain: list[str], low: set[str]) -> str:
 
 
 def _consistency_table(cons: pd.DataFrame, low: set[str]) -> str:
-    from analysis.llm.profile import LOW_CONSISTENCY
+    from analysis.llm import LOW_CONSISTENCY  # not via profile: its imports cost a tenth of a second
 
     def with_ci(value, lo, hi) -> str:
         return "" if pd.isna(value) else f"{value:.2f}" + (f"\n{fmt_ci(lo, hi)}" if fmt_ci(lo, hi) else "")
@@ -1588,7 +1588,7 @@ def methods(inp: Inputs) -> str:
         kinds = [str(cons["icc_type"].iloc[0])] if "icc_type" in cons.columns else []
         if "icc_k_type" in cons.columns:
             kinds.append(str(cons["icc_k_type"].iloc[0]))
-        from analysis.llm.profile import LOW_CONSISTENCY
+        from analysis.llm import LOW_CONSISTENCY  # not via profile: its imports cost a tenth of a second
 
         llm.append("Agreement between the variants is the intraclass correlation "
                    + " and ".join(kinds) + " (two-way mixed, consistency, items as targets and variants as raters; "
