@@ -5,7 +5,7 @@ item-value correlations, selected items, (for a simulated study with `vp demo`'s
 recovery.json) the known truth, factor analyses, LLM profiles, group bias, methods. Each section reads the files it needs from
 the processed folder (``vp analyze``, ``vp score-llm``) and, with ``--db`` or the database
 named in ``manifest.json``, the study database (scores, demographics, times); what is
-missing is said in the report. Figures are embedded (SVG, PNG for large heat maps), CSS
+missing is said in the report. Figures are embedded (SVG, large heat maps rasterised inside), CSS
 is inline: the file fetches nothing and opens offline. Item texts are shown as plain text.
 """
 

@@ -129,7 +129,10 @@ def rho_boxplots(corr: pd.DataFrame, order: list[tuple[str, str]], threshold: fl
 
 def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[str],
                      blocks: list[tuple[str, int, int]] | None = None):
-    """Keyed items (rows) x dimensions (columns): rho; keyed cells marked. PNG (many rows).
+    """Keyed items (rows) x dimensions (columns): rho; keyed cells marked.
+
+    For SVG: the cells and the marks are embedded as images (rasterised; a bank of any size
+    costs the same bytes), the labels stay text (crisp, and cheaper to draw than in a PNG).
 
     Up to 60 rows are labelled with their item ids; beyond that, ``blocks`` (label, first
     row, last row + 1) name each group of rows on the y axis and separate them with lines
@@ -141,7 +144,7 @@ def selected_heatmap(matrix: pd.DataFrame, keyed: np.ndarray, row_labels: list[s
     lim = max(0.5, float(np.nanmax(np.abs(matrix.to_numpy(float)))) if n_rows else 0.5)
     im = ax.imshow(matrix.to_numpy(float), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
     rr, cc = np.nonzero(keyed)
-    ax.scatter(cc, rr, s=3 if n_rows > 150 else 8, c="black", marker="s", linewidths=0)
+    ax.scatter(cc, rr, s=3 if n_rows > 150 else 8, c="black", marker="s", linewidths=0, rasterized=True)
     ax.set_xticks(range(n_cols), [short(c) for c in matrix.columns], rotation=60, ha="right")
     if n_rows <= 60:
         ax.set_yticks(range(n_rows), row_labels, fontsize=6)

@@ -219,7 +219,7 @@ def _isna(v) -> bool:
 
 
 def figure(fig, alt: str, caption: str = "", fmt: str = "svg", width: str | None = None) -> str:
-    """A figure as an ``<img>`` with a ``data:`` URI (SVG for line art, PNG for heat maps).
+    """A figure as an ``<img>`` with a ``data:`` URI (SVG; PNG with ``fmt="png"``).
 
     ``fig`` is a matplotlib figure (closed afterwards) or a :class:`~analysis.reporting.drawing.Plot`:
     that one is drawn by the open :func:`~analysis.reporting.drawing.drawer`'s worker (a

@@ -584,7 +584,7 @@ def _selected_heatmap(corr: pd.DataFrame, sel: pd.DataFrame) -> str:
     fig = figure(F.selected_heatmap(flat, keyed, list(flat.index), blocks), "Heat map of keyed items by dimensions",
                  f"The {len(flat):,} keyed items (rows, grouped by their strongest keyed dimension) and their rho with "
                  "every dimension (columns: values in circle order, higher-order values, Big Five). Black squares "
-                 "mark the keyed pairs. The tables below list each dimension's items by id.", fmt="png", width="760px")
+                 "mark the keyed pairs. The tables below list each dimension's items by id.", width="760px")
     group = corr.drop_duplicates("item").set_index("item")["group_id"] if "group_id" in corr.columns else None
     tables = []
     for (fam, dim), part in _order_dims(sel).groupby(["family", "dimension"], sort=False):
