@@ -12,8 +12,9 @@ fastest of `--repeat` runs, and the load average before and after. Targets on th
 machine (issue 19): each <= 2 s. On a busy machine the wall time says little: the report's
 three processes (the command and its two figure workers) then wait for a core. This
 machine's cores also change speed from minute to minute (other virtual machines on the
-host), so the script times a fixed pure-Python loop before and after: compare runs only
-when that figure is the same.
+host; a tight pure-Python loop does not show it, the memory-heavy work of these commands
+does): read the two figures of one run together (`vp score-llm` took 1.57 s on a quiet
+machine).
 """
 
 from __future__ import annotations
@@ -43,26 +44,13 @@ def timed(args: list[str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def speed_check() -> float:
-    """Milliseconds of a fixed pure-Python loop (best of 5): how fast a core is right now."""
-    best = float("inf")
-    for _ in range(5):
-        t0 = time.perf_counter()
-        total = 0
-        for i in range(1_000_000):
-            total += i
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("release", nargs="?", type=Path, default=RELEASE)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each command; the fastest is kept")
     args = parser.parse_args(argv)
     answers = args.release / "lm_evaluation" / "average_outputs"
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
-          f"speed check {speed_check():.0f} ms (a quiet core of this machine: about 50 ms)")
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         db, out = tmp / "study.db", tmp / "processed"
@@ -76,7 +64,7 @@ def main(argv=None) -> int:
             runs = [timed(command) for _ in range(args.repeat)]
             wall, cpu = min(runs)
             print(f"{label}: wall {wall:.2f} s, CPU {cpu:.2f} s (best of {args.repeat}; target <= 2 s)")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; speed check {speed_check():.0f} ms")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 
