@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
 CONTRACT_COLUMNS = ["group_id", "portrait_id", "option_id", "family", "dimension",
                     "rho", "p_value", "q_value", "n", "ci_low", "ci_high"]
@@ -116,6 +115,8 @@ def spearman_p(rho: np.ndarray, n) -> np.ndarray:
     t = rho * sqrt((n - 2) / ((1 + rho)(1 - rho))), referred to Student's t with n - 2 df;
     p = 2 * P(T > |t|). NaN where rho is NaN or n < 3.
     """
+    from scipy import special  # here, not at the top: the report imports this module for its ranks only
+
     rho = np.asarray(rho, dtype=float)
     dof = np.asarray(n, dtype=float) - 2
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -131,6 +132,8 @@ def critical_rho(n, alpha: float) -> np.ndarray:
     |t| = |rho| sqrt((n - 2) / (1 - rho^2)) rises with |rho|; so with t_c the t quantile,
     |rho| > t_c / sqrt(t_c^2 + n - 2).
     """
+    from scipy import special
+
     dof = np.asarray(n, dtype=float) - 2
     with np.errstate(invalid="ignore", divide="ignore"):
         t = -special.stdtrit(dof, alpha / 2)

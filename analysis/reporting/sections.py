@@ -47,8 +47,8 @@ def _settings(inp: Inputs) -> dict:
 
 
 def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
-    """Mean and t-based CI of the finite values of x (the t quantile as ``scipy.stats.t.ppf``, from scipy.special)."""
-    from scipy import special
+    """Mean and t-based CI of the finite values of x (the t quantile as ``scipy.stats.t.ppf``, without scipy)."""
+    from analysis.student_t import quantile
 
     x = x[np.isfinite(x)]
     n = len(x)
@@ -57,7 +57,7 @@ def t_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
     m = float(x.mean())
     if n < 2:
         return m, math.nan, math.nan, n
-    half = special.stdtrit(n - 1, (1 + level) / 2) * x.std(ddof=1) / math.sqrt(n)
+    half = quantile((1 + level) / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
     return m, m - half, m + half, n
 
 
@@ -1072,8 +1072,6 @@ def llm_section(inp: Inputs) -> str:
     out.append(_profile_tables(base, plain, low))
     scores = inp.scores
     if scores is not None and all(("pvq", v) in scores.columns for v in VALUES) and not pvq.empty:
-        from analysis.correlations import spearman_matrix  # scipy's spearmanr to 1e-12, without scipy.stats' import
-
         wide = pvq.pivot_table(index="model", columns="dimension", values="centered_mean")
         human = scores[[("pvq", v) for v in VALUES]].mean()
         human.index = VALUES
@@ -1083,8 +1081,7 @@ def llm_section(inp: Inputs) -> str:
                 a, b = wide.loc[m].reindex(VALUES).to_numpy(float), human.to_numpy(float)
                 rho = p = math.nan  # as spearmanr: a value missing on either side gives no rho
                 if not (np.isnan(a).any() or np.isnan(b).any()):
-                    res = spearman_matrix(a[:, None], b[:, None])
-                    rho, p = float(res.rho.iloc[0, 0]), float(res.p_value.iloc[0, 0])
+                    rho, p = _spearman_over_values(a, b)
                 rows.append({"model": m, "rank correlation with the participants' mean profile": rho, "p": p})
         out.append(table(pd.DataFrame(rows), formats={"p": fmt_p}, caption="How far each model orders the ten values "
                          "as the average participant does (Spearman's rho over the ten values)."))
@@ -1113,6 +1110,27 @@ def llm_section(inp: Inputs) -> str:
 def _short_num(x: float) -> str:
     """-0.44 -> -.44: interval ends under a score, where width is short."""
     return f"{x:.2f}".replace("0.", ".", 1)
+
+
+def _spearman_over_values(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Spearman's rho of two complete profiles and its two-sided p (as ``scipy.stats.spearmanr``, without scipy).
+
+    rho is Pearson's r of the average ranks; p refers t = rho sqrt((n - 2) / (1 - rho^2)) to
+    Student's t with n - 2 degrees of freedom. A constant profile has no rho (NaN).
+    """
+    from analysis.correlations import average_ranks
+    from analysis.student_t import two_sided_p
+
+    ra, rb = average_ranks(a) - (len(a) + 1) / 2, average_ranks(b) - (len(b) + 1) / 2
+    denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
+    if denom == 0:
+        return math.nan, math.nan
+    rho = float(np.clip(ra @ rb / denom, -1.0, 1.0))
+    dof = len(a) - 2
+    if dof < 1:
+        return rho, math.nan
+    t = math.inf if abs(rho) == 1 else rho * math.sqrt(dof / ((1 + rho) * (1 - rho)))
+    return rho, two_sided_p(t, dof)
 
 
 def _profile_tables(base: pd.DataFrame, plain: list[str], low: set[str]) -> str:
