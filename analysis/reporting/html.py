@@ -297,18 +297,10 @@ _HEAT_NAMES = np.array([f"hn{k}" for k in range(5, 0, -1)] + [""] + [f"hp{k}" fo
 
 
 def heat_classes(values: np.ndarray) -> np.ndarray:
-    """:func:`heat_class` of every value of an array at once."""
+    """The heat-map class of every rho in an array (``hp3`` for .25 <= rho < .35; '' near zero or NaN)."""
     values = np.asarray(values, dtype=float)
     k = np.clip(np.round(np.where(np.isnan(values), 0.0, values) * 10), -5, 5).astype(int)
     return _HEAT_NAMES[k + 5]
-
-
-def heat_class(value) -> str:
-    """The heat-map class of a rho (``p3`` for .25 <= rho < .35; '' near zero or NaN)."""
-    if value is None or pd.isna(value):
-        return ""
-    k = int(np.clip(np.round(float(value) * 10), -5, 5))
-    return "" if k == 0 else f"h{'n' if k < 0 else 'p'}{abs(k)}"
 
 
 CSS = """
