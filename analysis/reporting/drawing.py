@@ -168,7 +168,10 @@ def _cores() -> int:
 class Drawer:
     """Figures queued for the two workers; :meth:`fill` puts them into the page."""
 
-    def __init__(self, workers: int = 2):
+    def __init__(self, workers: int | None = None):
+        """``workers``: 1 or 2 (default: 2 where this process may use two cores or more)."""
+        if workers is None:
+            workers = 2 if _cores() > 1 else 1
         ctx = mp.get_context("fork")
         self.token = secrets.token_hex(8)
         self.jobs: list[tuple[Plot, str, Callable[[str, str], str]]] = []
@@ -268,7 +271,7 @@ def start_early() -> None:
     workers that no drawer took (the command failed before its page).
     """
     if not _EARLY and "fork" in mp.get_all_start_methods():
-        _EARLY.append(Drawer(workers=2 if _cores() > 1 else 1))
+        _EARLY.append(Drawer())
 
 
 def stop_early() -> None:
@@ -288,7 +291,7 @@ def drawer():
     if "fork" not in mp.get_all_start_methods():
         yield None
         return
-    d = _EARLY.pop() if _EARLY else Drawer(workers=2 if _cores() > 1 else 1)
+    d = _EARLY.pop() if _EARLY else Drawer()
     _ACTIVE.append(d)
     ok = False
     try:
