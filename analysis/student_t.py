@@ -24,6 +24,8 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
+import numpy as np
+
 
 def _whole(df) -> int:
     k = int(df)
@@ -34,8 +36,6 @@ def _whole(df) -> int:
 
 def central(t: float, df) -> float:
     """P(|T| < |t|) for Student's t with ``df`` (whole) degrees of freedom."""
-    import numpy as np
-
     k = _whole(df)
     if math.isnan(t):
         return math.nan
