@@ -41,6 +41,7 @@ import pandas as pd
 from scipy import stats
 
 import instruments as inst
+from analysis.chance import study_groups
 from analysis.circumplex import CIRCLE, structural_summary
 from analysis.correlations import spearman_matrix
 from analysis.power import achieved_power, raters_needed
@@ -159,12 +160,9 @@ def promise_scores(study, included: pd.DataFrame, *, keying: str = "pos", permut
     dims_index = study.scores.columns
     dims = list(dims_index.get_level_values("dimension"))
     frames, nulls = [], []
-    for k, gid in enumerate(study.groups["group_id"]):
-        people = included.loc[included["group_id"] == gid, "participant_id"].tolist()
-        ratings = study.rating_matrix(gid, people)
+    for k, (gid, ratings, scores) in enumerate(study_groups(study, included)):
         if ratings.shape[1] == 0:
             continue
-        scores = study.scores.reindex(index=ratings.index)
         observed = spearman_matrix(ratings, scores)
         null = permuted_rho(ratings, scores, permutations, np.random.default_rng([seed, k]))
         peak, peak_value, best, best_col = _item_statistics(observed.rho.to_numpy(), dims, keying)
