@@ -32,7 +32,7 @@ import pandas as pd
 from analysis.correlations import add_fisher_z_ci, bh_rows, correlation_table
 from analysis.dataset import Study, input_hash, load_study
 from analysis.quality import quality_control, summary_lines
-from analysis.selection import keyed_counts, select
+from analysis.selection import keyed_counts, keyed_mask, select
 from valueportrait.errors import InputError
 
 DESIGNS = ("one-stage", "two-stage")
@@ -270,14 +270,13 @@ def chance_keys(study, included: pd.DataFrame, selection: pd.DataFrame, *, permu
         return out
     rho, n = np.concatenate(rho_parts, axis=1), np.concatenate(n_parts, axis=1)   # (perms, items, dims)
     p = spearman_p(rho, n)
-    strength = np.abs(rho) if keying == "abs" else rho
     tail = (1 - level) / 2
     for family in dict.fromkeys(families):
         cols = families == family
         p_f = p[:, :, cols].reshape(permutations, -1)
         q_f = bh_rows(p_f)
-        with np.errstate(invalid="ignore"):
-            keyed = (strength[:, :, cols].reshape(permutations, -1) >= threshold) & (p_f < alpha) & (q_f < alpha)
+        keyed = keyed_mask(rho[:, :, cols].reshape(permutations, -1), p_f, threshold=threshold, alpha=alpha,
+                           keying=keying) & (q_f < alpha)
         counts = keyed.sum(axis=1)
         low, high = np.quantile(counts, [tail, 1 - tail])
         out[family] = {"observed": int((selection["family"] == family).sum()), "expected_mean": float(counts.mean()),
