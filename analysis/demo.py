@@ -168,7 +168,6 @@ def rater_replicates(sim, out: Path, n: int, alpha: float) -> dict | None:
 #: 0.390, precision 0.953 and 0.978: close, 24 the better and the top of the range issue
 #: 15's rough model named.
 SCREEN_RATERS = 24
-DESIGN_KEYS = ("precision", "recall", "keyed", "ratings")
 
 
 def design_entry(keyed: pd.DataFrame, population: pd.DataFrame, ratings: int) -> dict:
