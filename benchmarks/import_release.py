@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from analysis.fetch_release import find_release
+
 ROOT = Path(__file__).resolve().parents[1]
 VP = str(Path(sys.executable).with_name("vp"))
 
@@ -70,7 +72,7 @@ def _steps(release: Path, db_path: Path) -> list[tuple[str, float, float]]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--release", type=Path, default=ROOT.parent / "shared" / "valueportrait-release")
+    ap.add_argument("--release", type=Path, default=find_release() or ROOT.parent / "shared" / "valueportrait-release")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vp_import_") as tmp:
